@@ -1,0 +1,29 @@
+"""bridgenet: container networks built by hand, as exact ip/iptables/sysctl commands.
+
+The model (``Bridge``, ``Namespace``, ``VethPair``, ``Address``, ``Route``,
+``Sysctl``, ``NatRule``) renders into commands; a :class:`Network` orders and
+checks them; runners print them (dry-run), run them (``sh``), or record them.
+"""
+
+from .commands import Command, Step
+from .errors import (
+    BridgenetError,
+    CommandError,
+    ConflictError,
+    NamespaceBusyError,
+    NotInSandboxError,
+    PrivilegeError,
+    RolledBackError,
+    SandboxError,
+    ValidationError,
+)
+from .model import Address, Bridge, Namespace, NatRule, Route, Sysctl, VethPair, ip_forward
+from .network import Container, Network, bridge_network
+from .tutorial import tutorial
+
+__all__ = [
+    "Address", "Bridge", "BridgenetError", "Command", "CommandError", "ConflictError", "Container",
+    "Namespace", "NamespaceBusyError", "NatRule", "Network", "NotInSandboxError", "PrivilegeError",
+    "RolledBackError", "Route", "SandboxError", "Step", "Sysctl", "ValidationError", "VethPair",
+    "bridge_network", "ip_forward", "tutorial",
+]

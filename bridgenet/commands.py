@@ -1,0 +1,238 @@
+"""Commands as data: an argv plus the step it belongs to and what it makes true.
+
+Objects of the model render into :class:`Step` values; a step holds the
+commands that bring it up and those that take it down. Runners (see
+``runners.py``) execute commands; nothing here runs anything.
+
+A command that acts inside a named network namespace keeps that namespace in
+``netns`` and renders as ``ip netns exec NETNS TOOL ARGS...``, the lesson's
+form (ip-netns(8)); the batch runner instead groups such commands into one
+``ip -n NETNS -batch -`` per namespace.
+"""
+
+from __future__ import annotations
+
+import shlex
+from ipaddress import IPv4Address, IPv4Interface
+
+import attrs
+
+
+# --- effects: what a command makes true, so that live state can be compared ---
+
+
+@attrs.frozen
+class NetnsPresent:
+    """A named network namespace ``name`` exists (``/run/netns/NAME``)."""
+
+    name: str
+
+
+@attrs.frozen
+class NetnsAbsent:
+    """No named network namespace ``name``."""
+
+    name: str
+
+
+@attrs.frozen
+class LinkPresent:
+    """A link ``name`` of ``kind`` (``bridge``, ``veth``) exists in ``netns`` (None: the host).
+
+    For a veth, ``peer`` names the other end and ``peer_netns`` where it lives.
+    """
+
+    name: str
+    kind: str
+    netns: str | None = None
+    peer: str | None = None
+    peer_netns: str | None = None
+
+
+@attrs.frozen
+class LinkAbsent:
+    """No link ``name`` in ``netns``."""
+
+    name: str
+    netns: str | None = None
+
+
+@attrs.frozen
+class LinkInNetns:
+    """Link ``name`` has been moved from the host into ``netns``."""
+
+    name: str
+    netns: str
+
+
+@attrs.frozen
+class LinkUp:
+    """Link ``name`` in ``netns`` is administratively up (flag ``UP``)."""
+
+    name: str
+    netns: str | None = None
+
+
+@attrs.frozen
+class LinkMaster:
+    """Link ``name`` is a bridge port of ``master`` (None: of no bridge)."""
+
+    name: str
+    master: str | None
+    netns: str | None = None
+
+
+@attrs.frozen
+class LinkAlias:
+    """Link ``name`` carries the alias ``alias`` (ip-link(8) ``alias``)."""
+
+    name: str
+    alias: str | None
+    netns: str | None = None
+
+
+@attrs.frozen
+class AddrPresent:
+    """Address ``address`` (with prefix length) is on link ``dev`` in ``netns``."""
+
+    dev: str
+    address: IPv4Interface
+    netns: str | None = None
+    broadcast: IPv4Address | None = None
+
+
+@attrs.frozen
+class AddrAbsent:
+    """Address ``address`` is not on link ``dev`` in ``netns``."""
+
+    dev: str
+    address: IPv4Interface
+    netns: str | None = None
+
+
+@attrs.frozen
+class RoutePresent:
+    """A route to ``dst`` (``"default"`` or a CIDR) via ``via`` exists in ``netns``."""
+
+    dst: str
+    via: IPv4Address
+    netns: str | None = None
+
+
+@attrs.frozen
+class RouteAbsent:
+    """No route to ``dst`` via ``via`` in ``netns``."""
+
+    dst: str
+    via: IPv4Address
+    netns: str | None = None
+
+
+@attrs.frozen
+class SysctlValue:
+    """Sysctl ``key`` reads ``value`` in ``netns``."""
+
+    key: str
+    value: str
+    netns: str | None = None
+
+
+@attrs.frozen
+class RulePresent:
+    """The iptables rule ``rule`` (the argv after ``-A CHAIN``) is in ``table``/``chain``."""
+
+    table: str
+    chain: str
+    rule: tuple[str, ...]
+    netns: str | None = None
+
+
+@attrs.frozen
+class RuleAbsent:
+    """One instance of the iptables rule ``rule`` fewer (``-D`` removes the first match)."""
+
+    table: str
+    chain: str
+    rule: tuple[str, ...]
+    netns: str | None = None
+
+
+Effect = (
+    NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkMaster
+    | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
+    | RulePresent | RuleAbsent
+)
+
+
+@attrs.frozen
+class Command:
+    """One command: ``tool`` with ``args``, run in the host or inside ``netns``.
+
+    Attributes:
+        tool: the program, ``"ip"``, ``"iptables"`` or ``"sysctl"``.
+        args: its arguments, a tuple of strings (never a shell string).
+        netns: None to run in the host; a namespace name to run inside it.
+        step: key of the :class:`Step` it belongs to.
+        effect: what is true once it has run (used to plan against live state).
+    """
+
+    tool: str
+    args: tuple[str, ...] = attrs.field(converter=tuple)
+    netns: str | None = None
+    step: str = ""
+    effect: Effect | None = attrs.field(default=None, eq=False)
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """The full argv, e.g. ``("ip", "netns", "exec", "container4", "ip", "link", ...)``."""
+        if self.netns is None:
+            return (self.tool, *self.args)
+        return ("ip", "netns", "exec", self.netns, self.tool, *self.args)
+
+    def shell(self, *, sudo: bool = False) -> str:
+        """The command as one shell-quoted line (``shlex.join``), optionally behind ``sudo``."""
+        argv = ("sudo", *self.argv) if sudo else self.argv
+        return shlex.join(argv)
+
+    def __str__(self) -> str:
+        return self.shell()
+
+
+@attrs.frozen
+class Step:
+    """One step of a network: the commands that make it and those that unmake it.
+
+    Attributes:
+        key: unique identity within a network, e.g. ``"link br0"``.
+        title: one line saying what the step does.
+        why: a few sentences saying why (printed by ``--explain``).
+        up: commands that make the step, in order.
+        down: commands that undo the step on its own.
+        covered_by: key of another step whose ``down`` removes this one too
+            (e.g. an address vanishes with its link); when both are taken
+            down, this step's own ``down`` is skipped.
+    """
+
+    key: str
+    title: str
+    why: str
+    up: tuple[Command, ...]
+    down: tuple[Command, ...]
+    covered_by: str | None = None
+
+
+def ip(*args: str, netns: str | None = None, step: str = "", effect: Effect | None = None) -> Command:
+    """Build an ``ip`` command (ip(8))."""
+    return Command("ip", args, netns=netns, step=step, effect=effect)
+
+
+def iptables(*args: str, netns: str | None = None, step: str = "", effect: Effect | None = None) -> Command:
+    """Build an ``iptables`` command (iptables(8))."""
+    return Command("iptables", args, netns=netns, step=step, effect=effect)
+
+
+def sysctl_w(key: str, value: str, *, netns: str | None = None, step: str = "") -> Command:
+    """Build ``sysctl -w KEY=VALUE`` (sysctl(8))."""
+    return Command(
+        "sysctl", ("-w", f"{key}={value}"), netns=netns, step=step, effect=SysctlValue(key, value, netns)
+    )

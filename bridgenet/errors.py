@@ -1,0 +1,116 @@
+"""Every error bridgenet raises on purpose.
+
+All of them derive from :class:`BridgenetError`, so ``except
+bridgenet.BridgenetError`` catches exactly bridgenet's own failures.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+
+
+class BridgenetError(Exception):
+    """Root of every error raised by bridgenet."""
+
+
+class ValidationError(BridgenetError, ValueError):
+    """A value breaks one of the model's rules; raised before any command runs.
+
+    Attributes:
+        obj: what was being checked, e.g. ``"VethPair brid4"``.
+        field: the field that breaks the rule, e.g. ``"name"``.
+        rule: the rule, in words, e.g. ``"an interface name is at most 15 bytes"``.
+        value: the offending value.
+    """
+
+    def __init__(self, obj: str, field: str, rule: str, value: object = None) -> None:
+        self.obj = obj
+        self.field = field
+        self.rule = rule
+        self.value = value
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{obj}: {field}: {rule}{shown}")
+
+
+class CommandError(BridgenetError):
+    """A command exited non-zero (or could not be started).
+
+    Attributes:
+        argv: the command as run, a tuple of strings.
+        exit_code: its exit status (127 when the program was not found).
+        stderr: what it wrote to standard error, decoded as UTF-8.
+        stdout: what it wrote to standard output.
+    """
+
+    def __init__(self, argv: Sequence[str], exit_code: int, stderr: str, stdout: str = "") -> None:
+        self.argv = tuple(argv)
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.stdout = stdout
+        detail = stderr.strip() or "(no stderr)"
+        super().__init__(f"command failed (exit {exit_code}): {shlex.join(self.argv)}\n  {detail}")
+
+
+class RolledBackError(BridgenetError):
+    """Bringing a network up failed or was interrupted; what was done is undone.
+
+    Attributes:
+        cause: the error (or signal) that stopped the work.
+        undone: the commands run to roll back, in order.
+        leftovers: descriptions of what could not be rolled back (empty when
+            the host is back where it was).
+    """
+
+    def __init__(self, cause: BaseException, undone: Sequence[object], leftovers: Sequence[str] = ()) -> None:
+        self.cause = cause
+        self.undone = tuple(undone)
+        self.leftovers = tuple(leftovers)
+        msg = f"{cause}\nrolled back {len(self.undone)} command(s)"
+        if self.leftovers:
+            msg += "; could NOT undo: " + "; ".join(self.leftovers)
+        else:
+            msg += "; the host is back where it was"
+        super().__init__(msg)
+
+
+class ConflictError(BridgenetError):
+    """Something on the host differs from what the network asks for.
+
+    Raised by planning, before any change. ``wanted`` and ``found`` describe
+    the two sides.
+    """
+
+    def __init__(self, what: str, wanted: str, found: str, hint: str = "") -> None:
+        self.what = what
+        self.wanted = wanted
+        self.found = found
+        self.hint = hint
+        msg = f"{what}: the network wants {wanted}, but the host has {found}"
+        if hint:
+            msg += f"\n  {hint}"
+        super().__init__(msg)
+
+
+class NamespaceBusyError(BridgenetError):
+    """A namespace to delete still has processes in it (their PIDs in ``pids``)."""
+
+    def __init__(self, netns: str, pids: Sequence[int]) -> None:
+        self.netns = netns
+        self.pids = tuple(pids)
+        super().__init__(
+            f"netns {netns} still has processes in it (PIDs {', '.join(map(str, self.pids))}); "
+            "stop them, or pass force=True (--force) to kill them first"
+        )
+
+
+class PrivilegeError(BridgenetError):
+    """The caller lacks a capability the operation needs (e.g. CAP_NET_ADMIN)."""
+
+
+class SandboxError(BridgenetError):
+    """A sandbox could not be created, entered or used."""
+
+
+class NotInSandboxError(SandboxError):
+    """A real command was about to run outside a sandbox while one is required."""

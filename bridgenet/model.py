@@ -1,0 +1,526 @@
+"""The objects of a container network, as immutable validated values.
+
+Each object is an ``attrs`` frozen class; its fields are checked when it is
+built (see ``rules.py``), and rules that involve several objects are checked
+when a :class:`bridgenet.network.Network` is assembled. An object renders
+into :class:`bridgenet.commands.Step` values, the commands of ip-link(8),
+ip-address(8), ip-route(8), ip-netns(8), sysctl(8) and iptables(8).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import attrs
+
+from . import rules
+from .commands import (
+    AddrAbsent,
+    AddrPresent,
+    Command,
+    LinkAbsent,
+    LinkAlias,
+    LinkInNetns,
+    LinkMaster,
+    LinkPresent,
+    LinkUp,
+    NetnsAbsent,
+    NetnsPresent,
+    RouteAbsent,
+    RoutePresent,
+    RuleAbsent,
+    RulePresent,
+    Step,
+    ip,
+    iptables,
+    sysctl_w,
+)
+
+
+@attrs.frozen
+class RenderContext:
+    """What an object needs to know about its network to render its steps.
+
+    Attributes:
+        tag: text to tag links (alias) and iptables rules (comment) with,
+            e.g. ``"bridgenet:demo"``; None to tag nothing (the lesson).
+        fast: create each veth with its peer already in its namespace
+            (``ip link add A type veth peer name B netns NS``, ≈0.5 ms) instead
+            of creating it in the host and moving it (≈16 ms, the lesson's way).
+        brings_lo_up: for each namespace, the veth whose container side also
+            brings ``lo`` up (the first one into it).
+    """
+
+    tag: str | None = None
+    fast: bool = False
+    brings_lo_up: dict[str, str] = attrs.field(factory=dict)
+
+
+def _alias(name: str, tag: str | None, step: str) -> list[Command]:
+    if not tag:
+        return []
+    return [ip("link", "set", "dev", name, "alias", tag, step=step, effect=LinkAlias(name, tag))]
+
+
+@attrs.frozen
+class Bridge:
+    """A Linux bridge in the host (ip-link(8) ``type bridge``).
+
+    Attributes:
+        name: interface name, 1-15 bytes, e.g. ``"br0"``.
+    """
+
+    name: str = attrs.field(validator=rules.ifname)
+
+    @property
+    def step_key(self) -> str:
+        return f"link {self.name}"
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        return [
+            Step(
+                key=k,
+                title=f"create the bridge {self.name} and bring it up",
+                why=(
+                    f"{self.name} is a virtual switch: every link plugged into it as a bridge "
+                    "port can reach the others at layer 2. With no port yet it shows NO-CARRIER."
+                ),
+                up=(
+                    ip("link", "add", self.name, "type", "bridge", step=k, effect=LinkPresent(self.name, "bridge")),
+                    *_alias(self.name, ctx.tag, k),
+                    ip("link", "set", self.name, "up", step=k, effect=LinkUp(self.name)),
+                ),
+                down=(ip("link", "del", self.name, step=k, effect=LinkAbsent(self.name)),),
+            )
+        ]
+
+
+@attrs.frozen
+class Namespace:
+    """A named network namespace, the network side of a container (ip-netns(8)).
+
+    Attributes:
+        name: the namespace's name; it becomes the file ``/run/netns/NAME``.
+    """
+
+    name: str = attrs.field(validator=rules.netns_name)
+
+    @property
+    def step_key(self) -> str:
+        return f"netns {self.name}"
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        return [
+            Step(
+                key=k,
+                title=f"create the network namespace {self.name}",
+                why=(
+                    f"{self.name} gets its own links, addresses, routes and iptables, "
+                    "isolated from the host: the network half of a container. "
+                    "It starts with only lo, and lo is down."
+                ),
+                up=(ip("netns", "add", self.name, step=k, effect=NetnsPresent(self.name)),),
+                down=(ip("netns", "del", self.name, step=k, effect=NetnsAbsent(self.name)),),
+            )
+        ]
+
+
+@attrs.frozen
+class VethPair:
+    """A veth pair: ``name`` stays in the host, ``peer`` goes into ``netns``.
+
+    Attributes:
+        name: the host end, e.g. ``"brid4"``.
+        peer: the container end, e.g. ``"veth4"``.
+        netns: the namespace the peer lives in (None: the peer stays in the host).
+        master: the bridge the host end is plugged into as a bridge port, or None.
+        address: the peer's address with prefix length, e.g. ``10.201.0.4/24``, or None.
+    """
+
+    name: str = attrs.field(validator=rules.ifname)
+    peer: str = attrs.field(validator=rules.ifname)
+    netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+    master: str | None = attrs.field(default=None, validator=rules.optional_ifname)
+    address: IPv4Interface | None = attrs.field(
+        default=None, converter=rules.to_interface, validator=rules.optional_interface
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.peer == self.name:
+            raise rules.ValidationError(
+                rules.describe(self), "peer", "the two ends of a veth pair have different names", self.peer
+            )
+        if self.master is not None and self.master == self.name:
+            raise rules.ValidationError(
+                rules.describe(self), "master", "a link cannot be its own master", self.master
+            )
+
+    @property
+    def step_key(self) -> str:
+        return f"link {self.name}"
+
+    @property
+    def peer_key(self) -> str:
+        return f"addr {self.peer}@{self.netns or 'host'}"
+
+    @property
+    def port_key(self) -> str:
+        return f"port {self.name}"
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k, ns = self.step_key, self.netns
+        created = LinkPresent(self.name, "veth", None, self.peer, ns)
+        if ns is None:
+            make = [ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, step=k, effect=created)]
+            where = "both ends stay in the host"
+        elif ctx.fast:
+            make = [
+                ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, "netns", ns,
+                   step=k, effect=created)
+            ]
+            where = f"{self.peer} is created directly inside {ns}"
+        else:
+            make = [
+                ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, step=k,
+                   effect=LinkPresent(self.name, "veth", None, self.peer, None)),
+                ip("link", "set", self.peer, "netns", ns, step=k, effect=LinkInNetns(self.peer, ns)),
+            ]
+            where = f"{self.peer} is then moved into {ns}"
+        out = [
+            Step(
+                key=k,
+                title=(
+                    f"create the veth pair {self.name} (host end) and {self.peer}"
+                    + (f", and put {self.peer} into {ns}" if ns else "")
+                ),
+                why=(
+                    "A veth pair is a virtual cable: what goes in one end comes out of the other. "
+                    f"Both ends are born in the host; {where}. "
+                    f"Deleting {self.name} deletes {self.peer} too."
+                ),
+                up=(*make, *_alias(self.name, ctx.tag, k)),
+                down=(ip("link", "del", self.name, step=k, effect=LinkAbsent(self.name)),),
+            )
+        ]
+        pk = self.peer_key
+        side: list[Command] = []
+        if self.address is not None:
+            side.append(
+                ip("addr", "add", str(self.address), "dev", self.peer, netns=ns, step=pk,
+                   effect=AddrPresent(self.peer, self.address, ns))
+            )
+        if ns is not None and ctx.brings_lo_up.get(ns) == self.name:
+            side.append(ip("link", "set", "dev", "lo", "up", netns=ns, step=pk, effect=LinkUp("lo", ns)))
+        side.append(ip("link", "set", "dev", self.peer, "up", netns=ns, step=pk, effect=LinkUp(self.peer, ns)))
+        undo = []
+        if self.address is not None:
+            undo.append(
+                ip("addr", "del", str(self.address), "dev", self.peer, netns=ns, step=pk,
+                   effect=AddrAbsent(self.peer, self.address, ns))
+            )
+        out.append(
+            Step(
+                key=pk,
+                title=(
+                    f"address and bring up the container side {self.peer}"
+                    + (f" in {ns}" if ns else "")
+                ),
+                why=(
+                    (f"{self.peer} gets {self.address}; " if self.address else "")
+                    + "lo and the link go up. Until its peer "
+                    f"{self.name} is up too, {self.peer} shows LOWERLAYERDOWN."
+                ),
+                up=tuple(side),
+                down=tuple(undo),
+                covered_by=k,
+            )
+        )
+        if self.master is not None:
+            qk = self.port_key
+            out.append(
+                Step(
+                    key=qk,
+                    title=f"plug {self.name} into the bridge {self.master} and bring it up",
+                    why=(
+                        f"{self.name} becomes a bridge port of {self.master}, so the container "
+                        f"behind it is on the same layer-2 segment as every other port."
+                    ),
+                    up=(
+                        ip("link", "set", self.name, "master", self.master, step=qk,
+                           effect=LinkMaster(self.name, self.master)),
+                        ip("link", "set", "dev", self.name, "up", step=qk, effect=LinkUp(self.name)),
+                    ),
+                    down=(
+                        ip("link", "set", "dev", self.name, "nomaster", step=qk,
+                           effect=LinkMaster(self.name, None)),
+                    ),
+                    covered_by=k,
+                )
+            )
+        else:
+            qk = f"up {self.name}"
+            out.append(
+                Step(
+                    key=qk,
+                    title=f"bring up the host end {self.name}",
+                    why=f"{self.peer} only carries traffic once {self.name} is up as well.",
+                    up=(ip("link", "set", "dev", self.name, "up", step=qk, effect=LinkUp(self.name)),),
+                    down=(),
+                    covered_by=k,
+                )
+            )
+        return out
+
+
+@attrs.frozen
+class Address:
+    """An address on a link, e.g. the gateway address on the bridge (ip-address(8)).
+
+    Attributes:
+        dev: the link, e.g. ``"br0"``.
+        address: address with prefix length, e.g. ``10.201.0.1/24``.
+        netns: where the link lives (None: the host).
+        brd: also set the subnet's broadcast address (``brd 10.201.0.255``).
+    """
+
+    dev: str = attrs.field(validator=rules.ifname)
+    address: IPv4Interface = attrs.field(converter=rules.to_interface, validator=rules.interface)
+    netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+    brd: bool = True
+
+    @property
+    def step_key(self) -> str:
+        return f"addr {self.address} dev {self.dev}@{self.netns or 'host'}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.address} dev {self.dev}"
+
+    def __attrs_post_init__(self) -> None:
+        net = self.address.network
+        if self.address.ip in (net.network_address, net.broadcast_address) and net.prefixlen < 31:
+            raise rules.ValidationError(
+                rules.describe(self), "address",
+                f"an address is neither the network address nor the broadcast address of {net}",
+                str(self.address),
+            )
+
+    def steps(self, ctx: RenderContext, covered_by: str | None = None) -> list[Step]:
+        k = self.step_key
+        args = ["addr", "add", str(self.address)]
+        bcast = None
+        if self.brd:
+            bcast = self.address.network.broadcast_address
+            args += ["brd", str(bcast)]
+        args += ["dev", self.dev]
+        net = self.address.network
+        return [
+            Step(
+                key=k,
+                title=f"give {self.dev} the address {self.address}",
+                why=(
+                    f"With {self.address.ip} on {self.dev}, the kernel adds the connected route "
+                    f"{net} dev {self.dev}: this side can now reach {net} directly, and "
+                    f"{self.address.ip} can serve as the gateway of {net}."
+                ),
+                up=(ip(*args, netns=self.netns, step=k, effect=AddrPresent(self.dev, self.address, self.netns, bcast)),),
+                down=(
+                    ip("addr", "del", str(self.address), "dev", self.dev, netns=self.netns, step=k,
+                       effect=AddrAbsent(self.dev, self.address, self.netns)),
+                ),
+                covered_by=covered_by,
+            )
+        ]
+
+
+@attrs.frozen
+class Route:
+    """A route inside a namespace, by default its default route (ip-route(8)).
+
+    Attributes:
+        netns: the namespace the route lives in (None: the host).
+        via: the gateway, an address on a subnet the namespace is attached to.
+        dst: ``"default"`` or a destination subnet such as ``"10.9.0.0/16"``.
+    """
+
+    netns: str | None = attrs.field(validator=rules.optional_netns_name)
+    via: IPv4Address = attrs.field(converter=rules.to_address, validator=rules.address)
+    dst: str = attrs.field(default="default")
+
+    @dst.validator
+    def _check_dst(self, attribute: attrs.Attribute, value: str) -> None:
+        if value == "default":
+            return
+        try:
+            IPv4Network(value)
+        except ValueError:
+            raise rules.ValidationError(
+                rules.describe(self), "dst", "a route destination is 'default' or an IPv4 subnet with no host bits set",
+                value,
+            ) from None
+
+    @property
+    def step_key(self) -> str:
+        return f"route {self.dst} via {self.via}@{self.netns or 'host'}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.dst} via {self.via}"
+
+    def steps(self, ctx: RenderContext, covered_by: str | None = None) -> list[Step]:
+        k = self.step_key
+        where = self.netns or "the host"
+        return [
+            Step(
+                key=k,
+                title=f"add the route {self.dst} via {self.via} in {where}",
+                why=(
+                    f"{where} only knows the subnets it is attached to; "
+                    + (
+                        f"with a default route via {self.via}, everything else goes to the gateway."
+                        if self.dst == "default"
+                        else f"this sends {self.dst} to {self.via}."
+                    )
+                ),
+                up=(ip("route", "add", self.dst, "via", str(self.via), netns=self.netns, step=k,
+                       effect=RoutePresent(self.dst, self.via, self.netns)),),
+                down=(ip("route", "del", self.dst, "via", str(self.via), netns=self.netns, step=k,
+                         effect=RouteAbsent(self.dst, self.via, self.netns)),),
+                covered_by=covered_by,
+            )
+        ]
+
+
+@attrs.frozen
+class Sysctl:
+    """A per-namespace kernel setting under ``net.ipv4``/``net.ipv6`` (sysctl(8)).
+
+    Attributes:
+        key: e.g. ``"net.ipv4.ip_forward"``.
+        value: the value to set, as text.
+        default: the value ``down`` restores when the value before ``up`` is
+            not known (for ``net.ipv4.ip_forward``, the kernel default ``"0"``;
+            Documentation/networking/ip-sysctl.rst).
+        netns: where to set it (None: the host).
+    """
+
+    key: str = attrs.field(validator=rules.sysctl_key)
+    value: str = attrs.field(converter=str)
+    default: str = attrs.field(default="0", converter=str)
+    netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+
+    @property
+    def name(self) -> str:
+        return self.key
+
+    @property
+    def step_key(self) -> str:
+        return f"sysctl {self.key}@{self.netns or 'host'}"
+
+    def restore_command(self, value: str) -> Command:
+        """``sysctl -w KEY=VALUE`` that puts ``value`` back."""
+        return sysctl_w(self.key, value, netns=self.netns, step=self.step_key)
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        why = (
+            "With ip_forward=1 the kernel routes packets between its links, so what the "
+            "containers send to their gateway can leave through another link. "
+            f"Taking the network down puts back the value it had before (else {self.default})."
+            if self.key == "net.ipv4.ip_forward"
+            else f"Set {self.key}; taking the network down puts back the value it had before (else {self.default})."
+        )
+        return [
+            Step(
+                key=k,
+                title=(
+                    "turn on IP forwarding"
+                    if (self.key, self.value) == ("net.ipv4.ip_forward", "1")
+                    else f"set {self.key}={self.value}"
+                ),
+                why=why,
+                up=(sysctl_w(self.key, self.value, netns=self.netns, step=k),),
+                down=(self.restore_command(self.default),),
+            )
+        ]
+
+
+def ip_forward(netns: str | None = None) -> Sysctl:
+    """The ``net.ipv4.ip_forward=1`` sysctl (kernel default 0; Documentation/networking/ip-sysctl.rst)."""
+    return Sysctl("net.ipv4.ip_forward", "1", default="0", netns=netns)
+
+
+@attrs.frozen
+class NatRule:
+    """Source NAT for a subnet: ``-t nat -A POSTROUTING -s SUBNET -j MASQUERADE`` (iptables-extensions(8)).
+
+    Attributes:
+        source: the subnet whose packets leave with the outgoing link's address.
+        out_interface: only packets leaving through this link (``-o``), or None for any.
+        comment: a comment stored with the rule (``-m comment --comment``), or
+            None; a tagged network sets ``bridgenet:NAME`` here.
+        netns: where the rule lives (None: the host).
+    """
+
+    source: IPv4Network = attrs.field(converter=rules.to_network, validator=rules.network)
+    out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
+    comment: str | None = attrs.field(default=None)
+    netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+
+    @comment.validator
+    def _check_comment(self, attribute: attrs.Attribute, value: str | None) -> None:
+        if value is None:
+            return
+        if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable() or any(
+            c.isspace() or c in "\"'#" for c in value
+        ):
+            raise rules.ValidationError(
+                rules.describe(self), "comment",
+                "an iptables comment is 1-255 printable characters without whitespace, quotes or '#' "
+                "(iptables-extensions(8), comment)",
+                value,
+            )
+
+    @property
+    def name(self) -> str:
+        return f"MASQUERADE {self.source}"
+
+    @property
+    def step_key(self) -> str:
+        return f"nat {self.source}" + (f" -o {self.out_interface}" if self.out_interface else "") + f"@{self.netns or 'host'}"
+
+    def rule(self, comment: str | None = None) -> tuple[str, ...]:
+        """The rule as iptables-save prints it after ``-A POSTROUTING``."""
+        spec: list[str] = ["-s", str(self.source)]
+        if self.out_interface:
+            spec += ["-o", self.out_interface]
+        comment = self.comment if self.comment is not None else comment
+        if comment:
+            spec += ["-m", "comment", "--comment", comment]
+        spec += ["-j", "MASQUERADE"]
+        return tuple(spec)
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        spec = self.rule(ctx.tag)
+        return [
+            Step(
+                key=k,
+                title=f"masquerade what leaves from {self.source}",
+                why=(
+                    f"Hosts beyond the gateway have no route back to {self.source}. MASQUERADE in the "
+                    "nat table's POSTROUTING chain rewrites the source of outgoing packets to the "
+                    "address of the link they leave by, and conntrack maps the replies back. "
+                    "(Port publishing is the mirror image: DNAT in PREROUTING.)"
+                ),
+                up=(iptables("-t", "nat", "-A", "POSTROUTING", *spec, netns=self.netns, step=k,
+                             effect=RulePresent("nat", "POSTROUTING", spec, self.netns)),),
+                down=(iptables("-t", "nat", "-D", "POSTROUTING", *spec, netns=self.netns, step=k,
+                               effect=RuleAbsent("nat", "POSTROUTING", spec, self.netns)),),
+            )
+        ]
+
+
+NetworkObject = Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule

@@ -1,0 +1,1 @@
+"""pytest plugin (registered under the ``pytest11`` entry point). PROVISIONAL stub."""

@@ -1,0 +1,272 @@
+"""The rules names and addresses must follow, as attrs validators.
+
+Each rule states where it comes from:
+
+* interface names: the kernel's ``dev_valid_name()`` (net/core/dev.c): 1 to
+  15 bytes (``IFNAMSIZ`` is 16 with the NUL), not ``.`` or ``..``, no ``/``,
+  ``:`` or whitespace;
+* names that ``ip`` would read as one of its own keywords: ip-link(8) takes
+  the device name as a bare word and accepts abbreviated keywords, so
+  ``ip link add m type bridge`` reads ``m`` as ``mtu`` (measured with
+  iproute2 6.1; we reject every prefix of a keyword, which is also safe for
+  other versions);
+* ``#`` and quotes: ``ip -batch`` reads ``#`` as the start of a comment and
+  quotes as quoting (ip(8), ``-batch``);
+* namespace names: ip-netns(8) makes a file ``/run/netns/NAME``, so a name is
+  a file name: not empty, not ``.``/``..``, no ``/``, at most 255 bytes.
+
+Every failure raises :class:`bridgenet.errors.ValidationError` naming the
+object, the field and the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+from .errors import ValidationError
+
+IFNAMSIZ = 16
+"""Kernel limit on interface names, counting the terminating NUL (include/uapi/linux/if.h)."""
+
+NAME_MAX = 255
+"""Longest file name, hence longest netns name (limits.h)."""
+
+IP_LINK_KEYWORDS = (
+    "address", "addrgenmode", "alias", "allmulticast", "arp", "broadcast", "brd",
+    "carrier", "dev", "down", "dynamic", "group", "gro_ipv4_max_size", "gro_max_size",
+    "gso_ipv4_max_size", "gso_max_segs", "gso_max_size", "help", "index", "link",
+    "link-netns", "link-netnsid", "master", "mode", "mtu", "multicast", "name",
+    "netns", "nomaster", "numrxqueues", "numtxqueues", "parentdev", "promisc",
+    "protodown", "protodown_reason", "qlen", "state", "trailers", "txqlen",
+    "txqueuelen", "type", "up", "vf", "vrf", "xdp", "xdpdrv", "xdpgeneric",
+    "xdpoffload",
+)
+"""Keywords of ``ip link add``/``ip link set`` (ip-link(8), iproute2 6.1 iplink.c)."""
+
+RESERVED_IFNAMES = {
+    "lo": "every network namespace already has its loopback link 'lo'",
+    "all": "the kernel keeps /proc/sys/net/ipv4/conf/all, so a link cannot be named 'all'",
+    "default": "the kernel keeps /proc/sys/net/ipv4/conf/default, so a link cannot be named 'default'",
+    "bonding_masters": "the name of a sysfs file in /sys/class/net",
+}
+
+_BATCH_UNSAFE = re.compile(r"[#\"']")
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_SYSCTL_KEY = re.compile(r"^net\.(ipv4|ipv6)(\.[A-Za-z0-9_-]+)+$")
+
+
+def describe(instance: Any) -> str:
+    """Name an object for an error message: its class and, if set, its name."""
+    cls = type(instance).__name__
+    ident = getattr(instance, "name", None) or getattr(instance, "key", None)
+    return f"{cls} {ident}" if isinstance(ident, str) and ident else cls
+
+
+def ifname_problem(name: object) -> str | None:
+    """Return the rule ``name`` breaks as an interface name, or None if it is valid."""
+    if not isinstance(name, str):
+        return "an interface name is a string"
+    if not name:
+        return "an interface name is not empty"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "an interface name is valid UTF-8 text"
+    if size > IFNAMSIZ - 1:
+        return f"an interface name is at most {IFNAMSIZ - 1} bytes (IFNAMSIZ), this one is {size}"
+    if name in (".", ".."):
+        return "an interface name is not '.' or '..'"
+    if "/" in name or ":" in name:
+        return "an interface name contains no '/' and no ':'"
+    if any(ch.isspace() for ch in name):
+        return "an interface name contains no whitespace"
+    if not name.isprintable():
+        return "an interface name contains only printable characters"
+    if _BATCH_UNSAFE.search(name):
+        return "an interface name contains no '#' or quote (ip -batch reads them as comment and quoting)"
+    if name in RESERVED_IFNAMES:
+        return RESERVED_IFNAMES[name]
+    for keyword in IP_LINK_KEYWORDS:
+        if keyword.startswith(name):
+            return (
+                f"an interface name must not read as an ip-link keyword: "
+                f"ip would take {name!r} for {keyword!r}"
+            )
+    return None
+
+
+def netns_problem(name: object) -> str | None:
+    """Return the rule ``name`` breaks as a network namespace name, or None."""
+    if not isinstance(name, str):
+        return "a netns name is a string"
+    if not name:
+        return "a netns name is not empty"
+    if name in (".", ".."):
+        return "a netns name is not '.' or '..' (it is a file in /run/netns)"
+    if "/" in name:
+        return "a netns name contains no '/' (it is a file in /run/netns)"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "a netns name is valid UTF-8 text"
+    if size > NAME_MAX:
+        return f"a netns name is at most {NAME_MAX} bytes (NAME_MAX), this one is {size}"
+    if any(ch.isspace() for ch in name):
+        return "a netns name contains no whitespace"
+    if not name.isprintable():
+        return "a netns name contains only printable characters"
+    if _BATCH_UNSAFE.search(name):
+        return "a netns name contains no '#' or quote (ip -batch reads them as comment and quoting)"
+    if name.startswith("-"):
+        return "a netns name does not start with '-' (ip would read it as an option)"
+    return None
+
+
+def ifname(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: ``value`` is a valid interface name."""
+    problem = ifname_problem(value)
+    if problem:
+        raise ValidationError(describe(instance), attribute.name, problem, value)
+
+
+def optional_ifname(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: None, or a valid interface name."""
+    if value is not None:
+        ifname(instance, attribute, value)
+
+
+def netns_name(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: ``value`` is a valid network namespace name."""
+    problem = netns_problem(value)
+    if problem:
+        raise ValidationError(describe(instance), attribute.name, problem, value)
+
+
+def optional_netns_name(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: None (the host), or a valid netns name."""
+    if value is not None:
+        netns_name(instance, attribute, value)
+
+
+def network_name(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: a network's name: 1-64 of ``A-Z a-z 0-9 _ . -``, starting alphanumeric.
+
+    It names the state file ``/run/bridgenet/NAME.json`` and the iptables
+    comment ``bridgenet:NAME``.
+    """
+    if not isinstance(value, str) or not _NETWORK_NAME.match(value):
+        raise ValidationError(
+            describe(instance),
+            attribute.name,
+            "a network name is 1-64 characters of A-Z a-z 0-9 _ . - and starts with a letter or digit",
+            value,
+        )
+
+
+def sysctl_key(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: a per-network-namespace sysctl key under net.ipv4 or net.ipv6.
+
+    Only these keys live in the network namespace (so a sandbox keeps them to
+    itself); others such as ``kernel.*`` would change the whole machine.
+    """
+    if not isinstance(value, str) or not _SYSCTL_KEY.match(value):
+        raise ValidationError(
+            describe(instance),
+            attribute.name,
+            "a sysctl key is a net.ipv4.* or net.ipv6.* key (per network namespace), "
+            "dotted, of letters, digits, '_' and '-'",
+            value,
+        )
+
+
+def _address_problem(addr: ipaddress.IPv4Address) -> str | None:
+    if addr.is_loopback:
+        return "an address is not a loopback address (127.0.0.0/8)"
+    if addr.is_multicast:
+        return "an address is not a multicast address (224.0.0.0/4)"
+    if addr.is_unspecified or addr in ipaddress.IPv4Network("0.0.0.0/8"):
+        return "an address is not in 0.0.0.0/8"
+    if addr.is_reserved:
+        return "an address is not in the reserved range 240.0.0.0/4"
+    return None
+
+
+def to_interface(value: Any) -> Any:
+    """attrs converter: ``"10.201.0.4/24"`` to ``IPv4Interface``; anything else passes through.
+
+    A string without a prefix length is left as a string so that the
+    validator can say what is missing.
+    """
+    if isinstance(value, str) and "/" in value:
+        try:
+            return ipaddress.IPv4Interface(value)
+        except ValueError:
+            return value
+    return value
+
+
+def interface(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: an ``IPv4Interface`` (address with prefix length) usable on a link."""
+    if isinstance(value, str):
+        if "/" not in value:
+            rule = "an address needs its prefix length, as in 10.201.0.4/24"
+        else:
+            rule = "an address is an IPv4 address with a prefix length, as in 10.201.0.4/24"
+        raise ValidationError(describe(instance), attribute.name, rule, value)
+    if not isinstance(value, ipaddress.IPv4Interface):
+        raise ValidationError(
+            describe(instance), attribute.name, "an address is an IPv4 address with a prefix length", value
+        )
+    problem = _address_problem(value.ip)
+    if problem:
+        raise ValidationError(describe(instance), attribute.name, problem, str(value))
+
+
+def optional_interface(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: None, or a valid interface address."""
+    if value is not None:
+        interface(instance, attribute, value)
+
+
+def to_address(value: Any) -> Any:
+    """attrs converter: ``"10.201.0.1"`` to ``IPv4Address``; invalid text passes through."""
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Address(value)
+        except ValueError:
+            return value
+    return value
+
+
+def address(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: an ``IPv4Address`` usable as a gateway."""
+    if not isinstance(value, ipaddress.IPv4Address):
+        raise ValidationError(
+            describe(instance), attribute.name, "a gateway is an IPv4 address, as in 10.201.0.1", value
+        )
+    problem = _address_problem(value)
+    if problem:
+        raise ValidationError(describe(instance), attribute.name, problem, str(value))
+
+
+def to_network(value: Any) -> Any:
+    """attrs converter: ``"10.201.0.0/24"`` to ``IPv4Network`` (strict); invalid text passes through."""
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Network(value)
+        except ValueError:
+            return value
+    return value
+
+
+def network(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: an ``IPv4Network`` with no host bits set."""
+    if not isinstance(value, ipaddress.IPv4Network):
+        raise ValidationError(
+            describe(instance),
+            attribute.name,
+            "a subnet is an IPv4 network with no host bits set, as in 10.201.0.0/24",
+            value,
+        )

@@ -1,0 +1,267 @@
+"""Runners execute command lists: for real (through ``sh``), as a dry-run, or recorded.
+
+Every runner has the same two calls:
+
+* ``run(command)`` runs one :class:`bridgenet.commands.Command`;
+* ``exec(argv, input=None, check=True)`` runs any argv (used to read live
+  state and to run checks such as ``ping``).
+
+Both return a :class:`Result`; a real failure raises
+:class:`bridgenet.errors.CommandError` carrying argv, exit code and stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, TYPE_CHECKING, Protocol
+
+import attrs
+
+from .commands import Command, Step
+from .errors import CommandError, NotInSandboxError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sandbox import Sandbox
+
+REQUIRE_SANDBOX_ENV = "BRIDGENET_REQUIRE_SANDBOX"
+"""When this environment variable is set (to anything but ``""``/``"0"``), a
+real runner refuses to run a command unless it is bound to a live sandbox.
+The test suite sets it; so does the pytest plugin."""
+
+
+@attrs.frozen
+class Result:
+    """What a command did: its argv, exit code, stdout and stderr (text)."""
+
+    argv: tuple[str, ...]
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Runner(Protocol):
+    """What every runner provides."""
+
+    def run(self, command: Command) -> Result: ...
+
+    def exec(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+             timeout: float | None = None) -> Result: ...
+
+
+SANDBOX_MARK = "/run/bridgenet/.sandbox"
+"""File a sandbox puts on its private ``/run`` tmpfs (source ``bridgenet-run``)."""
+
+
+def inside_sandbox() -> bool:
+    """True when this process runs inside a bridgenet sandbox's mount (and network) namespace.
+
+    A sandbox mounts its own tmpfs, named ``bridgenet-run``, on ``/run`` and
+    leaves ``/run/bridgenet/.sandbox`` there; processes enter the sandbox's
+    network and mount namespaces together, so seeing that mount means the
+    network namespace is the sandbox's too.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            mounted = any(
+                line.split()[4] == "/run" and line.split(" - ")[1].split()[1] == "bridgenet-run"
+                for line in f
+                if " - " in line
+            )
+    except (OSError, IndexError):
+        return False
+    return mounted and os.path.exists(SANDBOX_MARK)
+
+
+def sandbox_required() -> bool:
+    """True when the environment demands that real commands run only inside a sandbox."""
+    return os.environ.get(REQUIRE_SANDBOX_ENV, "") not in ("", "0")
+
+
+class ShRunner:
+    """Runs commands for real through the ``sh`` package (one process per command).
+
+    Args:
+        prefix: argv put in front of every command, e.g. the ``nsenter ...``
+            that enters a sandbox; empty to run on the current host.
+        sandbox: the sandbox the prefix enters, if any (checked by the guard).
+        echo: called with each command line before it runs (for ``-v``
+            output), or None.
+
+    Raises (from ``run``/``exec``):
+        CommandError: the command exited non-zero or was not found
+            (exit code 127).
+        NotInSandboxError: ``BRIDGENET_REQUIRE_SANDBOX`` is set and this
+            runner is not bound to a live sandbox.
+    """
+
+    def __init__(self, prefix: Sequence[str] = (), *, sandbox: Sandbox | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.prefix = tuple(prefix)
+        self.sandbox = sandbox
+        self.echo = echo
+        self._programs: dict[str, object] = {}
+
+    def _guard(self, argv: Sequence[str]) -> None:
+        if not sandbox_required():
+            return
+        if self.sandbox is None and inside_sandbox():
+            return
+        if self.sandbox is None or not self.sandbox.is_isolated():
+            raise NotInSandboxError(
+                f"refusing to run {shlex.join(argv)!r}: {REQUIRE_SANDBOX_ENV} is set and this runner "
+                "is not bound to a live sandbox (use bridgenet.Sandbox().runner())"
+            )
+
+    def _program(self, name: str):
+        import sh  # imported here so that dry-runs work where sh is absent
+
+        prog = self._programs.get(name)
+        if prog is None:
+            prog = sh.Command(name)
+            self._programs[name] = prog
+        return prog
+
+    def run(self, command: Command) -> Result:
+        if self.echo is not None:
+            self.echo(command.shell())
+        return self.exec(command.argv)
+
+    def exec(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+             timeout: float | None = None) -> Result:
+        import sh
+
+        argv = tuple(argv)
+        self._guard(argv)
+        full = (*self.prefix, *argv)
+        try:
+            prog = self._program(full[0])
+        except sh.CommandNotFound:
+            err = CommandError(argv, 127, f"{full[0]}: command not found")
+            if check:
+                raise err from None
+            return Result(argv, 127, "", err.stderr)
+        kwargs: dict[str, object] = {"_tty_out": False, "_return_cmd": True, "_ok_code": range(256) if not check else [0]}
+        if input is not None:
+            kwargs["_in"] = input
+        if timeout is not None:
+            kwargs["_timeout"] = timeout
+        try:
+            proc = prog(*full[1:], **kwargs)
+        except sh.ErrorReturnCode as e:
+            raise CommandError(argv, e.exit_code, _text(e.stderr), _text(e.stdout)) from None
+        except sh.SignalException as e:  # killed by a signal
+            raise CommandError(argv, 128 + abs(e.exit_code), _text(e.stderr), _text(e.stdout)) from None
+        except sh.TimeoutException as e:
+            raise CommandError(argv, 124, f"timed out after {timeout} s", "") from e
+        return Result(argv, proc.exit_code, _text(proc.stdout), _text(proc.stderr))
+
+
+def _text(data: bytes | str | None) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def _comment(text: str, width: int = 78) -> list[str]:
+    return ["# " + line if line else "#" for line in textwrap.wrap(text, width - 2)] or ["#"]
+
+
+def step_comment(step: Step, number: int | None = None) -> list[str]:
+    """The ``#`` lines ``--explain`` prints before a step: its title, then why."""
+    title = step.title[:1].upper() + step.title[1:] + "."
+    head = f"{number}. {title}" if number is not None else title
+    return [*_comment(head), *_comment(step.why)]
+
+
+class DryRunRunner:
+    """Prints each command shell-quoted on its own line and runs nothing.
+
+    Works on a machine without ``ip``. ``exec`` (state reads, checks) prints
+    nothing and returns an empty success, so a dry-run plans against an
+    empty host.
+
+    Args:
+        out: where to print (default ``sys.stdout``).
+        sudo: put ``sudo`` in front of every printed command.
+        explain: print ``#`` comment lines before each step (needs ``steps``).
+        steps: the steps the commands belong to, to look up titles.
+    """
+
+    def __init__(self, out: IO[str] | None = None, *, sudo: bool = False, explain: bool = False,
+                 steps: Iterable[Step] = ()) -> None:
+        self.out = out if out is not None else sys.stdout
+        self.sudo = sudo
+        self.explain = explain
+        self.steps = {s.key: s for s in steps}
+        self._last_step: str | None = None
+        self._numbers: dict[str, int] = {}
+
+    def comment(self, text: str) -> None:
+        """Print ``text`` as ``#`` comment lines (only when explaining)."""
+        if self.explain:
+            print("\n".join(_comment(text)), file=self.out)
+
+    def run(self, command: Command) -> Result:
+        if self.explain and command.step != self._last_step and command.step in self.steps:
+            n = self._numbers.setdefault(command.step, len(self._numbers) + 1)
+            if n > 1:
+                print(file=self.out)
+            print("\n".join(step_comment(self.steps[command.step], n)), file=self.out)
+        self._last_step = command.step
+        print(command.shell(sudo=self.sudo), file=self.out)
+        return Result(command.argv)
+
+    def exec(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+             timeout: float | None = None) -> Result:
+        return Result(tuple(argv))
+
+
+class RecordingRunner:
+    """Records commands instead of running them; for tests of the logic around runners.
+
+    Args:
+        fail: map from a command line (as ``Command.shell()`` prints it) to
+            ``(exit_code, stderr)``; that command raises ``CommandError``.
+        responses: map from an ``exec`` argv line to its stdout.
+    """
+
+    def __init__(self, fail: dict[str, tuple[int, str]] | None = None,
+                 responses: dict[str, str] | None = None) -> None:
+        self.commands: list[Command] = []
+        self.execs: list[tuple[str, ...]] = []
+        self.fail = dict(fail or {})
+        self.responses = dict(responses or {})
+
+    @property
+    def lines(self) -> list[str]:
+        """The recorded commands as shell lines."""
+        return [c.shell() for c in self.commands]
+
+    def run(self, command: Command) -> Result:
+        self.commands.append(command)
+        line = command.shell()
+        if line in self.fail:
+            code, err = self.fail[line]
+            raise CommandError(command.argv, code, err)
+        return Result(command.argv)
+
+    def exec(self, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+             timeout: float | None = None) -> Result:
+        argv = tuple(argv)
+        self.execs.append(argv)
+        return Result(argv, 0, self.responses.get(shlex.join(argv), ""))
+
+
+def run_all(runner: Runner, commands: Iterable[Command]) -> list[Result]:
+    """Run ``commands`` in order with ``runner``; stop at the first failure (it raises)."""
+    return [runner.run(c) for c in commands]
