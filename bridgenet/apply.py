@@ -1,66 +1,387 @@
-"""Bring a network up or down on a host (PROVISIONAL: full safe-apply comes with issue 4).
+"""Bring networks up and down safely: converge, record, roll back, clean up.
 
-Public calls (signatures are stable):
-
-* ``up(network, runner, *, batch=False, force=False, progress=None) -> Report``
-* ``down(network, runner, *, batch=False, force=False) -> Report``
+* :func:`plan` compares a network with live state (``plan.py``).
+* :func:`up` runs only what is missing; it records every step in the state
+  file *before* running it (``ledger.py``); when a command fails, or SIGINT
+  or SIGTERM arrives, it undoes what it did, in reverse, and raises
+  :class:`bridgenet.errors.RolledBackError`.
+* :func:`down` undoes exactly what the state file says this network
+  created: an object that existed before ``up`` stays, a sysctl goes back to
+  the value it had, an iptables rule is removed once per rule added.
+* :func:`clean` does that for every network with a state file on the host,
+  and removes leftovers tagged ``bridgenet:`` (link alias, iptables comment).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
-from .commands import Command
-from .errors import RolledBackError
+from .commands import (
+    Command,
+    LinkAbsent,
+    NetnsAbsent,
+    RuleAbsent,
+    SysctlValue,
+    ip,
+    iptables,
+)
+from .errors import BridgenetError, NamespaceBusyError, RolledBackError
+from .ledger import Entry, Ledger
 from .network import Network
+from .plan import Plan, inverse, make_plan, satisfied
 from .runners import Runner
+from .state import LiveState, read
+
+KILL_AFTER_ENV = "BRIDGENET_TEST_KILL_AFTER"
+"""Fault injection for tests: ``up`` kills its own process with SIGKILL after
+this many commands (in batch mode: 0 = after recording, before the batch;
+any other value = after the batch, before marking it done)."""
+
+PAUSE_AFTER_ENV = "BRIDGENET_TEST_PAUSE_AFTER"
+"""Fault injection for tests: ``up`` prints ``bridgenet: paused`` to stderr and
+sleeps (up to 60 s) after this many commands, so a test can signal it."""
+
+TAG_PREFIX = "bridgenet:"
+
+Progress = Callable[[int, int], None]
+
+
+class Interrupted(BridgenetError):
+    """A signal (SIGINT or SIGTERM) arrived while bringing a network up."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
 
 @attrs.frozen
 class Report:
-    """What ``up``/``down`` did: the commands run, and how many were already in place."""
+    """What ``up``/``down``/``clean`` did.
+
+    Attributes:
+        ran: the commands run, in order.
+        in_place: how many of the network's commands were already in effect.
+        networks: for ``clean``, the networks cleaned.
+    """
 
     ran: tuple[Command, ...] = ()
     in_place: int = 0
+    networks: tuple[str, ...] = ()
 
 
-def _execute(runner: Runner, commands: list[Command], *, batch: bool, direction: str,
-             progress: Callable[[int, int], None] | None = None) -> None:
-    if batch:
-        from .batch import BatchRunner
+def plan(network: Network, runner: Runner, *, batch: bool = False) -> Plan:
+    """What ``up`` would run now (see :func:`bridgenet.plan.make_plan`)."""
+    return make_plan(network, runner, fast=batch)
 
-        BatchRunner(runner).execute(commands, direction=direction)
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    for i, c in enumerate(commands):
-        runner.run(c)
-        if progress:
-            progress(i + 1, len(commands))
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Keep SIGINT/SIGTERM from interrupting a rollback (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _kill_after() -> int | None:
+    v = os.environ.get(KILL_AFTER_ENV)
+    return int(v) if v not in (None, "") else None
+
+
+def _die() -> None:  # pragma: no cover - the process ends here
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _maybe_pause(done: int) -> None:
+    v = os.environ.get(PAUSE_AFTER_ENV)
+    if v not in (None, "") and done == int(v):
+        import sys
+        import time
+
+        print("bridgenet: paused", file=sys.stderr, flush=True)
+        time.sleep(60)
+
+
+def _entry(ps) -> Entry:
+    return Entry(ps.step.key, ps.step.covered_by, ps.owns, "intent", list(ps.undo))
 
 
 def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = False,
-       progress: Callable[[int, int], None] | None = None) -> Report:
-    """Bring ``network`` up with ``runner``; on failure undo what was done and raise RolledBackError."""
-    steps = network.steps(fast=batch)
-    cmds = [c for s in steps for c in s.up]
+       progress: Progress | None = None, plan: Plan | None = None) -> Report:
+    """Bring ``network`` up: run what is missing, record it, roll back on failure.
+
+    Args:
+        network: the network.
+        runner: where to run (a sandbox's runner, ``ShRunner()`` for this host,
+            a dry-run runner to print).
+        batch: use the batch runner (few processes; see ``batch.py``).
+        force: accepted for symmetry with ``down``.
+        progress: called with (done, total) as commands (or batches) finish.
+        plan: a plan made just before (default: make one now).
+
+    Returns:
+        Report of the commands run and how many were already in place.
+
+    Raises:
+        ConflictError: something on the host differs from the network
+            (nothing was changed).
+        RolledBackError: a command failed or a signal arrived; what this
+            call did has been undone (``leftovers`` lists what could not be).
+    """
+    p = plan if plan is not None else make_plan(network, runner, fast=batch)
+    todo = [s for s in p.steps if s.run]
+    if not todo:
+        return Report((), p.in_place)
+    ledger = Ledger.open(runner.fs_root, network.name)
+    before = ledger.keys()
+    new_keys = [s.step.key for s in todo if s.step.key not in before]
+    ran: list[Command] = []
+    kill_after = _kill_after()
     try:
-        _execute(runner, cmds, batch=batch, direction="up", progress=progress)
-    except BaseException as e:
-        undo = network.down_commands(steps)
-        done = []
-        for c in undo:
-            try:
-                runner.run(c)
-                done.append(c)
-            except Exception:
-                pass
-        raise RolledBackError(e, done) from e
-    return Report(tuple(cmds))
+        with _signals_raise():
+            if batch:
+                from .batch import BatchRunner
+
+                ledger.add(_entry(s) for s in todo)
+                if kill_after == 0:
+                    _die()
+                cmds = [c for s in todo for c in s.run]
+                try:
+                    BatchRunner(runner).execute(cmds, direction="up", progress=progress)
+                except BridgenetError as err:
+                    failed = _failed_batch_command(err)
+                    for s in todo:
+                        if failed is not None and s.run and s.run[0] is failed and s.step.key in new_keys:
+                            # its creating command failed: whatever has that name is not ours
+                            ledger.drop([s.step.key])
+                    raise
+                ran.extend(cmds)
+                if kill_after:
+                    _die()
+                ledger.mark_done(s.step.key for s in todo)
+            else:
+                total = sum(len(s.run) for s in todo)
+                for s in todo:
+                    ledger.add([_entry(s)])
+                    done_here = 0
+                    try:
+                        for c in s.run:
+                            runner.run(c)
+                            done_here += 1
+                            ran.append(c)
+                            if progress:
+                                progress(len(ran), total)
+                            if kill_after is not None and len(ran) >= kill_after:
+                                _die()
+                            _maybe_pause(len(ran))
+                    except BaseException:
+                        if s.step.key in new_keys:
+                            _trim(ledger, s, done_here, p.state)
+                        raise
+                    ledger.mark_done([s.step.key])
+    except BaseException as cause:
+        with _signals_ignored():
+            keys = set(new_keys)
+            undone, leftovers = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True)
+            if not leftovers:
+                ledger.drop(new_keys)
+        raise RolledBackError(cause, undone, leftovers) from cause
+    return Report(tuple(ran), p.in_place)
 
 
-def down(network: Network, runner: Runner, *, batch: bool = False, force: bool = False) -> Report:
-    """Take ``network`` down with ``runner``."""
-    cmds = network.down_commands()
-    _execute(runner, cmds, batch=batch, direction="down")
-    return Report(tuple(cmds))
+def _trim(ledger: Ledger, ps, done: int, state: LiveState) -> None:  # noqa: ANN001
+    """After a step failed part-way, keep in the ledger only the undo of what did run."""
+    if done == 0:
+        ledger.drop([ps.step.key])  # nothing ran: whatever exists by that name is not ours
+        return
+    if ps.owns:
+        return  # the object was created: deleting it undoes the rest
+    for e in ledger.entries:
+        if e.key == ps.step.key:
+            e.undo = [u for c in reversed(ps.run[:done]) for u in inverse(c, state)]
+    ledger.save()
+
+
+def _failed_batch_command(err: BaseException) -> Command | None:
+    """The command an ``ip -batch`` failed on (its stderr ends "Command failed -:LINE"), if known."""
+    import re
+
+    cmds = getattr(err, "commands", ())
+    m = re.search(r"Command failed -:(\d+)", getattr(err, "stderr", "") or "")
+    if not cmds or not m:
+        return None
+    i = int(m.group(1)) - 1
+    return cmds[i] if 0 <= i < len(cmds) else None
+
+
+def down(network: Network | str, runner: Runner, *, batch: bool = False, force: bool = False) -> Report:
+    """Take down what bridgenet created for ``network`` (by object or name), per its state file.
+
+    A network never brought up (no state file) has nothing to take down.
+
+    Raises:
+        NamespaceBusyError: a namespace to delete still has processes in it
+            (pass ``force=True`` to kill them first); nothing was changed.
+        CommandError: a command failed; the state file keeps what is left.
+    """
+    name = network if isinstance(network, str) else network.name
+    ledger = Ledger.open(runner.fs_root, name)
+    if not ledger.entries:
+        return Report()
+    ran, leftovers = _undo(runner, ledger.entries, force=force, batch=batch, strict=True)
+    ledger.drop([e.key for e in ledger.entries])
+    return Report(tuple(ran), networks=(name,))
+
+
+def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool = False,
+          strict: bool = False) -> tuple[list[Command], list[str]]:
+    """Undo ``entries`` in reverse, skipping what their covering step removes and what is already undone.
+
+    Returns (commands run, descriptions of what could not be undone). With
+    ``strict``, a failure raises instead of being listed.
+    """
+    owned = {e.key for e in entries if e.owns}
+    cmds: list[Command] = []
+    for e in reversed(entries):
+        if e.covered_by is not None and e.covered_by in owned:
+            continue
+        cmds.extend(e.undo)
+    state = _read_for_undo(runner, cmds)
+    todo = [c for c in cmds if not satisfied(c.effect, state)]
+    busy = {}
+    for c in todo:
+        if isinstance(c.effect, NetnsAbsent):
+            pids = _netns_pids(runner, c.effect.name)
+            if pids:
+                busy[c.effect.name] = pids
+    if busy and not force:
+        name, pids = next(iter(busy.items()))
+        raise NamespaceBusyError(name, pids)
+    for pids in busy.values():
+        runner.exec(["kill", "-KILL", *map(str, pids)], check=False)
+    ran: list[Command] = []
+    leftovers: list[str] = []
+    if batch and todo:
+        from .batch import BatchRunner
+
+        try:
+            BatchRunner(runner).execute(todo, direction="down")
+            return list(todo), []
+        except BridgenetError:
+            if strict:
+                raise
+            # fall back to one command at a time to undo as much as possible
+            state = _read_for_undo(runner, todo)
+            todo = [c for c in todo if not satisfied(c.effect, state)]
+    for c in todo:
+        try:
+            runner.run(c)
+            ran.append(c)
+        except BridgenetError as err:
+            # Classify by state, not by error text: maybe it vanished with
+            # something removed before it (a veth with its peer).
+            if satisfied(c.effect, _read_for_undo(runner, [c])):
+                continue
+            if strict:
+                raise
+            leftovers.append(f"{c.shell()}: {err}")
+    return ran, leftovers
+
+
+def _read_for_undo(runner: Runner, cmds: Iterable[Command]) -> LiveState:
+    netns, sysctls, rules = [], [], []
+    for c in cmds:
+        e = c.effect
+        if c.netns:
+            netns.append(c.netns)
+        n = getattr(e, "netns", None)
+        if n:
+            netns.append(n)
+        if isinstance(e, SysctlValue):
+            sysctls.append((e.key, e.netns))
+        if isinstance(e, RuleAbsent):
+            rules.append((e.table, e.chain, e.netns))
+    return read(runner, netns=netns, sysctls=sysctls, rules=rules)
+
+
+def _netns_pids(runner: Runner, name: str) -> list[int]:
+    """PIDs of processes in netns ``name`` (``ip netns pids``, ip-netns(8))."""
+    r = runner.exec(["ip", "netns", "pids", name], check=False)
+    return [int(p) for p in r.stdout.split() if p.isdigit()]
+
+
+def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report:
+    """Undo everything bridgenet left on this host.
+
+    First every network with a state file (as ``down`` would), then
+    leftovers found by their tag without a state file: links whose alias is
+    ``bridgenet:NAME`` (host end first), namespaces holding such links, and
+    iptables nat rules commented ``bridgenet:NAME``.
+
+    Raises:
+        NamespaceBusyError: as ``down``.
+    """
+    ran: list[Command] = []
+    names = []
+    for name in Ledger.names(runner.fs_root):
+        r = down(name, runner, force=force, batch=batch)
+        ran.extend(r.ran)
+        names.append(name)
+    ran.extend(_clean_tagged(runner, force=force))
+    return Report(tuple(ran), networks=tuple(names))
+
+
+def _clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
+    from .state import read_netns, read_ns, read_rules
+
+    cmds: list[Command] = []
+    names, stale = read_netns(runner)
+    host = read_ns(runner, None)
+    for ns in sorted(names - stale):
+        links = read_ns(runner, ns).links
+        if any((link.alias or "").startswith(TAG_PREFIX) for link in links.values()):
+            for link in links.values():
+                if (link.alias or "").startswith(TAG_PREFIX) and link.kind == "veth":
+                    cmds.append(ip("link", "del", link.name, netns=ns, step="clean", effect=LinkAbsent(link.name, ns)))
+            cmds.append(ip("netns", "del", ns, step="clean", effect=NetnsAbsent(ns)))
+    tagged = [link for link in host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
+    for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
+        cmds.append(ip("link", "del", link.name, step="clean", effect=LinkAbsent(link.name)))
+    for rule in read_rules(runner, "nat", "POSTROUTING"):
+        if "--comment" in rule and rule[rule.index("--comment") + 1].startswith(TAG_PREFIX):
+            cmds.append(iptables("-t", "nat", "-D", "POSTROUTING", *rule, step="clean",
+                                 effect=RuleAbsent("nat", "POSTROUTING", rule)))
+    if not cmds:
+        return []
+    entries = [Entry("clean", None, False, "intent", cmds)]
+    ran, _ = _undo(runner, entries, force=force, strict=True)
+    return ran

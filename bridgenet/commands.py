@@ -74,6 +74,14 @@ class LinkUp:
 
 
 @attrs.frozen
+class LinkDown:
+    """Link ``name`` in ``netns`` is administratively down (the undo of ``set up``)."""
+
+    name: str
+    netns: str | None = None
+
+
+@attrs.frozen
 class LinkMaster:
     """Link ``name`` is a bridge port of ``master`` (None: of no bridge)."""
 
@@ -158,7 +166,7 @@ class RuleAbsent:
 
 
 Effect = (
-    NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkMaster
+    NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
     | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
     | RulePresent | RuleAbsent
 )
@@ -236,3 +244,47 @@ def sysctl_w(key: str, value: str, *, netns: str | None = None, step: str = "") 
     return Command(
         "sysctl", ("-w", f"{key}={value}"), netns=netns, step=step, effect=SysctlValue(key, value, netns)
     )
+
+
+EFFECTS: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
+        LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
+    )
+}
+
+
+def command_to_dict(command: Command) -> dict:
+    """A JSON-ready dict of ``command`` (with its effect), for the state file."""
+    d: dict = {"tool": command.tool, "args": list(command.args), "netns": command.netns, "step": command.step}
+    e = command.effect
+    if e is not None:
+        fields = {}
+        for f in attrs.fields(type(e)):
+            v = getattr(e, f.name)
+            if isinstance(v, (IPv4Address, IPv4Interface)):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = list(v)
+            fields[f.name] = v
+        d["effect"] = {"type": type(e).__name__, **fields}
+    return d
+
+
+def command_from_dict(d: dict) -> Command:
+    """The inverse of :func:`command_to_dict`."""
+    effect = None
+    if d.get("effect"):
+        e = dict(d["effect"])
+        cls = EFFECTS[e.pop("type")]
+        for key in ("address",):
+            if key in e and e[key] is not None:
+                e[key] = IPv4Interface(e[key])
+        for key in ("via", "broadcast"):
+            if key in e and e[key] is not None:
+                e[key] = IPv4Address(e[key])
+        if "rule" in e:
+            e["rule"] = tuple(e["rule"])
+        effect = cls(**e)
+    return Command(d["tool"], tuple(d["args"]), netns=d.get("netns"), step=d.get("step", ""), effect=effect)

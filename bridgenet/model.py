@@ -84,7 +84,8 @@ class Bridge:
                 title=f"create the bridge {self.name} and bring it up",
                 why=(
                     f"{self.name} is a virtual switch: every link plugged into it as a bridge "
-                    "port can reach the others at layer 2. With no port yet it shows NO-CARRIER."
+                    "port can reach the others at layer 2. With no port yet it has nothing to carry "
+                    "(the lesson's kernel showed it DOWN with NO-CARRIER)."
                 ),
                 up=(
                     ip("link", "add", self.name, "type", "bridge", step=k, effect=LinkPresent(self.name, "bridge")),
@@ -213,6 +214,9 @@ class VethPair:
             )
         if ns is not None and ctx.brings_lo_up.get(ns) == self.name:
             side.append(ip("link", "set", "dev", "lo", "up", netns=ns, step=pk, effect=LinkUp("lo", ns)))
+        if ctx.tag and ns is not None:
+            side.append(ip("link", "set", "dev", self.peer, "alias", ctx.tag, netns=ns, step=pk,
+                           effect=LinkAlias(self.peer, ctx.tag, ns)))
         side.append(ip("link", "set", "dev", self.peer, "up", netns=ns, step=pk, effect=LinkUp(self.peer, ns)))
         undo = []
         if self.address is not None:

@@ -94,6 +94,9 @@ class ShRunner:
         sandbox: the sandbox the prefix enters, if any (checked by the guard).
         echo: called with each command line before it runs (for ``-v``
             output), or None.
+        fs_root: where the target host's file system is seen from this
+            process (``/proc/PID/root`` for a sandbox); bridgenet keeps its
+            state files under ``FS_ROOT/run/bridgenet``.
 
     Raises (from ``run``/``exec``):
         CommandError: the command exited non-zero or was not found
@@ -103,9 +106,10 @@ class ShRunner:
     """
 
     def __init__(self, prefix: Sequence[str] = (), *, sandbox: Sandbox | None = None,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None, fs_root: str = "/") -> None:
         self.prefix = tuple(prefix)
         self.sandbox = sandbox
+        self.fs_root = fs_root
         self.echo = echo
         self._programs: dict[str, object] = {}
 
@@ -155,12 +159,13 @@ class ShRunner:
             kwargs["_timeout"] = timeout
         try:
             proc = prog(*full[1:], **kwargs)
-        except sh.ErrorReturnCode as e:
-            raise CommandError(argv, e.exit_code, _text(e.stderr), _text(e.stdout)) from None
-        except sh.SignalException as e:  # killed by a signal
-            raise CommandError(argv, 128 + abs(e.exit_code), _text(e.stderr), _text(e.stdout)) from None
         except sh.TimeoutException as e:
             raise CommandError(argv, 124, f"timed out after {timeout} s", "") from e
+        except sh.ErrorReturnCode as e:
+            # a non-zero exit, or death by a signal (exit_code is then -SIGNAL, as in subprocess)
+            if not check:
+                return Result(argv, e.exit_code, _text(e.stdout), _text(e.stderr))
+            raise CommandError(argv, e.exit_code, _text(e.stderr), _text(e.stdout)) from None
         return Result(argv, proc.exit_code, _text(proc.stdout), _text(proc.stderr))
 
 
@@ -183,6 +188,26 @@ def step_comment(step: Step, number: int | None = None) -> list[str]:
     return [*_comment(head), *_comment(step.why)]
 
 
+def undo_steps(steps: Iterable[Step]) -> list[Step]:
+    """Steps retitled for the down transcript (``--explain`` with ``down``): what each removal does."""
+    out = []
+    for s in steps:
+        first = s.down[0].args if s.down else ()
+        if s.down and s.down[0].tool == "iptables":
+            why = "-D deletes the first rule that matches exactly: the one up added."
+        elif s.down and s.down[0].tool == "sysctl":
+            why = "Put the value back: the one it had before up when bridgenet recorded it, else the kernel default."
+        elif first[:2] == ("netns", "del"):
+            why = "Deleting the namespace removes what is left in it: lo, its routes."
+        elif first[:2] == ("link", "del"):
+            why = ("Deleting a link removes its addresses and bridge ports with it; deleting a veth's host end "
+                   "removes its peer at once (before its namespace goes, so the name is free right away).")
+        else:
+            why = "Undo the step."
+        out.append(attrs.evolve(s, title=f"undo: {s.title}", why=why))
+    return out
+
+
 class DryRunRunner:
     """Prints each command shell-quoted on its own line and runs nothing.
 
@@ -203,6 +228,7 @@ class DryRunRunner:
         self.sudo = sudo
         self.explain = explain
         self.steps = {s.key: s for s in steps}
+        self.fs_root: str | None = None  # nothing is recorded on disk
         self._last_step: str | None = None
         self._numbers: dict[str, int] = {}
 
@@ -237,6 +263,7 @@ class RecordingRunner:
 
     def __init__(self, fail: dict[str, tuple[int, str]] | None = None,
                  responses: dict[str, str] | None = None) -> None:
+        self.fs_root: str | None = None
         self.commands: list[Command] = []
         self.execs: list[tuple[str, ...]] = []
         self.fail = dict(fail or {})

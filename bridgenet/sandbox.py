@@ -141,7 +141,7 @@ class Sandbox:
             self._proc = None
             raise SandboxError(self._explain_failure(err))
         self.pid = self._find_holder()
-        self._runner = ShRunner(self.nsenter_prefix(), sandbox=self)
+        self._runner = ShRunner(self.nsenter_prefix(), sandbox=self, fs_root=f"/proc/{self.pid}/root")
         if self.upstream:
             try:
                 self._make_upstream()
@@ -337,6 +337,20 @@ class Sandbox:
         run(("ip", "-batch", "-"), input=host)
         run(("ip", "-n", UPSTREAM_NETNS, "-batch", "-"), input=inside)
         run(("ip", "route", "add", "default", "via", str(UPSTREAM_ADDRESS.ip)))
+        self._wait_oper_up(UPLINK_IFNAME, None)
+        self._wait_oper_up(UPSTREAM_IFNAME, UPSTREAM_NETNS)
+
+    def _wait_oper_up(self, ifname: str, netns: str | None, timeout: float = 3.0) -> None:
+        """Wait until a veth end reports operstate UP (carrier comes asynchronously)."""
+        import json
+
+        argv = ["ip", "-json", "link", "show", "dev", ifname]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.run(argv, netns=netns).stdout
+            if out.strip() and json.loads(out)[0].get("operstate") == "UP":
+                return
+            time.sleep(0.01)
 
     @property
     def upstream_address(self) -> IPv4Address:

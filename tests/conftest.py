@@ -8,3 +8,22 @@ Real commands may only run inside a throwaway sandbox: the guard in
 import os
 
 os.environ["BRIDGENET_REQUIRE_SANDBOX"] = "1"
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Processes started inside sandboxes (the CLI, servers) import this checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+
+
+@pytest.fixture
+def sb():
+    """A throwaway sandbox host with an upstream namespace (198.51.100.1), closed after the test."""
+    from bridgenet.sandbox import Sandbox
+
+    with Sandbox(upstream=True) as sandbox:
+        yield sandbox
+

@@ -1,0 +1,286 @@
+"""The ``bridgenet`` command.
+
+Exit codes: 0 success; 1 a command failed, a conflict was found, or a
+privilege is missing (the message names the command and its stderr); 2 a
+usage error or an invalid network file. ``plan --detailed-exitcode`` exits 2
+when something is to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __name__ as _pkg  # noqa: F401
+from .errors import (
+    BridgenetError,
+    CommandError,
+    PrivilegeError,
+    RolledBackError,
+    ValidationError,
+)
+from .network import Network
+from .runners import DryRunRunner, ShRunner, undo_steps
+
+VERSION = "0.1.0"
+
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+"""Capability numbers (include/uapi/linux/capability.h)."""
+
+
+def _caps() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def require_privileges(action: str) -> None:
+    """Stop before running anything when CAP_NET_ADMIN or CAP_SYS_ADMIN is missing.
+
+    ``ip link add`` needs CAP_NET_ADMIN; ``ip netns add`` mounts, which needs
+    CAP_SYS_ADMIN (capabilities(7)).
+
+    Raises:
+        PrivilegeError: with what is missing and what to do instead.
+    """
+    caps = _caps()
+    missing = [name for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"))
+               if not caps >> bit & 1]
+    if missing:
+        raise PrivilegeError(
+            f"bridgenet {action} changes this host's network and needs {' and '.join(missing)} "
+            "(run it as root, e.g. with sudo). Nothing was run.\n"
+            "To try the lesson without touching this machine: bridgenet tutorial (a throwaway sandbox); "
+            "to only print the commands: bridgenet " + action + " --dry-run"
+        )
+
+
+def _network(args: argparse.Namespace) -> Network:
+    if getattr(args, "file", None):
+        from .config import load
+
+        return load(args.file)
+    from .tutorial import tutorial
+
+    return tutorial()
+
+
+class _Progress:
+    """A live count on stderr for long runs; silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label = label
+        self.enabled = enabled and sys.stderr.isatty()
+        self.shown = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < 20:
+            return
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _echo(args: argparse.Namespace):  # noqa: ANN202
+    if args.quiet:
+        return None
+    return lambda line: print(line, flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    net = _network(args)
+    if args.dry_run:
+        steps = net.steps(fast=args.batch)
+        cmds = [c for s in steps for c in s.up]
+        if args.batch:
+            from .batch import BatchRunner
+
+            sys.stdout.write(BatchRunner(DryRunRunner()).script(cmds, direction="up", sudo=args.sudo))
+            return 0
+        runner = DryRunRunner(sudo=args.sudo, explain=args.explain, steps=steps)
+        for c in cmds:
+            runner.run(c)
+        return 0
+    require_privileges("up")
+    from . import apply
+
+    runner = ShRunner(echo=None if args.batch else _echo(args))
+    progress = _Progress("up", not args.quiet)
+    try:
+        report = apply.up(net, runner, batch=args.batch, progress=progress)
+    finally:
+        progress.close()
+    if args.batch and not args.quiet:
+        for c in report.ran:
+            print(c.shell())
+    print(f"bridgenet: {net.name} is up: {len(report.ran)} command(s) run, {report.in_place} already in place",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    net = _network(args)
+    if args.dry_run:
+        steps = net.steps()
+        cmds = net.down_commands(steps)
+        if args.batch:
+            from .batch import BatchRunner
+
+            sys.stdout.write(BatchRunner(DryRunRunner()).script(cmds, direction="down", sudo=args.sudo))
+            return 0
+        runner = DryRunRunner(sudo=args.sudo, explain=args.explain, steps=undo_steps(steps))
+        for c in cmds:
+            runner.run(c)
+        return 0
+    require_privileges("down")
+    from . import apply
+
+    runner = ShRunner(echo=None if args.batch else _echo(args))
+    report = apply.down(net, runner, batch=args.batch, force=args.force)
+    if args.batch and not args.quiet:
+        for c in report.ran:
+            print(c.shell())
+    if not report.networks:
+        print(f"bridgenet: no record of {net.name} on this host (never brought up, or already down); "
+              "nothing to take down", file=sys.stderr)
+    else:
+        print(f"bridgenet: {net.name} is down: {len(report.ran)} command(s) run", file=sys.stderr)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    net = _network(args)
+    from . import apply
+
+    plan = apply.plan(net, ShRunner(), batch=args.batch)
+    for c in plan.commands:
+        print(c.shell())
+    print(f"bridgenet: {plan.summary()}", file=sys.stderr)
+    if args.detailed_exitcode and not plan.empty:
+        return 2
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    require_privileges("clean")
+    from . import apply
+
+    report = apply.clean(ShRunner(echo=_echo(args)), force=args.force)
+    nets = ", ".join(report.networks) or "no recorded network"
+    print(f"bridgenet: cleaned {nets}; {len(report.ran)} command(s) run", file=sys.stderr)
+    return 0
+
+
+def cmd_tutorial(args: argparse.Namespace) -> int:
+    from .tutorial import run_tutorial
+
+    return run_tutorial(dry_run=args.dry_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bridgenet",
+        description=(
+            "Container networks built by hand: a bridge, network namespaces, veth pairs, addresses, "
+            "default routes, IP forwarding and MASQUERADE, as the exact ip/iptables/sysctl commands. "
+            "Without --file, the network is the lesson's (br0, container4, container5)."
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"bridgenet {VERSION}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(sp: argparse.ArgumentParser, *, printing: bool = True) -> None:
+        sp.add_argument("-f", "--file", metavar="NET.toml", help="a network file (default: the lesson's network)")
+        sp.add_argument("--batch", action="store_true",
+                        help="run with the fewest processes (one ip -batch per namespace, iptables-restore)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="do not print commands as they run")
+        if printing:
+            sp.add_argument("-n", "--dry-run", action="store_true",
+                            help="print the commands, one per line, and run nothing")
+            sp.add_argument("--explain", action="store_true",
+                            help="with --dry-run: a # comment before each step saying what it does and why")
+            sp.add_argument("--sudo", action="store_true", help="with --dry-run: prefix each command with sudo")
+
+    up = sub.add_parser("up", help="bring the network up (converges: runs only what is missing)",
+                        description="Bring the network up on this host. Runs only what is missing, records "
+                        "what it creates in /run/bridgenet/NAME.json, and undoes its own work if a command "
+                        "fails or it is interrupted. --dry-run prints the full transcript instead.")
+    common(up)
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="take down what up created",
+                          description="Remove exactly what bridgenet recorded creating for the network: "
+                          "objects that existed before stay, ip_forward goes back to its old value.")
+    common(down)
+    down.add_argument("--force", action="store_true",
+                      help="kill processes still running in a namespace to delete (default: refuse)")
+    down.set_defaults(func=cmd_down)
+
+    plan = sub.add_parser("plan", help="print only the commands up would run now",
+                          description="Compare the network with this host's live state and print the "
+                          "commands up would run, then a summary on stderr.")
+    plan.add_argument("-f", "--file", metavar="NET.toml", help="a network file (default: the lesson's network)")
+    plan.add_argument("--batch", action="store_true", help="plan the batch form")
+    plan.add_argument("--detailed-exitcode", action="store_true",
+                      help="exit 0 when nothing is to do, 2 when something is")
+    plan.set_defaults(func=cmd_plan)
+
+    clean = sub.add_parser("clean", help="undo everything bridgenet left on this host",
+                           description="Take down every network with a state file in /run/bridgenet, "
+                           "then remove leftovers tagged bridgenet: (link alias, iptables comment).")
+    clean.add_argument("--force", action="store_true", help="kill processes in namespaces to delete")
+    clean.add_argument("-q", "--quiet", action="store_true", help="do not print commands as they run")
+    clean.set_defaults(func=cmd_clean)
+
+    tut = sub.add_parser("tutorial", help="run the lesson for real in a throwaway sandbox, checking each claim",
+                         description="Run the lesson's commands inside a throwaway sandbox (its own network, "
+                         "mount and PID namespaces, with an 'upstream' namespace standing in for the internet) "
+                         "and check, at the lesson's points, what it says you would see. Touches nothing on "
+                         "this machine. Exit 0 when every check behaves as the lesson says.")
+    tut.add_argument("-n", "--dry-run", action="store_true", help="print the narration and checks; run nothing")
+    tut.set_defaults(func=cmd_tutorial)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for flag in ("explain", "sudo"):
+        if getattr(args, flag, False) and not getattr(args, "dry_run", False):
+            parser.error(f"--{flag} goes with --dry-run")
+    try:
+        return args.func(args)
+    except ValidationError as e:
+        print(f"bridgenet: invalid network: {e}", file=sys.stderr)
+        return 2
+    except RolledBackError as e:
+        print(f"bridgenet: {e}", file=sys.stderr)
+        return 130 if isinstance(e.cause, KeyboardInterrupt) else 1
+    except CommandError as e:
+        print(f"bridgenet: {e}", file=sys.stderr)
+        return 1
+    except PrivilegeError as e:
+        print(f"bridgenet: {e}", file=sys.stderr)
+        return 1
+    except BridgenetError as e:
+        print(f"bridgenet: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,80 @@
+"""Network files: a network in TOML, in the lesson's shape (one bridge, containers on it).
+
+Example (``bridgenet up --file demo.toml``)::
+
+    name = "demo"              # names the state file and the tag bridgenet:demo
+    bridge = "br1"
+    gateway = "10.88.0.1/24"   # the bridge's address; the subnet follows from it
+    # default_routes = true, forward = true, masquerade = true, tag = true
+
+    [[containers]]
+    netns = "web"
+    address = "10.88.0.10"     # the gateway's prefix length is added
+    veth = "v-web"             # host end (default "v-" + netns)
+    peer = "eth0"              # container end (default "eth0")
+
+Parsed with ``tomllib`` (stdlib); every error is a
+:class:`bridgenet.errors.ValidationError` naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from .errors import ValidationError
+from .network import Container, Network, bridge_network
+
+_TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "containers"}
+_CONTAINER = {"netns", "address", "veth", "peer"}
+_BOOLS = ("default_routes", "forward", "masquerade", "tag")
+
+
+def load(path: str | Path) -> Network:
+    """Read a network file.
+
+    Raises:
+        ValidationError: the file is missing, is not TOML, has an unknown or
+            missing key, or describes an invalid network.
+    """
+    path = Path(path)
+    where = f"network file {path}"
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValidationError(where, "path", "the file exists") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValidationError(where, "syntax", f"the file is TOML ({e})") from None
+    return from_dict(data, where)
+
+
+def from_dict(data: dict, where: str = "network") -> Network:
+    """Build a network from a parsed network file (see the module docstring)."""
+    unknown = sorted(set(data) - _TOP)
+    if unknown:
+        raise ValidationError(where, unknown[0], f"known keys are {', '.join(sorted(_TOP))}")
+    for key in ("name", "containers"):
+        if key not in data:
+            raise ValidationError(where, key, "this key is required")
+    for key in _BOOLS:
+        if key in data and not isinstance(data[key], bool):
+            raise ValidationError(where, key, "true or false", data[key])
+    items = data["containers"]
+    if not isinstance(items, list) or not items:
+        raise ValidationError(where, "containers", "at least one [[containers]] table")
+    containers = []
+    for i, item in enumerate(items):
+        here = f"{where} containers[{i}]"
+        if not isinstance(item, dict):
+            raise ValidationError(here, "containers", "each container is a table")
+        extra = sorted(set(item) - _CONTAINER)
+        if extra:
+            raise ValidationError(here, extra[0], f"known keys are {', '.join(sorted(_CONTAINER))}")
+        for key in ("netns", "address"):
+            if key not in item:
+                raise ValidationError(here, key, "this key is required")
+        containers.append(Container(item["netns"], item["address"], veth=item.get("veth"),
+                                    peer=item.get("peer", "eth0")))
+    kwargs = {k: data[k] for k in ("bridge", "gateway", *_BOOLS) if k in data}
+    return bridge_network(data["name"], containers, **kwargs)

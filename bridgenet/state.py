@@ -1,0 +1,373 @@
+"""Live state: what exists now on a host and in its namespaces, read from ``ip -json``.
+
+Everything here parses machine output only: ``ip -details -json`` (ip(8)
+``-json``), ``/proc/self/mountinfo`` (proc(5)), ``sysctl -n`` and
+``iptables -S`` (iptables(8), the rule-spec form ``-A CHAIN ...``).
+
+:func:`read` gathers what a network needs to be planned; :func:`snapshot`
+gathers everything, for before/after comparisons in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Interface
+
+import attrs
+
+from .runners import Runner
+
+NETNS_DIR = "/run/netns"
+
+
+@attrs.frozen
+class Link:
+    """A link as ``ip -d -json addr show`` reports it.
+
+    Attributes:
+        name: ifname.
+        kind: ``linkinfo.info_kind`` (``"bridge"``, ``"veth"``, ...) or None.
+        ifindex: the link's index in its namespace.
+        master: the bridge it is a port of, or None.
+        flags: e.g. ``("BROADCAST", "MULTICAST", "UP", "LOWER_UP")``.
+        operstate: ``"UP"``, ``"DOWN"``, ``"LOWERLAYERDOWN"``, ...
+        mtu: bytes.
+        alias: ``ifalias`` or None.
+        peer: for a veth whose peer is in the same namespace, the peer's name.
+        peer_index: ``link_index``: the peer's ifindex (in the peer's namespace).
+        peer_netnsid: ``link_netnsid``: set when the peer is in another namespace.
+        addresses: IPv4 addresses with prefix length.
+        broadcasts: the broadcast address of each of ``addresses`` (or None).
+    """
+
+    name: str
+    kind: str | None
+    ifindex: int
+    master: str | None = None
+    flags: tuple[str, ...] = ()
+    operstate: str = ""
+    mtu: int = 0
+    alias: str | None = None
+    peer: str | None = None
+    peer_index: int | None = None
+    peer_netnsid: int | None = None
+    addresses: tuple[IPv4Interface, ...] = ()
+    broadcasts: tuple[IPv4Address | None, ...] = ()
+
+    @property
+    def up(self) -> bool:
+        return "UP" in self.flags
+
+
+@attrs.frozen
+class RouteEntry:
+    """A route of the main table: ``dst`` (``"default"`` or CIDR), ``gateway``, ``dev``, ``protocol``."""
+
+    dst: str
+    gateway: str | None
+    dev: str | None
+    protocol: str | None = None
+    scope: str | None = None
+
+
+@attrs.frozen
+class NsState:
+    """Links and routes of one network namespace."""
+
+    links: dict[str, Link]
+    routes: tuple[RouteEntry, ...]
+
+    def owner_of(self, ip: IPv4Address) -> str | None:
+        """The link that carries ``ip``, or None."""
+        for link in self.links.values():
+            if any(a.ip == ip for a in link.addresses):
+                return link.name
+        return None
+
+
+EMPTY_NS = NsState({}, ())
+
+
+@attrs.frozen
+class LiveState:
+    """What a host looks like now.
+
+    Attributes:
+        host: the host namespace's links and routes.
+        namespaces: state of each named namespace that was read.
+        netns_names: every entry of ``/run/netns``.
+        stale_netns: entries of ``/run/netns`` that are not a mounted
+            namespace (an empty file left behind).
+        sysctls: ``{(key, netns): value}`` for the keys read.
+        rules: ``{(table, chain, netns): [rule, ...]}``, each rule the
+            argv after ``-A CHAIN`` as ``iptables -S`` prints it.
+    """
+
+    host: NsState
+    namespaces: dict[str, NsState]
+    netns_names: frozenset[str]
+    stale_netns: frozenset[str]
+    sysctls: dict[tuple[str, str | None], str]
+    rules: dict[tuple[str, str, str | None], list[tuple[str, ...]]]
+
+    def ns(self, netns: str | None) -> NsState:
+        """State of ``netns`` (None: the host); empty if it does not exist."""
+        if netns is None:
+            return self.host
+        return self.namespaces.get(netns, EMPTY_NS)
+
+    def netns_exists(self, name: str) -> bool:
+        return name in self.netns_names and name not in self.stale_netns
+
+
+def _json_docs(text: str) -> list:
+    """Split concatenated JSON documents (``ip -json -batch`` prints one per command)."""
+    dec = json.JSONDecoder()
+    out, i, n = [], 0, len(text)
+    while i < n:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        doc, i = dec.raw_decode(text, i)
+        out.append(doc)
+    return out
+
+
+def parse_links(doc: list[dict]) -> dict[str, Link]:
+    """Parse ``ip -d -json addr show`` output into ``{name: Link}``."""
+    links: dict[str, Link] = {}
+    for item in doc:
+        name = item.get("ifname")
+        if not name:
+            continue
+        addrs, bcasts = [], []
+        for a in item.get("addr_info", []):
+            if a.get("family") == "inet":
+                addrs.append(IPv4Interface(f"{a['local']}/{a['prefixlen']}"))
+                b = a.get("broadcast")
+                bcasts.append(IPv4Address(b) if b else None)
+        info = item.get("linkinfo") or {}
+        links[name] = Link(
+            name=name,
+            kind=info.get("info_kind"),
+            ifindex=int(item.get("ifindex", 0)),
+            master=item.get("master"),
+            flags=tuple(item.get("flags", ())),
+            operstate=item.get("operstate", ""),
+            mtu=int(item.get("mtu", 0)),
+            alias=item.get("ifalias"),
+            peer=item.get("link"),
+            peer_index=item.get("link_index"),
+            peer_netnsid=item.get("link_netnsid"),
+            addresses=tuple(addrs),
+            broadcasts=tuple(bcasts),
+        )
+    return links
+
+
+def parse_routes(doc: list[dict]) -> tuple[RouteEntry, ...]:
+    """Parse ``ip -json route show`` output (main table, IPv4)."""
+    return tuple(
+        RouteEntry(r.get("dst", ""), r.get("gateway"), r.get("dev"), r.get("protocol"), r.get("scope"))
+        for r in doc
+    )
+
+
+def read_ns(runner: Runner, netns: str | None) -> NsState:
+    """Read links, addresses and routes of ``netns`` (None: the host) in one ``ip -batch``."""
+    argv = ["ip", "-d", "-json"]
+    if netns is not None:
+        argv[1:1] = ["-n", netns]
+    r = runner.exec([*argv, "-batch", "-"], input="addr show\nroute show\n")
+    docs = _json_docs(r.stdout)
+    if len(docs) != 2:
+        return EMPTY_NS
+    return NsState(parse_links(docs[0]), parse_routes(docs[1]))
+
+
+def _unescape_mount(path: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), path)
+
+
+def read_netns(runner: Runner) -> tuple[frozenset[str], frozenset[str]]:
+    """Return (all names in ``/run/netns``, the stale ones that are not mounted namespaces).
+
+    ``ip netns add`` bind-mounts the namespace on ``/run/netns/NAME``
+    (ip-netns(8)); an entry with no ``nsfs`` mount on it is an empty file
+    left behind.
+    """
+    r = runner.exec(["ip", "-json", "netns", "list"], check=False)
+    names = set()
+    text = r.stdout.strip()
+    if text:
+        for doc in _json_docs(text):
+            for item in doc or []:
+                if isinstance(item, dict) and item.get("name"):
+                    names.add(item["name"])
+    mounted = set()
+    m = runner.exec(["cat", "/proc/self/mountinfo"], check=False)
+    for line in m.stdout.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        if len(fields) < 5 or not right.startswith("nsfs"):
+            continue
+        point = _unescape_mount(fields[4])
+        if point.startswith(NETNS_DIR + "/"):
+            mounted.add(point[len(NETNS_DIR) + 1:])
+    return frozenset(names), frozenset(names - mounted)
+
+
+def read_sysctl(runner: Runner, key: str, netns: str | None = None) -> str | None:
+    """``sysctl -n KEY`` in ``netns``; None when it cannot be read."""
+    argv = ["sysctl", "-n", key]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    r = runner.exec(argv, check=False)
+    value = r.stdout.strip()
+    return value if r.exit_code == 0 and value else None
+
+
+def parse_rules(text: str, chain: str) -> list[tuple[str, ...]]:
+    """Rules of ``chain`` from ``iptables -S`` output, each as the argv after ``-A CHAIN``.
+
+    ``#`` lines (a warning about legacy tables, KERNEL-NOTES) are skipped.
+    """
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = shlex.split(line)
+        if len(parts) >= 2 and parts[0] == "-A" and parts[1] == chain:
+            out.append(tuple(parts[2:]))
+    return out
+
+
+def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None) -> list[tuple[str, ...]]:
+    """``iptables -t TABLE -S CHAIN`` parsed; empty when iptables is missing or the chain is empty."""
+    argv = ["iptables", "-w", "-t", table, "-S", chain]
+    if netns is not None:
+        argv = ["ip", "netns", "exec", netns, *argv]
+    r = runner.exec(argv, check=False)
+    return parse_rules(r.stdout, chain) if r.exit_code == 0 else []
+
+
+def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
+         rules: Iterable[tuple[str, str, str | None]] = ()) -> LiveState:
+    """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
+
+    Args:
+        runner: where to read (a sandbox's runner, or a host runner).
+        netns: namespace names whose state is wanted (those that don't exist are skipped).
+        sysctls: ``(key, netns)`` pairs.
+        rules: ``(table, chain, netns)`` triples.
+
+    Cost: one process for the host, one per existing namespace asked for,
+    two for ``/run/netns``, one per sysctl and one per chain.
+    """
+    names, stale = read_netns(runner)
+    host = read_ns(runner, None)
+    spaces = {}
+    for n in dict.fromkeys(netns):
+        if n in names and n not in stale:
+            spaces[n] = read_ns(runner, n)
+    sys_values = {}
+    for key, ns in dict.fromkeys(sysctls):
+        if ns is None or (ns in names and ns not in stale):
+            v = read_sysctl(runner, key, ns)
+            if v is not None:
+                sys_values[(key, ns)] = v
+    rule_map = {}
+    for table, chain, ns in dict.fromkeys(rules):
+        if ns is None or (ns in names and ns not in stale):
+            rule_map[(table, chain, ns)] = read_rules(runner, table, chain, ns)
+    return LiveState(host, spaces, names, stale, sys_values, rule_map)
+
+
+# --- snapshots for before/after comparisons ------------------------------------
+
+_VOLATILE_LINK_KEYS = {
+    "ifindex", "link_index", "address", "broadcast", "stats", "stats64", "txqlen", "qdisc",
+    "link_netnsid", "perm_address", "inet6_addr_gen_mode", "parentbus", "parentdev",
+}
+
+
+_CARRIER_FLAGS = {"LOWER_UP", "NO-CARRIER", "DORMANT", "M-DOWN"}
+
+
+def _norm_links(doc: list[dict]) -> list[dict]:
+    out = []
+    for item in doc:
+        d = {k: v for k, v in item.items() if k not in _VOLATILE_LINK_KEYS}
+        # Carrier is derived by the kernel (a bridge that lost its last port
+        # stays without carrier; a new one reports it), not configuration.
+        d.pop("operstate", None)
+        d["flags"] = [f for f in item.get("flags", []) if f not in _CARRIER_FLAGS]
+        info = d.get("linkinfo")
+        if isinstance(info, dict):
+            d["linkinfo"] = {"info_kind": info.get("info_kind"), "info_slave_kind": info.get("info_slave_kind")}
+        d["addr_info"] = sorted(
+            (f"{a.get('local')}/{a.get('prefixlen')} brd {a.get('broadcast')}"
+             for a in item.get("addr_info", []) if a.get("family") == "inet"),
+        )
+        for k in list(d):
+            if k.startswith(("min_", "max_", "gso_", "gro_", "tso_", "num_", "promiscuity", "allmulti")):
+                d.pop(k)
+        out.append(d)
+    return sorted(out, key=lambda d: d.get("ifname", ""))
+
+
+def snapshot(runner: Runner) -> dict:
+    """Everything that ``up``/``down`` could change, normalised for comparison.
+
+    Returns a dict with, for the host and every named namespace, the links
+    (without counters, indexes, MAC addresses and carrier state, which the
+    kernel derives), IPv4 addresses and main routes; ``netns``: the sorted ``/run/netns`` names; ``ip_forward``; and
+    ``iptables``: ``iptables-save`` without ``#`` lines and counters.
+    """
+    names, stale = read_netns(runner)
+
+    def one(ns: str | None) -> dict:
+        argv = ["ip", "-d", "-json"] + (["-n", ns] if ns else [])
+        r = runner.exec([*argv, "-batch", "-"], input="addr show\nroute show\n", check=False)
+        docs = _json_docs(r.stdout)
+        links = _norm_links(docs[0]) if docs else []
+        routes = sorted(json.dumps(x, sort_keys=True) for x in (docs[1] if len(docs) > 1 else []))
+        return {"links": links, "routes": routes}
+
+    save = runner.exec(["iptables-save"], check=False).stdout
+    return {
+        "host": one(None),
+        "namespaces": {n: one(n) for n in sorted(names - stale)},
+        "netns": sorted(names),
+        "stale_netns": sorted(stale),
+        "ip_forward": read_sysctl(runner, "net.ipv4.ip_forward"),
+        "iptables": iptables_rules(save),
+    }
+
+
+def iptables_rules(save: str) -> list[str]:
+    """The meaningful lines of ``iptables-save`` output, sorted.
+
+    Keeps rules (``TABLE -A ...``), user-defined chains and built-in chains
+    whose policy is not ACCEPT; drops ``#`` comments, counters and the
+    headers of tables that exist but are empty (``iptables -t nat`` creates
+    the nat table; an empty table is not a rule, KERNEL-NOTES).
+    """
+    out, table = [], ""
+    for line in save.splitlines():
+        if not line or line.startswith("#") or line == "COMMIT":
+            continue
+        if line.startswith("*"):
+            table = line[1:]
+            continue
+        if line.startswith(":"):
+            name, policy = line[1:].split()[:2]
+            if policy not in ("ACCEPT",):
+                out.append(f"{table} :{name} {policy}")
+            continue
+        out.append(f"{table} {line}")
+    return sorted(out)
