@@ -17,13 +17,14 @@ from .errors import (
     SandboxError,
     ValidationError,
 )
-from .model import Address, Bridge, Namespace, NatRule, Route, Sysctl, VethPair, ip_forward
+from .model import Address, Bridge, ForwardRule, Namespace, NatRule, Route, Sysctl, VethPair, ip_forward
 from .network import Container, Network, bridge_network
+from .sandbox import Sandbox
 from .tutorial import tutorial
 
 __all__ = [
-    "Address", "Bridge", "BridgenetError", "Command", "CommandError", "ConflictError", "Container",
+    "Address", "Bridge", "ForwardRule", "BridgenetError", "Command", "CommandError", "ConflictError", "Container",
     "Namespace", "NamespaceBusyError", "NatRule", "Network", "NotInSandboxError", "PrivilegeError",
-    "RolledBackError", "Route", "SandboxError", "Step", "Sysctl", "ValidationError", "VethPair",
+    "RolledBackError", "Route", "Sandbox", "SandboxError", "Step", "Sysctl", "ValidationError", "VethPair",
     "bridge_network", "ip_forward", "tutorial",
 ]

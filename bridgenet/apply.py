@@ -159,9 +159,13 @@ def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = F
     """
     p = plan if plan is not None else make_plan(network, runner, fast=batch)
     todo = [s for s in p.steps if s.run]
+    ledger = Ledger.open(runner.fs_root, network.name)
+    shared = [Entry(s.step.key, None, False, "found", []) for s in p.steps
+              if not s.run and s.step.key.startswith(SHARED_PREFIXES) and s.step.key not in ledger.keys()]
+    if shared:
+        ledger.add(shared)  # so that another network's down leaves them to us (see down)
     if not todo:
         return Report((), p.in_place)
-    ledger = Ledger.open(runner.fs_root, network.name)
     before = ledger.keys()
     new_keys = [s.step.key for s in todo if s.step.key not in before]
     ran: list[Command] = []
@@ -218,6 +222,33 @@ def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = F
     return Report(tuple(ran), p.in_place)
 
 
+SHARED_PREFIXES = ("sysctl ",)
+"""Steps several networks may rely on at once (``net.ipv4.ip_forward``)."""
+
+
+def _hand_over_shared(runner: Runner, ledger: Ledger) -> None:
+    """Leave a shared setting alone while another network still relies on it.
+
+    When network A set ``ip_forward=1`` and network B found it set, A's down
+    must not put it back to 0 under B: A hands its restore command over to
+    B's ledger entry instead, and B's down restores it.
+    """
+    for e in ledger.entries:
+        if not e.key.startswith(SHARED_PREFIXES):
+            continue
+        for other_name in Ledger.names(runner.fs_root):
+            if other_name == ledger.network:
+                continue
+            other = Ledger.open(runner.fs_root, other_name)
+            mine = next((o for o in other.entries if o.key == e.key), None)
+            if mine is not None:
+                if e.undo and not mine.undo:
+                    mine.undo, mine.owns = list(e.undo), e.owns
+                    other.save()
+                e.undo = []
+                break
+
+
 def _trim(ledger: Ledger, ps, done: int, state: LiveState) -> None:  # noqa: ANN001
     """After a step failed part-way, keep in the ledger only the undo of what did run."""
     if done == 0:
@@ -257,6 +288,7 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
     ledger = Ledger.open(runner.fs_root, name)
     if not ledger.entries:
         return Report()
+    _hand_over_shared(runner, ledger)
     ran, leftovers = _undo(runner, ledger.entries, force=force, batch=batch, strict=True)
     ledger.drop([e.key for e in ledger.entries])
     return Report(tuple(ran), networks=(name,))
@@ -376,10 +408,11 @@ def _clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
     tagged = [link for link in host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
     for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
         cmds.append(ip("link", "del", link.name, step="clean", effect=LinkAbsent(link.name)))
-    for rule in read_rules(runner, "nat", "POSTROUTING"):
-        if "--comment" in rule and rule[rule.index("--comment") + 1].startswith(TAG_PREFIX):
-            cmds.append(iptables("-t", "nat", "-D", "POSTROUTING", *rule, step="clean",
-                                 effect=RuleAbsent("nat", "POSTROUTING", rule)))
+    for table, chain in (("nat", "POSTROUTING"), ("filter", "FORWARD")):
+        for rule in read_rules(runner, table, chain):
+            if "--comment" in rule and rule[rule.index("--comment") + 1].startswith(TAG_PREFIX):
+                cmds.append(iptables("-t", table, "-D", chain, *rule, step="clean",
+                                     effect=RuleAbsent(table, chain, rule)))
     if not cmds:
         return []
     entries = [Entry("clean", None, False, "intent", cmds)]

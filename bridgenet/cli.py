@@ -120,8 +120,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     runner = ShRunner(echo=None if args.batch else _echo(args))
     progress = _Progress("up", not args.quiet)
+    plan = apply.plan(net, runner, batch=args.batch)
+    for w in plan.warnings:
+        print(f"bridgenet: warning: {w}", file=sys.stderr)
     try:
-        report = apply.up(net, runner, batch=args.batch, progress=progress)
+        report = apply.up(net, runner, batch=args.batch, progress=progress, plan=plan)
     finally:
         progress.close()
     if args.batch and not args.quiet:
@@ -169,6 +172,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = apply.plan(net, ShRunner(), batch=args.batch)
     for c in plan.commands:
         print(c.shell())
+    for w in plan.warnings:
+        print(f"bridgenet: warning: {w}", file=sys.stderr)
     print(f"bridgenet: {plan.summary()}", file=sys.stderr)
     if args.detailed_exitcode and not plan.empty:
         return 2

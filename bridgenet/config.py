@@ -5,7 +5,9 @@ Example (``bridgenet up --file demo.toml``)::
     name = "demo"              # names the state file and the tag bridgenet:demo
     bridge = "br1"
     gateway = "10.88.0.1/24"   # the bridge's address; the subnet follows from it
-    # default_routes = true, forward = true, masquerade = true, tag = true
+    # default_routes = true, forward = true, masquerade = true, tag = true,
+    # accept_forward = true (FORWARD ACCEPT rules for the bridge; default = tag),
+    # lesson_nat = false (true: MASQUERADE bridged traffic too, as the lesson does)
 
     [[containers]]
     netns = "web"
@@ -25,9 +27,10 @@ from pathlib import Path
 from .errors import ValidationError
 from .network import Container, Network, bridge_network
 
-_TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "containers"}
+_TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "accept_forward",
+        "lesson_nat", "containers"}
 _CONTAINER = {"netns", "address", "veth", "peer"}
-_BOOLS = ("default_routes", "forward", "masquerade", "tag")
+_BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "lesson_nat")
 
 
 def load(path: str | Path) -> Network:

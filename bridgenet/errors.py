@@ -114,3 +114,26 @@ class SandboxError(BridgenetError):
 
 class NotInSandboxError(SandboxError):
     """A real command was about to run outside a sandbox while one is required."""
+
+
+class BatchError(CommandError):
+    """A process of a batch plan (``ip -batch -``, ``iptables-restore``, ``sysctl -w``...) failed.
+
+    Raised by :class:`bridgenet.batch.BatchRunner`. ``argv``, ``exit_code``,
+    ``stderr`` and ``stdout`` are those of the failing process. ``ip -batch``
+    stops at its first failing line (its stderr then ends with ``Command
+    failed -:LINE``) and runs nothing after it, but the lines before it have
+    taken effect; with the nf_tables backend an ``iptables-restore`` applies
+    all or nothing. Re-read live state to know what is in place.
+
+    Attributes:
+        lines: the input fed to the process on stdin, one entry per line
+            (empty when it read none).
+        commands: the bridgenet commands the process carried, in order.
+    """
+
+    def __init__(self, argv: Sequence[str], exit_code: int, stderr: str, stdout: str = "",
+                 lines: Sequence[str] = (), commands: Sequence[object] = ()) -> None:
+        super().__init__(argv, exit_code, stderr, stdout)
+        self.lines = tuple(lines)
+        self.commands = tuple(commands)

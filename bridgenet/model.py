@@ -37,6 +37,38 @@ from .commands import (
 )
 
 
+def _remembering(validator, size: int = 256):
+    """``validator``, skipping a value it has accepted recently (performance only).
+
+    The rules in ``rules.py`` depend on the value alone (the object only names
+    itself in the error message), so a value once accepted is accepted again.
+    A network of N containers checks the same peer name, bridge and gateway N
+    times; this makes the repeats free. Rejections are never remembered, so
+    errors are exactly those of ``validator``. At most ``size`` values are kept.
+    """
+    accepted: dict = {}
+
+    def check(instance, attribute, value) -> None:
+        key = (type(value), value)
+        try:
+            if key in accepted:
+                return
+        except TypeError:  # unhashable: just check it
+            validator(instance, attribute, value)
+            return
+        validator(instance, attribute, value)
+        if len(accepted) >= size:
+            accepted.clear()
+        accepted[key] = None
+
+    return check
+
+
+_ifname_repeated = _remembering(rules.ifname)
+_optional_ifname_repeated = _remembering(rules.optional_ifname)
+_address_repeated = _remembering(rules.address)
+
+
 @attrs.frozen
 class RenderContext:
     """What an object needs to know about its network to render its steps.
@@ -141,9 +173,9 @@ class VethPair:
     """
 
     name: str = attrs.field(validator=rules.ifname)
-    peer: str = attrs.field(validator=rules.ifname)
+    peer: str = attrs.field(validator=_ifname_repeated)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
-    master: str | None = attrs.field(default=None, validator=rules.optional_ifname)
+    master: str | None = attrs.field(default=None, validator=_optional_ifname_repeated)
     address: IPv4Interface | None = attrs.field(
         default=None, converter=rules.to_interface, validator=rules.optional_interface
     )
@@ -350,7 +382,7 @@ class Route:
     """
 
     netns: str | None = attrs.field(validator=rules.optional_netns_name)
-    via: IPv4Address = attrs.field(converter=rules.to_address, validator=rules.address)
+    via: IPv4Address = attrs.field(converter=rules.to_address, validator=_address_repeated)
     dst: str = attrs.field(default="default")
 
     @dst.validator
@@ -463,6 +495,12 @@ class NatRule:
     Attributes:
         source: the subnet whose packets leave with the outgoing link's address.
         out_interface: only packets leaving through this link (``-o``), or None for any.
+        not_out_interface: not packets leaving through this link (``! -o``);
+            Docker excludes its bridge this way, so that traffic between two
+            containers on the bridge keeps its source address (with
+            ``net.bridge.bridge-nf-call-iptables=1`` bridged traffic passes
+            POSTROUTING too, and the lesson's rule rewrites it to the
+            gateway's address).
         comment: a comment stored with the rule (``-m comment --comment``), or
             None; a tagged network sets ``bridgenet:NAME`` here.
         netns: where the rule lives (None: the host).
@@ -470,6 +508,7 @@ class NatRule:
 
     source: IPv4Network = attrs.field(converter=rules.to_network, validator=rules.network)
     out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
+    not_out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
     comment: str | None = attrs.field(default=None)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
 
@@ -493,13 +532,17 @@ class NatRule:
 
     @property
     def step_key(self) -> str:
-        return f"nat {self.source}" + (f" -o {self.out_interface}" if self.out_interface else "") + f"@{self.netns or 'host'}"
+        out = f" -o {self.out_interface}" if self.out_interface else ""
+        out += f" ! -o {self.not_out_interface}" if self.not_out_interface else ""
+        return f"nat {self.source}{out}@{self.netns or 'host'}"
 
     def rule(self, comment: str | None = None) -> tuple[str, ...]:
         """The rule as iptables-save prints it after ``-A POSTROUTING``."""
         spec: list[str] = ["-s", str(self.source)]
         if self.out_interface:
             spec += ["-o", self.out_interface]
+        if self.not_out_interface:
+            spec += ["!", "-o", self.not_out_interface]
         comment = self.comment if self.comment is not None else comment
         if comment:
             spec += ["-m", "comment", "--comment", comment]
@@ -527,4 +570,63 @@ class NatRule:
         ]
 
 
-NetworkObject = Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule
+@attrs.frozen
+class ForwardRule:
+    """Let a bridge's traffic through the filter table's FORWARD chain (iptables(8)).
+
+    ``-A FORWARD -i BRIDGE -j ACCEPT`` and ``-A FORWARD -o BRIDGE -j ACCEPT``.
+    Needed on hosts where another tool set the FORWARD policy to DROP (Docker
+    does): there the lesson's network routes nothing out, even with
+    ``ip_forward=1`` and MASQUERADE (and, with br_netfilter, nothing between
+    two containers either).
+
+    Attributes:
+        bridge: the bridge whose traffic to accept.
+        comment: a comment stored with the rules, or None (a tagged network
+            sets ``bridgenet:NAME``).
+    """
+
+    bridge: str = attrs.field(validator=rules.ifname)
+    comment: str | None = attrs.field(default=None)
+    netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+
+    @property
+    def name(self) -> str:
+        return f"FORWARD {self.bridge}"
+
+    @property
+    def step_key(self) -> str:
+        return f"forward {self.bridge}@{self.netns or 'host'}"
+
+    def rules(self, comment: str | None = None) -> list[tuple[str, ...]]:
+        """The two rules, as iptables-save prints them after ``-A FORWARD``."""
+        comment = self.comment if self.comment is not None else comment
+        tail = ("-m", "comment", "--comment", comment, "-j", "ACCEPT") if comment else ("-j", "ACCEPT")
+        return [("-i", self.bridge, *tail), ("-o", self.bridge, *tail)]
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        specs = self.rules(ctx.tag)
+        return [
+            Step(
+                key=k,
+                title=f"accept {self.bridge}'s traffic in the FORWARD chain",
+                why=(
+                    "Where another tool set the FORWARD policy to DROP (Docker does), routed traffic "
+                    f"from and to {self.bridge} is dropped even with forwarding on; these two rules let it through."
+                ),
+                up=tuple(
+                    iptables("-A", "FORWARD", *spec, netns=self.netns, step=k,
+                             effect=RulePresent("filter", "FORWARD", spec, self.netns))
+                    for spec in specs
+                ),
+                down=tuple(
+                    iptables("-D", "FORWARD", *spec, netns=self.netns, step=k,
+                             effect=RuleAbsent("filter", "FORWARD", spec, self.netns))
+                    for spec in reversed(specs)
+                ),
+            )
+        ]
+
+
+NetworkObject = Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule | ForwardRule

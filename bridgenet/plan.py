@@ -41,7 +41,7 @@ from .commands import (
     sysctl_w,
 )
 from .errors import ConflictError
-from .model import Address, NatRule, Route, VethPair
+from .model import Address, ForwardRule, NatRule, Route, VethPair
 from .network import Network
 from .runners import Runner
 from .state import LiveState, read
@@ -75,6 +75,7 @@ class Plan:
     network: Network
     steps: tuple[PlannedStep, ...]
     state: LiveState
+    warnings: tuple[str, ...] = ()
 
     @property
     def commands(self) -> list[Command]:
@@ -100,6 +101,7 @@ def wanted_reads(network: Network) -> dict:
     netns = [n.name for n in network.namespaces]
     sysctls = [(s.key, s.netns) for s in network.sysctls()]
     rules = [("nat", "POSTROUTING", r.netns) for r in network.of_type(NatRule)]
+    rules += [("filter", "FORWARD", r.netns) for r in network.of_type(ForwardRule)]
     return {"netns": netns, "sysctls": sysctls, "rules": rules}
 
 
@@ -130,7 +132,21 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
         else:
             undo = tuple(u for c in reversed(run) for u in inverse(c, state))
         out.append(PlannedStep(step, run, owns, undo))
-    return Plan(network, tuple(out), state)
+    return Plan(network, tuple(out), state, tuple(_warnings(network, runner)))
+
+
+def _warnings(network: Network, runner: Runner) -> list[str]:
+    """Things that are not conflicts but will keep the network from working."""
+    from .state import read_policy
+
+    if not network.of_type(NatRule) or network.of_type(ForwardRule):
+        return []
+    if read_policy(runner, "filter", "FORWARD") == "DROP":
+        bridges = ", ".join(b.name for b in network.bridges)
+        return [f"the iptables FORWARD policy here is DROP (Docker sets it): traffic routed to and from "
+                f"{bridges} will be dropped. Add a ForwardRule (accept_forward=True in a network "
+                f"file or bridge_network) to let it through."]
+    return []
 
 
 # --- effects against state ---------------------------------------------------------

@@ -66,6 +66,15 @@ def _netns_inode(pid: int | str) -> int | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs of the children of ``pid`` (``/proc/PID/task/PID/children``; empty when gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(k) for k in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _userns_hint() -> str:
     facts = []
     for path in ("/proc/sys/user/max_user_namespaces", "/proc/sys/kernel/unprivileged_userns_clone",
@@ -146,9 +155,22 @@ class Sandbox:
             try:
                 self._make_upstream()
             except BaseException:
-                self.close()
+                self.keep = False  # a half-made sandbox is never kept
+                self._kill()
                 raise
         return self
+
+    def _kill(self) -> None:
+        """End the sandbox at once (SIGKILL to its holder, PID 1 of its PID namespace)."""
+        self._closed = True
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
 
     def _explain_failure(self, err: str) -> str:
         if self.userns:
@@ -297,7 +319,11 @@ class Sandbox:
         """End a process from :meth:`popen`: SIGTERM to its process group, SIGKILL after ``timeout`` s.
 
         Signalling only ``proc`` would end the ``nsenter`` and leave its child
-        running inside the sandbox; the process group holds both.
+        running inside the sandbox; the process group holds both. The child
+        (what ``nsenter`` started) is signalled first, so that ``nsenter``
+        reaps it and exits: killed together, the child is re-parented to the
+        machine's init, and the sandbox's PID namespace cannot go away until
+        that init reaps it (``close()`` then took ≈1.2 s here instead of 1 ms).
 
         Returns:
             the exit code of ``proc`` (negative: killed by that signal).
@@ -305,9 +331,14 @@ class Sandbox:
         if proc.poll() is None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 try:
-                    os.killpg(proc.pid, sig)
+                    kids = _children(proc.pid)
+                    for kid in kids:
+                        os.kill(kid, sig)
+                    if not kids:
+                        os.killpg(proc.pid, sig)
                 except ProcessLookupError:
-                    break
+                    if proc.poll() is not None:
+                        break
                 try:
                     proc.wait(timeout=timeout)
                     break

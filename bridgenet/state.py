@@ -246,13 +246,27 @@ def parse_rules(text: str, chain: str) -> list[tuple[str, ...]]:
     return out
 
 
-def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None) -> list[tuple[str, ...]]:
-    """``iptables -t TABLE -S CHAIN`` parsed; empty when iptables is missing or the chain is empty."""
+def _iptables_s(runner: Runner, table: str, chain: str, netns: str | None) -> str | None:
+    """``iptables -w -t TABLE -S CHAIN`` (in ``netns``): its stdout, or None when it failed."""
     argv = ["iptables", "-w", "-t", table, "-S", chain]
     if netns is not None:
         argv = ["ip", "netns", "exec", netns, *argv]
     r = runner.exec(argv, check=False)
-    return parse_rules(r.stdout, chain) if r.exit_code == 0 else []
+    return r.stdout if r.exit_code == 0 else None
+
+
+def read_policy(runner: Runner, table: str, chain: str, netns: str | None = None) -> str | None:
+    """The policy of a built-in chain (``-P CHAIN POLICY`` in ``iptables -S``), or None if unreadable."""
+    for line in (_iptables_s(runner, table, chain, netns) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "-P" and parts[1] == chain:
+            return parts[2]
+    return None
+
+
+def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None) -> list[tuple[str, ...]]:
+    """``iptables -t TABLE -S CHAIN`` parsed; empty when iptables is missing or the chain is empty."""
+    return parse_rules(_iptables_s(runner, table, chain, netns) or "", chain)
 
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),

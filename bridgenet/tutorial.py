@@ -32,7 +32,7 @@ def tutorial() -> Network:
     Untagged (no link alias, no iptables comment), so that its transcript is
     the lesson's, command for command.
     """
-    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False)
+    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False, lesson_nat=True)
 
 
 # --- the narrated run ---------------------------------------------------------------
@@ -89,6 +89,10 @@ CHECKS = (
     Check("", f"the upstream sees the host's uplink address {UPLINK_ADDR}, not 10.201.0.4",
           f"ip netns exec container4 python3 -c 'connect to {UP_ADDR}:8080' (a server in upstream prints the peer)",
           True, "MASQUERADE rewrote the source; the upstream has no route back to 10.201.0.0/24"),
+    Check("", "container5 sees container4's connections coming from 10.201.0.1",
+          "ip netns exec container4 python3 -c 'connect to 10.201.0.5:8081' (a server in container5 prints the peer)",
+          True, "with br_netfilter, bridged traffic passes POSTROUTING too, and the lesson's rule (no ! -o br0, "
+          "unlike Docker's) masquerades it as well", observe=True),
     Check("down", "after taking the network down, the sandbox is as it was before",
           "ip -json link/addr/route, ip netns list, ip_forward, iptables-save: before == after", True,
           "down deletes each veth from its host end, the namespaces, the bridge, the rule, and resets ip_forward"),
@@ -277,6 +281,11 @@ def _evaluate(sb, check: Check, checks, state) -> tuple[bool, str]:  # noqa: ANN
             peers = srv.seen_peers()
         seen = peers[0] if peers else (reply.value or "nothing")
         return (seen == UPLINK_ADDR) == check.expect, f"the upstream saw the connection come from {seen}"
+    if claim.startswith("container5 sees"):
+        with checks.tcp_server(sb, "10.201.0.5", 8081, netns="container5", mode="whois") as srv:
+            checks.tcp_request(sb, "10.201.0.5", 8081, netns="container4")
+            peers = srv.seen_peers()
+        return True, f"container5 saw the connection come from {peers[0] if peers else 'nothing'}"
     if check.shows.startswith("ip netns exec") or check.shows.startswith("ping"):
         parts = check.shows.split()
         netns = parts[3] if parts[0] == "ip" else None

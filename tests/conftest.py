@@ -9,6 +9,9 @@ import os
 
 os.environ["BRIDGENET_REQUIRE_SANDBOX"] = "1"
 
+# An example downstream project; tests/test_plugin.py runs it as a project of its own.
+collect_ignore = ["example_project"]
+
 import sys
 from pathlib import Path
 

@@ -198,7 +198,7 @@ def test_a_signal_during_up_rolls_back(sb, sig):
     line = proc.stderr.readline()
     assert "paused" in line
     # signal the bridgenet process itself (the child of nsenter, inside the sandbox)
-    inner = sb.run(["pgrep", "-f", "-n", "bridgenet up --quiet"]).stdout.split()
+    inner = sb.run(["pgrep", "-o", "-f", "bridgenet up --quiet"], timeout=None).stdout.split()
     assert inner
     sb.run(["kill", f"-{sig.name[3:]}", inner[0]], check=True)
     out, err = proc.communicate(timeout=30)
@@ -326,3 +326,46 @@ def test_property_up_down_restores_and_plan_after_up_is_empty(net, batch):
         apply.down(net, r, batch=batch)
         after = snap(s)
         assert after == before, json.dumps(diff(before, after))
+
+
+def test_ip_forward_stays_on_while_another_network_needs_it(sb):
+    r = sb.runner()
+    a = bridgenet.tutorial()
+    b = bridge_network("other", [Container("web", "10.88.0.10")], bridge="br1", gateway="10.88.0.1/24")
+    before = snap(sb)
+    assert before["ip_forward"] == "0"
+    apply.up(a, r)
+    apply.up(b, r)  # finds ip_forward=1 already
+    apply.down(a, r)
+    assert snap(sb)["ip_forward"] == "1"  # b still routes
+    apply.down(b, r)
+    assert snap(sb) == before, diff(before, snap(sb))
+
+
+def test_forward_policy_drop_stops_the_lesson_and_a_forward_rule_fixes_it(sb):
+    """Docker sets the FORWARD policy to DROP; the lesson's network then routes nothing out."""
+    from bridgenet import checks
+
+    r = sb.runner()
+    sb.run(["iptables", "-P", "FORWARD", "DROP"], check=True)
+    before = snap(sb)
+    lesson = bridgenet.tutorial()
+    p = apply.plan(lesson, r)
+    assert any("FORWARD policy here is DROP" in w for w in p.warnings)
+    apply.up(lesson, r, plan=p)
+    assert not checks.ping(sb, "198.51.100.1", netns="container4").ok
+    apply.down(lesson, r)
+    net = bridge_network("fwd", [Container("c4", "10.77.0.4"), Container("c5", "10.77.0.5")],
+                         bridge="br7", gateway="10.77.0.1/24")
+    assert apply.plan(net, r).warnings == ()
+    apply.up(net, r)
+    assert checks.ping(sb, "198.51.100.1", netns="c4").ok
+    with checks.tcp_server(sb, "198.51.100.1", 8080, netns="upstream", mode="whois") as srv:
+        checks.tcp_request(sb, "198.51.100.1", 8080, netns="c4")
+        assert srv.seen_peers() == ["198.51.100.2"]
+    # Docker-style NAT (! -o br7): bridged traffic keeps its source address
+    with checks.tcp_server(sb, "10.77.0.5", 8081, netns="c5", mode="whois") as srv:
+        checks.tcp_request(sb, "10.77.0.5", 8081, netns="c4")
+        assert srv.seen_peers() == ["10.77.0.4"]
+    apply.down(net, r)
+    assert snap(sb) == before, diff(before, snap(sb))

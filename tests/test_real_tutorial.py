@@ -26,7 +26,11 @@ def machine_view():
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         fwd = f.read().strip()
     netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else None
-    return {"links": links, "ip_forward": fwd, "run_netns": netns, "run_bridgenet": os.path.exists("/run/bridgenet")}
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    save = subprocess.run(["iptables-save"], capture_output=True, text=True)  # needs root; else empty
+    rules = [line for line in save.stdout.splitlines() if not line.startswith("#")]
+    return {"links": links, "ip_forward": fwd, "run_netns": netns, "ip_netns_list": listed,
+            "run_bridgenet": os.path.exists("/run/bridgenet"), "iptables": rules}
 
 
 def test_tutorial_runs_every_check_as_the_lesson_says():
@@ -133,3 +137,14 @@ def test_sandbox_leaves_nothing_behind():
     assert server.wait(timeout=5) is not None
     assert not os.path.exists(f"/proc/{pid}")
     assert machine_view() == before
+
+
+def test_up_without_cap_net_admin_stops_before_running_anything(sb):
+    """Run in the sandbox with CAP_NET_ADMIN and CAP_SYS_ADMIN dropped from the bounding set."""
+    before = snap(sb)
+    r = sb.run(["setpriv", "--bounding-set=-net_admin,-sys_admin", "--inh-caps=-all",
+                sys.executable, "-m", "bridgenet", "up"])
+    assert r.exit_code == 1, r.stdout + r.stderr
+    assert "needs CAP_NET_ADMIN" in r.stderr and "Nothing was run" in r.stderr
+    assert r.stdout == ""
+    assert snap(sb) == before

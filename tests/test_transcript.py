@@ -142,7 +142,7 @@ def test_network_file_dry_run(capsys, tmp_path):
         "ip link add v-web type veth peer name eth0",
         "ip link set eth0 netns web",
     ]
-    assert out.splitlines()[-1] == "iptables -t nat -A POSTROUTING -s 10.88.0.0/24 -j MASQUERADE"
+    assert out.splitlines()[-1] == "iptables -t nat -A POSTROUTING -s 10.88.0.0/24 '!' -o br1 -j MASQUERADE"
 
 
 def test_recording_runner_records_in_order():

@@ -1,0 +1,461 @@
+"""Run a command list with as few processes as possible.
+
+A network of N containers is about 9 N commands; run one process each, they
+cost 2-6 ms apiece in process start-up alone. :class:`BatchRunner` turns the
+list into a *plan*: a short list of :class:`Invocation` values (an argv plus
+the text it reads on standard input):
+
+* every ``ip`` command of the host in ONE ``ip -batch -`` (ip(8) ``-batch``);
+* every ``ip`` command inside namespace NS in ONE ``ip -n NS -batch -`` per
+  namespace, in the order the namespaces first appear (ip(8) takes no
+  per-line ``-n`` inside a batch file);
+* every host ``sysctl -w KEY=VALUE`` in ONE ``sysctl -w K=V [K=V ...]``
+  (sysctl(8));
+* every host ``iptables [-t TABLE] -A|-D|-I CHAIN ...`` in ONE
+  ``iptables-restore --noflush -w`` fed a restore file (``*TABLE``, the
+  rules, ``COMMIT``; iptables-restore(8));
+* anything else alone, as the command itself: a ``sysctl`` or ``iptables``
+  inside a namespace (after the host's), another form of ``sysctl`` or
+  ``iptables`` (where it stands among the host's, which then take more than
+  one process), another tool (last going up, first going down).
+
+Order. Going ``up``: host ``ip`` batch, namespace batches, sysctl, iptables;
+going ``down``: iptables, sysctl, namespace batches, host ``ip`` batch. This
+is valid for the commands bridgenet renders: going up, a namespace's
+commands need the namespace and the links the host side makes, and nothing
+in the host needs what happens inside a namespace; sysctl and NAT need no
+link. Going down it is the mirror image. Inside each group the commands keep
+their order. (A general command list for which this is not true needs the
+step-by-step runner.)
+
+One plan, two renderings: :meth:`BatchRunner.script` prints the plan as a
+shell script with quoted here-documents; :meth:`BatchRunner.execute` runs
+it, by default as that same script in one ``sh`` (see ``one_shell``).
+
+Facts this relies on (iproute2 6.1, iptables 1.8.9, see KERNEL-NOTES):
+``ip -batch`` stops at its first failing line with exit status 1 and runs
+nothing after it; it reads ``#`` anywhere on a line as the start of a
+comment and a word that starts with ``'`` or ``"`` as quoted up to the
+same quote (lib/utils.c ``getcmdline``/``makeargs``). ``iptables-restore``
+reads ``"..."`` with backslash escapes as one argument (xshared.c
+``add_param_to_argv``); with the nf_tables backend it commits each run as
+one transaction.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Callable, Sequence
+
+import attrs
+
+from .commands import Command
+from .errors import BatchError, CommandError, ValidationError
+from .runners import Runner
+
+DIRECTIONS = ("up", "down")
+"""Values of the ``direction`` argument."""
+
+IPTABLES_RESTORE = ("iptables-restore", "--noflush", "-w")
+"""The restore command: keep existing rules (``--noflush``), wait for the xtables lock (``-w``)."""
+
+PROGRESS_UPDATES = 20
+"""With one shell and a progress callback, the plan runs in about this many chunks."""
+
+SH_C_LIMIT = 120_000
+"""Largest script (bytes) run as ``sh -c SCRIPT``; larger ones go to ``sh -s`` on stdin."""
+
+_MARK = "@@bridgenet-batch"
+"""Start of the line the one-shell script writes to stderr before each process."""
+
+_IPTABLES_OPS = {"-A": "-A", "--append": "-A", "-D": "-D", "--delete": "-D", "-I": "-I", "--insert": "-I"}
+
+
+@attrs.frozen
+class Invocation:
+    """One process of a plan.
+
+    Attributes:
+        argv: the program and its arguments, e.g. ``("ip", "-n", "c1", "-batch", "-")``.
+        input: the text it reads on standard input (a batch or restore file,
+            ending in a newline), or None when it reads nothing.
+        commands: the bridgenet commands it carries, in order.
+        kind: ``"ip"``, ``"ip-netns"``, ``"sysctl"``, ``"iptables"`` (a
+            batch), or ``"alone"`` (one command run as itself).
+    """
+
+    argv: tuple[str, ...]
+    input: str | None
+    commands: tuple[Command, ...]
+    kind: str
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """The input, one entry per line (empty when there is no input)."""
+        return tuple(self.input.splitlines()) if self.input is not None else ()
+
+
+# --- encoding one command as a line of a batch file ----------------------------------
+
+
+def _unbatchable(command: Command, arg: str, why: str) -> ValidationError:
+    return ValidationError(f"Command {command.shell()}", "args", why, arg)
+
+
+def ip_batch_line(command: Command) -> str:
+    """``command``'s arguments as one line of an ``ip -batch`` file (no trailing newline).
+
+    A word with whitespace, or empty, or starting with a quote, is put in
+    quotes; ``ip`` has no escapes inside quotes (lib/utils.c ``makeargs``).
+
+    Raises:
+        ValidationError: an argument holds ``#`` (``ip`` cuts the line
+            there), a newline or NUL, or needs quoting but holds both kinds
+            of quote.
+    """
+    words = []
+    for a in command.args:
+        if "#" in a or "\n" in a or "\0" in a:
+            raise _unbatchable(command, a, "an ip -batch line cannot carry '#' (a comment), a newline or NUL")
+        if a and a[0] not in "'\"" and not any(ch in a for ch in " \t\r\v\f"):
+            words.append(a)
+        elif "'" not in a:
+            words.append(f"'{a}'")
+        elif '"' not in a:
+            words.append(f'"{a}"')
+        else:
+            raise _unbatchable(command, a, "an ip -batch word cannot hold both ' and \" when it needs quoting")
+    return " ".join(words)
+
+
+def _restore_word(command: Command, a: str) -> str:
+    if "\n" in a or "\0" in a:
+        raise _unbatchable(command, a, "an iptables-restore line cannot carry a newline or NUL")
+    if a and not any(ch in a for ch in ' \t\r\v\f"\\'):
+        return a
+    return '"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def iptables_restore_rule(command: Command) -> tuple[str, str] | None:
+    """``(table, line)`` for an ``iptables [-t TABLE] -A|-D|-I CHAIN ...`` command, else None.
+
+    ``iptables -t nat -A POSTROUTING -s 10.201.0.0/24 -j MASQUERADE`` gives
+    ``("nat", "-A POSTROUTING -s 10.201.0.0/24 -j MASQUERADE")``; the table
+    defaults to ``filter`` (iptables(8)). Only the forms above translate
+    (``-t`` first if present); None means "run it as itself".
+
+    Raises:
+        ValidationError: an argument holds a newline or NUL.
+    """
+    if command.tool != "iptables":
+        return None
+    args = list(command.args)
+    table = "filter"
+    if len(args) >= 2 and args[0] in ("-t", "--table"):
+        table = args[1]
+        args = args[2:]
+    if len(args) < 2 or args[0] not in _IPTABLES_OPS or args[1].startswith("-"):
+        return None
+    if any(a in ("-t", "--table", "-w", "--wait", "-W", "--wait-interval") for a in args[2:]):
+        return None
+    words = [_IPTABLES_OPS[args[0]], *(_restore_word(command, a) for a in args[1:])]
+    return table, " ".join(words)
+
+
+def _sysctl_settings(command: Command) -> list[str] | None:
+    """The ``KEY=VALUE`` words of ``sysctl -w KEY=VALUE [...]``, else None (sysctl(8))."""
+    if command.tool != "sysctl" or len(command.args) < 2 or command.args[0] != "-w":
+        return None
+    settings = list(command.args[1:])
+    if not all("=" in s and not s.startswith("-") for s in settings):
+        return None
+    return settings
+
+
+# --- planning -------------------------------------------------------------------------
+
+
+def _alone(c: Command) -> Invocation:
+    return Invocation(c.argv, None, (c,), "alone")
+
+
+def _ip_phase(cmds: list[Command], netns: str | None) -> Invocation:
+    text = "".join(ip_batch_line(c) + "\n" for c in cmds)
+    if netns is None:
+        return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip")
+    return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")
+
+
+def _sysctl_phase(cmds: list[Command]) -> list[Invocation]:
+    out: list[Invocation] = []
+    inside: list[Invocation] = []
+    merged: list[Command] = []
+    words: list[str] = []
+
+    def close() -> None:
+        if merged:
+            out.append(Invocation(("sysctl", "-w", *words), None, tuple(merged), "sysctl"))
+            merged.clear()
+            words.clear()
+
+    for c in cmds:
+        if c.netns is not None:
+            inside.append(_alone(c))  # another namespace: independent of the host's settings
+            continue
+        settings = _sysctl_settings(c)
+        if settings is None:  # keep the host's order: close the merge, run this one as itself
+            close()
+            out.append(_alone(c))
+        else:
+            merged.append(c)
+            words.extend(settings)
+    close()
+    return out + inside
+
+
+def _restore(batch: list[tuple[Command, str, str]]) -> Invocation:
+    tables: dict[str, list[str]] = {}
+    for _, table, line in batch:
+        tables.setdefault(table, []).append(line)
+    text = "".join(f"*{t}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n" for t, lines in tables.items())
+    return Invocation(IPTABLES_RESTORE, text, tuple(c for c, _, _ in batch), "iptables")
+
+
+def _iptables_phase(cmds: list[Command]) -> list[Invocation]:
+    out: list[Invocation] = []
+    inside: list[Invocation] = []
+    batch: list[tuple[Command, str, str]] = []
+    for c in cmds:
+        if c.netns is not None:
+            inside.append(_alone(c))  # another namespace: independent of the host's tables
+            continue
+        rule = iptables_restore_rule(c)
+        if rule is None:  # keep the host's order: close the batch, run this one as itself
+            if batch:
+                out.append(_restore(batch))
+                batch = []
+            out.append(_alone(c))
+        else:
+            batch.append((c, *rule))
+    if batch:
+        out.append(_restore(batch))
+    return out + inside
+
+
+def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocation, ...]:
+    """The processes that run ``commands``, in order (see the module docstring for the rule).
+
+    Args:
+        commands: bridgenet commands, e.g. ``network.up_commands(fast=True)``
+            or ``network.down_commands()``.
+        direction: ``"up"`` or ``"down"``; sets the order of the groups.
+
+    Returns:
+        the plan, a tuple of :class:`Invocation`; empty for no commands.
+
+    Raises:
+        ValueError: ``direction`` is neither ``"up"`` nor ``"down"``.
+        ValidationError: a command cannot be written as a batch line.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction is 'up' or 'down', not {direction!r}")
+    host: list[Command] = []
+    inside: dict[str, list[Command]] = {}
+    sysctls: list[Command] = []
+    rules: list[Command] = []
+    other: list[Command] = []
+    for c in commands:
+        tool = c.tool
+        if tool == "ip":
+            if c.netns is None:
+                host.append(c)
+            else:
+                ns_cmds = inside.get(c.netns)
+                if ns_cmds is None:
+                    ns_cmds = inside[c.netns] = []
+                ns_cmds.append(c)
+        elif tool == "sysctl":
+            sysctls.append(c)
+        elif tool == "iptables":
+            rules.append(c)
+        else:
+            other.append(c)
+    p_host = [_ip_phase(host, None)] if host else []
+    p_inside = [_ip_phase(cmds, ns) for ns, cmds in inside.items()]
+    p_sysctl = _sysctl_phase(sysctls)
+    p_rules = _iptables_phase(rules)
+    p_other = [_alone(c) for c in other]
+    if direction == "up":
+        return (*p_host, *p_inside, *p_sysctl, *p_rules, *p_other)
+    return (*p_other, *p_rules, *p_sysctl, *p_inside, *p_host)
+
+
+# --- rendering as shell -----------------------------------------------------------------
+
+
+def _delimiter(text: str) -> str:
+    lines = set(text.splitlines())
+    word, n = "EOF", 0
+    while word in lines:
+        n += 1
+        word = f"EOF{n}"
+    return word
+
+
+def render_shell(invocations: Sequence[Invocation], *, marks: bool = False, start: int = 0,
+                 sudo: bool = False) -> str:
+    """The plan as POSIX shell text: ``set -e``, then each process, input as a quoted here-document.
+
+    Args:
+        marks: for execution: before each process write ``@@bridgenet-batch I``
+            to stderr (I counts from ``start``), and give processes without
+            input ``</dev/null`` so none can read the script itself.
+        sudo: put ``sudo`` in front of each process (for printing).
+    """
+    out = ["set -e\n"]
+    for i, inv in enumerate(invocations, start):
+        if marks:
+            out.append(f"echo '{_MARK} {i}' >&2\n")
+        line = shlex.join(("sudo", *inv.argv) if sudo else inv.argv)
+        if inv.input is None:
+            out.append(line + (" </dev/null\n" if marks else "\n"))
+        else:
+            eof = _delimiter(inv.input)
+            out.append(f"{line} <<'{eof}'\n{inv.input}{eof}\n")
+    return "".join(out)
+
+
+def _after_last_mark(stderr: str) -> tuple[int | None, str]:
+    """``(index of the last process marked, what was written to stderr after it)``."""
+    index: int | None = None
+    tail: list[str] = []
+    for line in stderr.splitlines(keepends=True):
+        if line.startswith(_MARK + " "):
+            try:
+                index = int(line[len(_MARK) + 1:].strip())
+            except ValueError:
+                tail.append(line)
+                continue
+            tail = []
+        else:
+            tail.append(line)
+    return index, "".join(tail)
+
+
+# --- running --------------------------------------------------------------------------
+
+
+class BatchRunner:
+    """Runs command lists through a runner with the fewest processes.
+
+    Args:
+        runner: a runner (``ShRunner``, ``Sandbox.runner()``,
+            ``DryRunRunner``, ``RecordingRunner``); this class only calls its
+            ``exec(argv, input=..., check=...)`` and ``run(command)``.
+        one_shell: True (default): run the plan as one ``sh -c SCRIPT``
+            (``sh -s`` with the script on stdin beyond ``SH_C_LIMIT``
+            bytes) where SCRIPT is :meth:`script` plus marks, so the runner
+            starts ONE process (``ip`` and the rest are then started by that
+            shell, ≈1.5 ms each instead of ≈5 ms through ``sh`` and
+            ``nsenter``; measured by ``scripts/bench``). False: one
+            ``runner.exec`` per process of the plan (``runner.run`` for a
+            command that runs alone).
+
+    Example::
+
+        with Sandbox() as sb:
+            BatchRunner(sb.runner()).execute(net.up_commands(fast=True))
+    """
+
+    def __init__(self, runner: Runner, *, one_shell: bool = True) -> None:
+        self.runner = runner
+        self.one_shell = one_shell
+
+    def plan(self, commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocation, ...]:
+        """See :func:`plan`."""
+        return plan(commands, direction=direction)
+
+    def script(self, commands: Sequence[Command], *, direction: str = "up", sudo: bool = False) -> str:
+        """The dry-run: what :meth:`execute` runs, as copy-pasteable shell (``set -e`` first).
+
+        Raises:
+            ValueError, ValidationError: as :func:`plan`.
+        """
+        return render_shell(plan(commands, direction=direction), sudo=sudo)
+
+    def execute(self, commands: Sequence[Command], *, direction: str = "up",
+                progress: Callable[[int, int], None] | None = None) -> None:
+        """Run ``commands`` as the plan says; stop at the first process that fails.
+
+        Args:
+            commands: bridgenet commands (for ``up``, render with
+                ``fast=True``: it creates each veth peer inside its namespace).
+            direction: ``"up"`` or ``"down"``.
+            progress: called as ``progress(done, total)`` with counts of
+                processes of the plan: ``(0, total)`` first, then after each
+                process (``one_shell=False``) or chunk of about
+                ``total / PROGRESS_UPDATES`` processes (``one_shell=True``).
+
+        Raises:
+            BatchError: a process failed: ``argv`` is that process,
+                ``exit_code``/``stderr`` its own, ``lines`` its input and
+                ``commands`` the commands it carried. The processes before
+                it have run; of its own lines, those before the failing one
+                may have taken effect (``ip -batch``): re-read live state.
+            ValueError, ValidationError: as :func:`plan`, before anything runs.
+        """
+        invocations = plan(commands, direction=direction)
+        total = len(invocations)
+        if progress is not None:
+            progress(0, total)
+        if not invocations:
+            return
+        if not self.one_shell:
+            for i, inv in enumerate(invocations):
+                self._run_one(inv)
+                if progress is not None:
+                    progress(i + 1, total)
+            return
+        size = total if progress is None else max(1, math.ceil(total / PROGRESS_UPDATES))
+        for start in range(0, total, size):
+            chunk = invocations[start:start + size]
+            self._run_shell(chunk, start)
+            if progress is not None:
+                progress(start + len(chunk), total)
+
+    def _run_one(self, inv: Invocation) -> None:
+        try:
+            if inv.kind == "alone":
+                self.runner.run(inv.commands[0])
+            else:
+                self.runner.exec(inv.argv, input=inv.input, check=True)
+        except BatchError:
+            raise
+        except CommandError as e:
+            raise BatchError(inv.argv, e.exit_code, e.stderr, e.stdout, inv.lines, inv.commands) from None
+
+    def _run_shell(self, chunk: Sequence[Invocation], start: int) -> None:
+        text = render_shell(chunk, marks=True, start=start)
+        # A script that fits in one argument (the kernel's MAX_ARG_STRLEN is
+        # 128 KiB) goes as ``sh -c SCRIPT``; a larger one on stdin to
+        # ``sh -s``, which the sh package feeds in 1 KiB pieces (≈8 ms more
+        # for 100 containers, measured here).
+        small = len(text.encode()) <= SH_C_LIMIT
+        argv, shown, stdin = (("sh", "-c", text), ("sh", "-c", "SCRIPT"), None) if small else (
+            ("sh", "-s"), ("sh", "-s"), text)
+        try:
+            r = self.runner.exec(argv, input=stdin, check=False)
+        except CommandError as e:  # not started, killed, timed out
+            code, stderr, stdout = e.exit_code, e.stderr, e.stdout
+        else:
+            if r.ok:
+                return
+            code, stderr, stdout = r.exit_code, r.stderr, r.stdout
+        index, tail = _after_last_mark(stderr)
+        if index is None or not start <= index < start + len(chunk):
+            # the shell itself failed; ``lines`` holds SCRIPT
+            raise BatchError(shown, code, stderr, stdout, tuple(text.splitlines()),
+                             tuple(c for inv in chunk for c in inv.commands))
+        inv = chunk[index - start]
+        raise BatchError(inv.argv, code, tail, stdout, inv.lines, inv.commands)

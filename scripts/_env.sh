@@ -1,0 +1,51 @@
+# Shared by scripts/tutorial and scripts/test (sourced, POSIX sh).
+# Installs what bridgenet needs on a Debian-like machine and sets $VENV and $PY.
+#
+#   Debian packages: iproute2 (ip, tc), iptables, iputils-ping, conntrack,
+#   util-linux (unshare, nsenter, setpriv), procps (pgrep), python3-venv.
+#   Python: a virtual environment with bridgenet and its test extras.
+#
+# As root the venv lives in /opt/bridgenet/venv, made from the system's
+# /usr/bin/python3 so that an unprivileged user can use it too; otherwise
+# in ~/.cache/bridgenet/venv.
+
+set -eu
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+
+need_pkgs=""
+for pair in ip:iproute2 tc:iproute2 iptables:iptables iptables-restore:iptables ping:iputils-ping \
+            conntrack:conntrack unshare:util-linux nsenter:util-linux setpriv:util-linux pgrep:procps; do
+    tool=${pair%%:*}; pkg=${pair#*:}
+    command -v "$tool" >/dev/null 2>&1 || need_pkgs="$need_pkgs $pkg"
+done
+if [ "$(id -u)" = 0 ]; then
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs="$need_pkgs python3-venv"
+    [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c 'import ensurepip' >/dev/null 2>&1 && need_pkgs="$need_pkgs python3-venv"
+    if [ -n "$need_pkgs" ]; then
+        echo "bridgenet: installing Debian packages:$need_pkgs" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        # shellcheck disable=SC2086
+        apt-get install -y -qq --no-install-recommends $need_pkgs python3-venv >/dev/null
+    fi
+elif [ -n "$need_pkgs" ]; then
+    echo "bridgenet: missing tools; ask an administrator to install:$need_pkgs" >&2
+    exit 1
+fi
+
+if [ "$(id -u)" = 0 ]; then
+    VENV=${BRIDGENET_VENV:-/opt/bridgenet/venv}
+    BASE_PY=/usr/bin/python3
+    [ -x "$BASE_PY" ] || BASE_PY=$(command -v python3)
+else
+    VENV=${BRIDGENET_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/bridgenet/venv}
+    BASE_PY=$(command -v python3)
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "bridgenet: creating $VENV" >&2
+    mkdir -p "$(dirname "$VENV")"
+    "$BASE_PY" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+"$PY" -m pip install -q --disable-pip-version-check "$REPO[test]" 2>&1 | grep -v -i -e "^WARNING: Running pip as" -e "is ignored: it is neither" >&2 || true
+"$PY" -c 'import bridgenet' || { echo "bridgenet: install into $VENV failed" >&2; exit 1; }
