@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import threading
@@ -32,7 +33,7 @@ from .commands import (
     iptables,
 )
 from .errors import BridgenetError, NamespaceBusyError, RolledBackError
-from .ledger import Entry, Ledger
+from .ledger import Entry, Ledger, locked
 from .network import Network
 from .plan import Plan, inverse, make_plan, satisfied
 from .runners import Runner
@@ -48,6 +49,13 @@ PAUSE_AFTER_ENV = "BRIDGENET_TEST_PAUSE_AFTER"
 sleeps (up to 60 s) after this many commands, so a test can signal it."""
 
 TAG_PREFIX = "bridgenet:"
+
+log = logging.getLogger("bridgenet")
+
+
+def _short(cause: BaseException) -> str:
+    text = str(cause).strip().splitlines()
+    return text[0] if text else type(cause).__name__
 
 Progress = Callable[[int, int], None]
 
@@ -67,12 +75,15 @@ class Report:
     Attributes:
         ran: the commands run, in order.
         in_place: how many of the network's commands were already in effect.
-        networks: for ``clean``, the networks cleaned.
+        networks: for ``down``/``clean``, the networks taken down.
+        note: for a person, when there is something to say (e.g. why
+            nothing was removed).
     """
 
     ran: tuple[Command, ...] = ()
     in_place: int = 0
     networks: tuple[str, ...] = ()
+    note: str = ""
 
 
 def plan(network: Network, runner: Runner, *, batch: bool = False) -> Plan:
@@ -156,7 +167,14 @@ def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = F
             (nothing was changed).
         RolledBackError: a command failed or a signal arrived; what this
             call did has been undone (``leftovers`` lists what could not be).
+        LockedError: another bridgenet process is changing this network.
     """
+    with locked(runner.fs_root, network.name):
+        return _up(network, runner, batch=batch, force=force, progress=progress, plan=plan)
+
+
+def _up(network: Network, runner: Runner, *, batch: bool, force: bool, progress: Progress | None,
+        plan: Plan | None) -> Report:
     p = plan if plan is not None else make_plan(network, runner, fast=batch)
     todo = [s for s in p.steps if s.run]
     ledger = Ledger.open(runner.fs_root, network.name)
@@ -213,6 +231,7 @@ def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = F
                         raise
                     ledger.mark_done([s.step.key])
     except BaseException as cause:
+        log.warning("bridgenet: %s; rolling back what this run did", _short(cause))
         with _signals_ignored():
             keys = set(new_keys)
             undone, leftovers = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True)
@@ -285,9 +304,20 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
         CommandError: a command failed; the state file keeps what is left.
     """
     name = network if isinstance(network, str) else network.name
+    with locked(runner.fs_root, name):
+        return _down(name, runner, batch=batch, force=force)
+
+
+def _down(name: str, runner: Runner, *, batch: bool, force: bool) -> Report:
     ledger = Ledger.open(runner.fs_root, name)
     if not ledger.entries:
-        return Report()
+        return Report(note=f"no record of {name} on this host (never brought up by bridgenet, or already "
+                           "down); nothing to take down")
+    if not any(e.undo for e in ledger.entries):
+        ledger.drop([e.key for e in ledger.entries])
+        return Report(note=f"bridgenet created nothing of {name} here (everything was in place when it "
+                           "came up), so nothing is removed; `bridgenet down --dry-run` prints the commands "
+                           "that would remove it by hand")
     _hand_over_shared(runner, ledger)
     ran, leftovers = _undo(runner, ledger.entries, force=force, batch=batch, strict=True)
     ledger.drop([e.key for e in ledger.entries])

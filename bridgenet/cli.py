@@ -2,17 +2,19 @@
 
 Exit codes: 0 success; 1 a command failed, a conflict was found, or a
 privilege is missing (the message names the command and its stderr); 2 a
-usage error or an invalid network file. ``plan --detailed-exitcode`` exits 2
-when something is to do.
+usage error or an invalid network file; 128 + the signal number when
+interrupted (130 for SIGINT, 143 for SIGTERM), after rolling back.
+``plan --detailed-exitcode`` exits 2 when something is to do (and 1 for an
+invalid network file).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-from . import __name__ as _pkg  # noqa: F401
 from .errors import (
     BridgenetError,
     CommandError,
@@ -44,8 +46,9 @@ def _caps() -> int:
 def require_privileges(action: str) -> None:
     """Stop before running anything when CAP_NET_ADMIN or CAP_SYS_ADMIN is missing.
 
-    ``ip link add`` needs CAP_NET_ADMIN; ``ip netns add`` mounts, which needs
-    CAP_SYS_ADMIN (capabilities(7)).
+    ``ip link add`` needs CAP_NET_ADMIN; ``ip netns add`` mounts and
+    ``ip -n`` enters a namespace, which need CAP_SYS_ADMIN; reading
+    iptables rules needs CAP_NET_ADMIN (capabilities(7)).
 
     Raises:
         PrivilegeError: with what is missing and what to do instead.
@@ -55,10 +58,11 @@ def require_privileges(action: str) -> None:
                if not caps >> bit & 1]
     if missing:
         raise PrivilegeError(
-            f"bridgenet {action} changes this host's network and needs {' and '.join(missing)} "
+            f"bridgenet {action} {'reads' if action == 'plan' else 'changes'} this host's network and needs "
+            f"{' and '.join(missing)} "
             "(run it as root, e.g. with sudo). Nothing was run.\n"
-            "To try the lesson without touching this machine: bridgenet tutorial (a throwaway sandbox); "
-            "to only print the commands: bridgenet " + action + " --dry-run"
+            "To try the lesson without touching this machine: bridgenet tutorial (a throwaway sandbox)"
+            + (f"; to only print the commands: bridgenet {action} --dry-run" if action in ("up", "down") else "")
         )
 
 
@@ -120,16 +124,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     runner = ShRunner(echo=None if args.batch else _echo(args))
     progress = _Progress("up", not args.quiet)
-    plan = apply.plan(net, runner, batch=args.batch)
-    for w in plan.warnings:
+    for w in apply.plan(net, runner, batch=args.batch).warnings:
         print(f"bridgenet: warning: {w}", file=sys.stderr)
     try:
-        report = apply.up(net, runner, batch=args.batch, progress=progress, plan=plan)
+        report = apply.up(net, runner, batch=args.batch, progress=progress)  # plans again, under the lock
     finally:
         progress.close()
-    if args.batch and not args.quiet:
-        for c in report.ran:
-            print(c.shell())
+    if args.batch and not args.quiet and report.ran:
+        from .batch import BatchRunner
+
+        sys.stdout.write(BatchRunner(DryRunRunner()).script(list(report.ran), direction="up"))
     print(f"bridgenet: {net.name} is up: {len(report.ran)} command(s) run, {report.in_place} already in place",
           file=sys.stderr)
     return 0
@@ -154,12 +158,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
     runner = ShRunner(echo=None if args.batch else _echo(args))
     report = apply.down(net, runner, batch=args.batch, force=args.force)
-    if args.batch and not args.quiet:
-        for c in report.ran:
-            print(c.shell())
+    if args.batch and not args.quiet and report.ran:
+        from .batch import BatchRunner
+
+        sys.stdout.write(BatchRunner(DryRunRunner()).script(list(report.ran), direction="down"))
     if not report.networks:
-        print(f"bridgenet: no record of {net.name} on this host (never brought up, or already down); "
-              "nothing to take down", file=sys.stderr)
+        print(f"bridgenet: {report.note}", file=sys.stderr)
     else:
         print(f"bridgenet: {net.name} is down: {len(report.ran)} command(s) run", file=sys.stderr)
     return 0
@@ -167,6 +171,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     net = _network(args)
+    require_privileges("plan")
     from . import apply
 
     plan = apply.plan(net, ShRunner(), batch=args.batch)
@@ -226,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "what it creates in /run/bridgenet/NAME.json, and undoes its own work if a command "
                         "fails or it is interrupted. --dry-run prints the full transcript instead.")
     common(up)
-    up.set_defaults(func=cmd_up)
+    up.set_defaults(func=cmd_up, parser=up)
 
     down = sub.add_parser("down", help="take down what up created",
                           description="Remove exactly what bridgenet recorded creating for the network: "
@@ -234,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(down)
     down.add_argument("--force", action="store_true",
                       help="kill processes still running in a namespace to delete (default: refuse)")
-    down.set_defaults(func=cmd_down)
+    down.set_defaults(func=cmd_down, parser=down)
 
     plan = sub.add_parser("plan", help="print only the commands up would run now",
                           description="Compare the network with this host's live state and print the "
@@ -243,14 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--batch", action="store_true", help="plan the batch form")
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="exit 0 when nothing is to do, 2 when something is")
-    plan.set_defaults(func=cmd_plan)
+    plan.set_defaults(func=cmd_plan, parser=plan)
 
     clean = sub.add_parser("clean", help="undo everything bridgenet left on this host",
                            description="Take down every network with a state file in /run/bridgenet, "
                            "then remove leftovers tagged bridgenet: (link alias, iptables comment).")
     clean.add_argument("--force", action="store_true", help="kill processes in namespaces to delete")
     clean.add_argument("-q", "--quiet", action="store_true", help="do not print commands as they run")
-    clean.set_defaults(func=cmd_clean)
+    clean.set_defaults(func=cmd_clean, parser=clean)
 
     tut = sub.add_parser("tutorial", help="run the lesson for real in a throwaway sandbox, checking each claim",
                          description="Run the lesson's commands inside a throwaway sandbox (its own network, "
@@ -258,23 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
                          "and check, at the lesson's points, what it says you would see. Touches nothing on "
                          "this machine. Exit 0 when every check behaves as the lesson says.")
     tut.add_argument("-n", "--dry-run", action="store_true", help="print the narration and checks; run nothing")
-    tut.set_defaults(func=cmd_tutorial)
+    tut.set_defaults(func=cmd_tutorial, parser=tut)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    sub = getattr(args, "parser", parser)
     for flag in ("explain", "sudo"):
         if getattr(args, flag, False) and not getattr(args, "dry_run", False):
-            parser.error(f"--{flag} goes with --dry-run")
+            sub.error(f"--{flag} goes with --dry-run")
+    if getattr(args, "explain", False) and getattr(args, "batch", False):
+        sub.error("--explain goes with the step-by-step transcript, not --batch")
+    logging.basicConfig(format="%(message)s", level=logging.WARNING, stream=sys.stderr)
     try:
         return args.func(args)
     except ValidationError as e:
         print(f"bridgenet: invalid network: {e}", file=sys.stderr)
-        return 2
+        # plan --detailed-exitcode keeps 2 for "something to do"
+        return 1 if getattr(args, "detailed_exitcode", False) else 2
     except RolledBackError as e:
         print(f"bridgenet: {e}", file=sys.stderr)
+        signum = getattr(e.cause, "signum", None)
+        if signum:
+            return 128 + signum
         return 130 if isinstance(e.cause, KeyboardInterrupt) else 1
     except CommandError as e:
         print(f"bridgenet: {e}", file=sys.stderr)

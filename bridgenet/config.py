@@ -7,7 +7,8 @@ Example (``bridgenet up --file demo.toml``)::
     gateway = "10.88.0.1/24"   # the bridge's address; the subnet follows from it
     # default_routes = true, forward = true, masquerade = true, tag = true,
     # accept_forward = true (FORWARD ACCEPT rules for the bridge; default = tag),
-    # lesson_nat = false (true: MASQUERADE bridged traffic too, as the lesson does)
+    # lesson_form = false (true: move peers into their namespace and MASQUERADE bridged
+    # traffic too, as the lesson does)
 
     [[containers]]
     netns = "web"
@@ -28,9 +29,9 @@ from .errors import ValidationError
 from .network import Container, Network, bridge_network
 
 _TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "accept_forward",
-        "lesson_nat", "containers"}
+        "lesson_form", "containers"}
 _CONTAINER = {"netns", "address", "veth", "peer"}
-_BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "lesson_nat")
+_BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "lesson_form")
 
 
 def load(path: str | Path) -> Network:
@@ -46,9 +47,17 @@ def load(path: str | Path) -> Network:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise ValidationError(where, "path", "the file exists") from None
+        raise ValidationError(where, "path", "a network file must exist") from None
+    except IsADirectoryError:
+        raise ValidationError(where, "path", "a network file is a file, not a directory") from None
+    except PermissionError:
+        raise ValidationError(where, "path", "a network file must be readable by this user") from None
+    except UnicodeDecodeError as e:
+        raise ValidationError(where, "syntax", f"a network file is UTF-8 text ({e.reason} at byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
-        raise ValidationError(where, "syntax", f"the file is TOML ({e})") from None
+        raise ValidationError(where, "syntax", f"a network file is TOML ({e})") from None
+    except OSError as e:
+        raise ValidationError(where, "path", f"a network file must be readable ({e.strerror})") from None
     return from_dict(data, where)
 
 
@@ -77,7 +86,13 @@ def from_dict(data: dict, where: str = "network") -> Network:
         for key in ("netns", "address"):
             if key not in item:
                 raise ValidationError(here, key, "this key is required")
-        containers.append(Container(item["netns"], item["address"], veth=item.get("veth"),
-                                    peer=item.get("peer", "eth0")))
+        try:
+            containers.append(Container(item["netns"], item["address"], veth=item.get("veth"),
+                                        peer=item.get("peer", "eth0")))
+        except ValidationError as e:
+            raise ValidationError(f"{here} ({e.obj})", e.field, e.rule, e.value) from None
     kwargs = {k: data[k] for k in ("bridge", "gateway", *_BOOLS) if k in data}
-    return bridge_network(data["name"], containers, **kwargs)
+    try:
+        return bridge_network(data["name"], containers, **kwargs)
+    except ValidationError as e:
+        raise ValidationError(f"{where}: {e.obj}", e.field, e.rule, e.value) from None

@@ -104,6 +104,10 @@ class NamespaceBusyError(BridgenetError):
         )
 
 
+class LockedError(BridgenetError):
+    """Another bridgenet process is changing the same network on the same host right now."""
+
+
 class PrivilegeError(BridgenetError):
     """The caller lacks a capability the operation needs (e.g. CAP_NET_ADMIN)."""
 

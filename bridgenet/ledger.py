@@ -14,13 +14,16 @@ needs no network definition: ``bridgenet clean`` works from the files alone.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import attrs
 
 from .commands import Command, command_from_dict, command_to_dict
+from .errors import LockedError
 
 LEDGER_DIR = "run/bridgenet"
 """Relative to the host's file system root: ``/run/bridgenet``."""
@@ -148,3 +151,37 @@ class Ledger:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(fs_root: str | None, network: str) -> Iterator[None]:
+    """Hold the network's lock (``/run/bridgenet/NAME.lock``, flock(2)) for the ``with`` block.
+
+    Two processes changing one network at once would each plan against a
+    state the other is changing, and one's rollback could undo the other's
+    work; the second is refused instead.
+
+    Raises:
+        LockedError: another process holds the lock (its PID is named).
+    """
+    if fs_root is None:
+        yield
+        return
+    directory = os.path.join(fs_root, LEDGER_DIR)
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    path = os.path.join(directory, f"{network}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise LockedError(
+                f"another bridgenet process (PID {holder}) is changing network {network} on this host; "
+                f"wait for it to finish (its lock: /{LEDGER_DIR}/{network}.lock)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

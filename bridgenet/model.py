@@ -207,20 +207,20 @@ class VethPair:
         created = LinkPresent(self.name, "veth", None, self.peer, ns)
         if ns is None:
             make = [ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, step=k, effect=created)]
-            where = "both ends stay in the host"
+            where = "Both ends stay in the host"
         elif ctx.fast:
             make = [
                 ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, "netns", ns,
                    step=k, effect=created)
             ]
-            where = f"{self.peer} is created directly inside {ns}"
+            where = f"{self.peer} is created directly inside {ns} (no move needed)"
         else:
             make = [
                 ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, step=k,
                    effect=LinkPresent(self.name, "veth", None, self.peer, None)),
                 ip("link", "set", self.peer, "netns", ns, step=k, effect=LinkInNetns(self.peer, ns)),
             ]
-            where = f"{self.peer} is then moved into {ns}"
+            where = f"Both ends are born in the host; {self.peer} is then moved into {ns}"
         out = [
             Step(
                 key=k,
@@ -230,7 +230,7 @@ class VethPair:
                 ),
                 why=(
                     "A veth pair is a virtual cable: what goes in one end comes out of the other. "
-                    f"Both ends are born in the host; {where}. "
+                    f"{where}. "
                     f"Deleting {self.name} deletes {self.peer} too."
                 ),
                 up=(*make, *_alias(self.name, ctx.tag, k)),
@@ -444,6 +444,14 @@ class Sysctl:
 
     key: str = attrs.field(validator=rules.sysctl_key)
     value: str = attrs.field(converter=str)
+
+    @value.validator
+    def _check_value(self, attribute: attrs.Attribute, value: str) -> None:
+        boolean = self.key.endswith((".ip_forward", ".forwarding")) if isinstance(self.key, str) else False
+        if boolean and value not in ("0", "1"):
+            raise rules.ValidationError(rules.describe(self), "value", f"{self.key} is 0 or 1", value)
+        if not value or not value.isprintable() or "\n" in value:
+            raise rules.ValidationError(rules.describe(self), "value", "a sysctl value is printable text", value)
     default: str = attrs.field(default="0", converter=str)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
 

@@ -122,10 +122,11 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
             asks for; nothing has been changed.
     """
     state = state if state is not None else read_for(network, runner)
-    check_conflicts(network, state)
+    check_conflicts(network, state, moves_peers=network.move_peers and not fast)
     out = []
     for step in network.steps(fast=fast):
         run = tuple(c for c in step.up if not satisfied(c.effect, state))
+        run = _move_stranded_peer(step, run, state)
         owns = bool(run) and run[0] is step.up[0] and isinstance(step.up[0].effect, (LinkPresent, NetnsPresent))
         if owns:
             undo = step.down
@@ -147,6 +148,23 @@ def _warnings(network: Network, runner: Runner) -> list[str]:
                 f"{bridges} will be dropped. Add a ForwardRule (accept_forward=True in a network "
                 f"file or bridge_network) to let it through."]
     return []
+
+
+def _move_stranded_peer(step: Step, run: tuple[Command, ...], state: LiveState) -> tuple[Command, ...]:
+    """A veth made the lesson's way and not moved yet, planned in the form that creates peers in place:
+    the veth is in place, but its peer still sits in the host; move it."""
+    first = step.up[0].effect if step.up else None
+    if not (isinstance(first, LinkPresent) and first.kind == "veth" and first.peer_netns and first.peer):
+        return run
+    if step.up[0] in run or any(isinstance(c.effect, LinkInNetns) for c in step.up):
+        return run
+    if first.peer in state.host.links and not (
+        state.netns_exists(first.peer_netns) and first.peer in state.ns(first.peer_netns).links
+    ):
+        move = ip("link", "set", first.peer, "netns", first.peer_netns, step=step.key,
+                  effect=LinkInNetns(first.peer, first.peer_netns))
+        return (move, *run)
+    return run
 
 
 # --- effects against state ---------------------------------------------------------
@@ -247,7 +265,7 @@ def _where(netns: str | None) -> str:
     return f"netns {netns}" if netns else "the host"
 
 
-def check_conflicts(network: Network, state: LiveState) -> None:
+def check_conflicts(network: Network, state: LiveState, *, moves_peers: bool | None = None) -> None:
     """Raise ConflictError for the first thing on the host that differs from ``network``.
 
     Checked: stale ``/run/netns`` entries; links of the wrong kind or with
@@ -255,7 +273,13 @@ def check_conflicts(network: Network, state: LiveState) -> None:
     another address already on one of the network's links; a subnet that
     overlaps an address or route already on the host; a route to the same
     destination through another gateway.
+
+    ``moves_peers``: whether veth peers are created in the host and moved
+    (then a host link with the peer's name is in the way); default: as the
+    network renders them.
     """
+    if moves_peers is None:
+        moves_peers = network.move_peers
     for ns in network.namespaces:
         if ns.name in state.stale_netns:
             raise ConflictError(
@@ -275,7 +299,7 @@ def check_conflicts(network: Network, state: LiveState) -> None:
         if link is not None and link.kind != "bridge":
             raise ConflictError(f"link {b.name}", "a bridge", f"a link of kind {link.kind or 'unknown'} named {b.name}")
     for v in network.veths:
-        _check_veth(v, state)
+        _check_veth(v, state, moves_peers)
     _check_addresses(network, state, ours_in)
     for r in network.of_type(Route):
         if not _ns_ok(state, r.netns):
@@ -286,7 +310,7 @@ def check_conflicts(network: Network, state: LiveState) -> None:
                 raise ConflictError(f"route {r.dst} in {_where(r.netns)}", f"{r.dst} via {r.via}", f"{r.dst} {found}")
 
 
-def _check_veth(v: VethPair, state: LiveState) -> None:
+def _check_veth(v: VethPair, state: LiveState, moves_peers: bool) -> None:
     host = state.host.links
     link = host.get(v.name)
     where_peer = _where(v.netns)
@@ -296,7 +320,7 @@ def _check_veth(v: VethPair, state: LiveState) -> None:
         if peer is not None:
             raise ConflictError(f"link {v.peer}", f"to create {v.peer} as the peer of a new veth {v.name}",
                                 f"a link {v.peer} already in {where_peer}")
-        if v.netns is not None and v.peer in host:
+        if v.netns is not None and moves_peers and v.peer in host:
             raise ConflictError(f"link {v.peer}", f"to create the veth peer {v.peer} in the host, then move it",
                                 f"a link {v.peer} already in the host")
         return
@@ -305,8 +329,8 @@ def _check_veth(v: VethPair, state: LiveState) -> None:
                             f"a link of kind {link.kind or 'unknown'} named {v.name}")
     # brid4 exists as a veth: its peer must be ours, in the host or in the namespace.
     in_host = host.get(v.peer)
-    if in_host is not None and in_host.peer_index == link.ifindex and link.peer_index == in_host.ifindex:
-        pass  # not moved yet: the plan moves it
+    if in_host is not None and in_host.peer == link.name and link.peer == in_host.name:
+        pass  # not moved yet (both ends in the host): the plan moves it
     elif peer is not None and peer.peer_index == link.ifindex and link.peer_index == peer.ifindex:
         pass
     else:

@@ -12,6 +12,8 @@ Each rule states where it comes from:
   other versions);
 * ``#`` and quotes: ``ip -batch`` reads ``#`` as the start of a comment and
   quotes as quoting (ip(8), ``-batch``);
+* ``%``: the kernel takes a name with ``%d`` as a pattern and picks a free
+  number (``dev_alloc_name()``), so the link gets another name;
 * namespace names: ip-netns(8) makes a file ``/run/netns/NAME``, so a name is
   a file name: not empty, not ``.``/``..``, no ``/``, at most 255 bytes.
 
@@ -86,6 +88,9 @@ def ifname_problem(name: object) -> str | None:
         return "an interface name contains only printable characters"
     if _BATCH_UNSAFE.search(name):
         return "an interface name contains no '#' or quote (ip -batch reads them as comment and quoting)"
+    if "%" in name:
+        return ("an interface name contains no '%' (the kernel reads %d as a pattern and picks a free "
+                "number: ip link add br%d creates br0; dev_alloc_name in net/core/dev.c)")
     if name in RESERVED_IFNAMES:
         return RESERVED_IFNAMES[name]
     for keyword in IP_LINK_KEYWORDS:

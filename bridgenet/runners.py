@@ -199,19 +199,31 @@ def undo_steps(steps: Iterable[Step]) -> list[Step]:
     """Steps retitled for the down transcript (``--explain`` with ``down``): what each removal does."""
     out = []
     for s in steps:
-        first = s.down[0].args if s.down else ()
-        if s.down and s.down[0].tool == "iptables":
+        if not s.down:
+            out.append(s)
+            continue
+        c = s.down[0]
+        args = c.args
+        if c.tool == "iptables":
+            title = f"delete the rule{'s' if len(s.down) > 1 else ''} that up added"
             why = "-D deletes the first rule that matches exactly: the one up added."
-        elif s.down and s.down[0].tool == "sysctl":
-            why = "Put the value back: the one it had before up when bridgenet recorded it, else the kernel default."
-        elif first[:2] == ("netns", "del"):
+        elif c.tool == "sysctl":
+            key = args[-1].split("=", 1)[0]
+            title = f"put {key} back"
+            why = "Back to the value it had before up when bridgenet recorded it, else to the kernel default."
+        elif args[:2] == ("netns", "del"):
+            title = f"delete the namespace {args[2]}"
             why = "Deleting the namespace removes what is left in it: lo, its routes."
-        elif first[:2] == ("link", "del"):
-            why = ("Deleting a link removes its addresses and bridge ports with it; deleting a veth's host end "
-                   "removes its peer at once (before its namespace goes, so the name is free right away).")
+        elif args[:2] == ("link", "del") and "veth pair" in s.title:
+            title = f"delete the veth {args[2]} and with it its peer"
+            why = ("Deleting a veth's host end removes its peer at once, before its namespace goes, so "
+                   "both names are free right away (deleting only the namespace frees the host end later).")
+        elif args[:2] == ("link", "del"):
+            title = f"delete the link {args[2]}"
+            why = "Deleting a bridge removes its address and its connected route, and unplugs its ports."
         else:
-            why = "Undo the step."
-        out.append(attrs.evolve(s, title=f"undo: {s.title}", why=why))
+            title, why = f"undo: {s.title}", "Undo the step."
+        out.append(attrs.evolve(s, title=title, why=why))
     return out
 
 

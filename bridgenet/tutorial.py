@@ -32,7 +32,7 @@ def tutorial() -> Network:
     Untagged (no link alias, no iptables comment), so that its transcript is
     the lesson's, command for command.
     """
-    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False, lesson_nat=True)
+    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False, lesson_form=True)
 
 
 # --- the narrated run ---------------------------------------------------------------
@@ -73,7 +73,7 @@ CHECKS = (
           "both are bridge ports of br0: one layer-2 segment"),
     Check("port brid5", "container5 reaches container4", "ip netns exec container5 ping -c 1 10.201.0.4", True,
           "the same segment, the other way"),
-    Check("port brid5", "the host does not reach container4", "ping -c 1 10.201.0.4", False,
+    Check("port brid5", "the host cannot reach container4 yet", "ping -c 1 10.201.0.4", False,
           "the host has no address on 10.201.0.0/24, so no route there (its packets go to its default gateway)"),
     Check("addr 10.201.0.1/24 dev br0@host", "the host has the connected route 10.201.0.0/24 dev br0",
           "ip -json route show 10.201.0.0/24", True, "an address on br0 brings its subnet's route"),
@@ -130,7 +130,8 @@ class Narrator:
                 self.ok = False
         lead = f"   {mark} {check.claim}"
         if passed is None:
-            self.say(f"   ? check: {check.claim} (expect {'success' if check.expect else 'failure'})")
+            kind = "observe" if check.observe else "check"
+            self.say(f"   ? {kind}: {check.claim}")
             self.say(f"       {check.shows}")
             return
         self.say(lead + (f" [{verdict}]" if verdict else ""))

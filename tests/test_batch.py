@@ -153,10 +153,13 @@ def test_plan_of_a_network_up_and_down():
     assert [i.argv for i in up] == [
         ("ip", "-batch", "-"),
         *[("ip", "-n", f"c{i}", "-batch", "-") for i in range(20)],
+        ("ip", "-batch", "-"),  # plug the ports in last
         ("sysctl", "-w", "net.ipv4.ip_forward=1"),
         ("iptables-restore", "--noflush", "-w"),
     ]
     assert sum(len(i.commands) for i in up) == len(net.up_commands(fast=True))
+    assert {c.step.split()[0] for c in up[21].commands} == {"port"}
+    assert not any(c.step.startswith("port ") for c in up[0].commands)
     down = plan(net.down_commands(), direction="down")
     assert [i.argv for i in down] == [
         ("iptables-restore", "--noflush", "-w"), ("sysctl", "-w", "net.ipv4.ip_forward=0"), ("ip", "-batch", "-"),
@@ -209,7 +212,7 @@ def test_script_is_the_plan_rendered():
     assert b.script(cmds) == render_shell(b.plan(cmds))
     text = b.script(cmds)
     assert text.startswith("set -e\nip -batch - <<'EOF'\nlink add br0 type bridge\n")
-    assert text.count("<<'EOF'") == 4  # host, container4, container5, iptables-restore
+    assert text.count("<<'EOF'") == 5  # host, container4, container5, the ports, iptables-restore
 
 
 def test_heredoc_delimiter_avoids_input_lines():
@@ -286,15 +289,15 @@ def test_exec_mode_runs_each_process():
 
 @pytest.mark.parametrize("one_shell", [True, False])
 def test_progress_counts_processes(one_shell):
-    cmds = twenty().up_commands(fast=True)  # 23 processes
+    cmds = twenty().up_commands(fast=True)  # 24 processes
     seen = []
     BatchRunner(FakeRunner(), one_shell=one_shell).execute(cmds, progress=lambda d, t: seen.append((d, t)))
-    assert seen[0] == (0, 23) and seen[-1] == (23, 23)
+    assert seen[0] == (0, 24) and seen[-1] == (24, 24)
     assert [d for d, _ in seen] == sorted({d for d, _ in seen})
     if one_shell:
-        assert len(seen) == 1 + 12  # chunks of ceil(23 / 20) = 2 processes
+        assert len(seen) == 1 + 12  # chunks of ceil(24 / 20) = 2 processes
     else:
-        assert seen == [(i, 23) for i in range(24)]
+        assert seen == [(i, 24) for i in range(25)]
 
 
 def test_one_shell_failure_names_the_failing_process():

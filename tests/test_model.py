@@ -43,6 +43,7 @@ def rule_of(excinfo) -> tuple[str, str, str]:
         ("br\x010", "printable"),
         ("br#0", "'#'"),
         ("br'0", "quote"),
+        ("br%d", "'%'"),
         ("lo", "loopback"),
         ("all", "conf/all"),
         ("default", "conf/default"),
@@ -190,12 +191,50 @@ def test_duplicate_created_by_deriving_names_is_caught():
         bridge_network("t", [Container("averyverylongname1", "10.201.0.4"),
                              Container("averyverylongname2", "10.201.0.5")])
     assert "v-averyverylong" in str(ei.value)
-
-
-def test_peer_must_not_clash_with_a_host_link():
+    # and a derived name that equals a name given by hand
     with pytest.raises(ValidationError) as ei:
-        net(Bridge("br0"), Namespace("c4"), VethPair("brid4", "br0", "c4", "br0"))
+        bridge_network("t", [Container("c4", "10.201.0.4"), Container("c5", "10.201.0.5", veth="v-c4")])
+    assert "v-c4" in str(ei.value)
+
+
+def test_peer_must_not_clash_with_a_host_link_when_moved():
+    objs = (Bridge("br0"), Namespace("c4"), VethPair("brid4", "br0", "c4", "br0"))
+    with pytest.raises(ValidationError) as ei:
+        Network("t", objs, move_peers=True)
     assert ei.value.field == "peer"
+    assert "created in the host first" in ei.value.rule
+    Network("t", objs)  # created in its namespace at once: no clash
+
+
+def test_percent_in_names_is_rejected():
+    with pytest.raises(ValidationError, match="%d"):
+        Bridge("br%d")
+
+
+def test_two_default_routes_in_one_namespace_are_rejected():
+    with pytest.raises(ValidationError) as ei:
+        net(Bridge("br0"), Namespace("c4"), VethPair("brid4", "veth4", "c4", "br0", "10.201.0.4/24"),
+            Address("br0", "10.201.0.1/24"), Route("c4", "10.201.0.1"), Route("c4", "10.201.0.2"))
+    assert ei.value.field == "dst"
+
+
+def test_prefix_length_mismatch_is_named():
+    with pytest.raises(ValidationError) as ei:
+        bridge_network("t", [Container("c4", "10.88.0.10/16")], gateway="10.88.0.1/24")
+    assert "prefix length" in ei.value.rule and "/24" in ei.value.rule
+
+
+def test_derived_names_that_collide_name_the_veth_field():
+    with pytest.raises(ValidationError) as ei:
+        bridge_network("t", [Container("averyverylongns1", "10.201.0.4"), Container("averyverylongns2", "10.201.0.5")])
+    assert ei.value.field == "veth"
+    assert "give one of them its own veth name" in ei.value.rule
+
+
+def test_ip_forward_value_is_0_or_1():
+    with pytest.raises(ValidationError) as ei:
+        Sysctl("net.ipv4.ip_forward", "1 2")
+    assert ei.value.field == "value"
 
 
 def test_peers_may_share_a_name_in_different_namespaces():
@@ -247,7 +286,7 @@ def test_tagged_network_tags_links_and_rules():
 
 def test_lesson_nat_and_forward_rule_switches():
     n = bridge_network("demo", [Container("c4", "10.88.0.4")], gateway="10.88.0.1/24", tag=False,
-                       lesson_nat=True)
+                       lesson_form=True)
     lines = [c.shell() for c in n.up_commands()]
     assert lines[-1] == "iptables -t nat -A POSTROUTING -s 10.88.0.0/24 -j MASQUERADE"
     assert not any("FORWARD" in line for line in lines)

@@ -202,7 +202,7 @@ def test_a_signal_during_up_rolls_back(sb, sig):
     assert inner
     sb.run(["kill", f"-{sig.name[3:]}", inner[0]], check=True)
     out, err = proc.communicate(timeout=30)
-    assert proc.returncode in (1, 130), err
+    assert proc.returncode == 128 + sig, err  # 130 for SIGINT, 143 for SIGTERM
     assert "interrupted" in (line + err).lower()
     assert "the host is back where it was" in err
     assert snap(sb) == before, diff(before, snap(sb))
@@ -368,4 +368,62 @@ def test_forward_policy_drop_stops_the_lesson_and_a_forward_rule_fixes_it(sb):
         checks.tcp_request(sb, "10.77.0.5", 8081, netns="c4")
         assert srv.seen_peers() == ["10.77.0.4"]
     apply.down(net, r)
+    assert snap(sb) == before, diff(before, snap(sb))
+
+
+def test_a_second_up_while_one_runs_is_refused(sb):
+    """Two processes changing one network at once: the second is refused, the first finishes."""
+    before = snap(sb)
+    cmd = [*sb.nsenter_prefix(), sys.executable, "-m", "bridgenet", "up", "--quiet"]
+    env = dict(os.environ, BRIDGENET_TEST_PAUSE_AFTER="5")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert "paused" in proc.stderr.readline()
+        second = bridgenet_cli(sb, "up", "--quiet")
+        assert second.exit_code == 1
+        assert "another bridgenet process" in second.stderr and "is changing network tutorial" in second.stderr
+        third = bridgenet_cli(sb, "down", "--quiet")
+        assert third.exit_code == 1 and "another bridgenet process" in third.stderr
+    finally:
+        inner = sb.run(["pgrep", "-o", "-f", "bridgenet up --quiet"], timeout=None).stdout.split()
+        sb.run(["kill", "-TERM", *inner])
+        proc.communicate(timeout=30)
+    assert proc.returncode == 143
+    assert snap(sb) == before, diff(before, snap(sb))
+
+
+def test_a_host_link_named_like_a_peer_is_no_conflict(sb):
+    """Most hosts have an eth0; peers named eth0 are created inside their namespaces at once."""
+    sb.run(["ip", "link", "add", "eth0", "type", "bridge"], check=True)
+    before = snap(sb)
+    net = bridge_network("shop", [Container("web", "10.88.0.10"), Container("db", "10.88.0.20")],
+                         bridge="br1", gateway="10.88.0.1/24")
+    report = apply.up(net, sb.runner())
+    assert "ip link add v-web type veth peer name eth0 netns web" in lines(report)
+    assert sb.run(["ping", "-c", "1", "-W", "1", "10.88.0.20"], netns="web").ok
+    apply.down(net, sb.runner())
+    assert snap(sb) == before, diff(before, snap(sb))
+
+
+def test_down_explains_when_bridgenet_created_nothing(sb):
+    net, r = bridgenet.tutorial(), sb.runner()
+    run_all(r, net.up_commands())  # built by hand
+    assert apply.up(net, r).ran == ()
+    cli = bridgenet_cli(sb, "down")
+    assert cli.exit_code == 0
+    assert "bridgenet created nothing of tutorial here" in cli.stderr
+    assert "container4" in snap(sb)["netns"]  # left alone
+
+
+def test_a_lesson_veth_not_moved_yet_is_completed_in_batch_form(sb):
+    net, r = bridgenet.tutorial(), sb.runner()
+    before = snap(sb)
+    run_all(r, net.up_commands()[:4])  # brid4/veth4 made, veth4 still in the host
+    report = apply.up(net, r, batch=True)
+    assert "ip link set veth4 netns container4" in lines(report)
+    assert sb.run(["ping", "-c", "1", "-W", "1", "10.201.0.5"], netns="container4").ok
+    assert apply.plan(net, r).empty
+    apply.down(net, r)
+    run_all(r, net.down_commands(net.steps()[:3]))  # what was made by hand
     assert snap(sb) == before, diff(before, snap(sb))

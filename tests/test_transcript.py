@@ -139,8 +139,8 @@ def test_network_file_dry_run(capsys, tmp_path):
         "ip link add br1 type bridge",
         "ip link set br1 up",
         "ip netns add web",
-        "ip link add v-web type veth peer name eth0",
-        "ip link set eth0 netns web",
+        "ip link add v-web type veth peer name eth0 netns web",
+        "ip netns exec web ip addr add 10.88.0.10/24 dev eth0",
     ]
     assert out.splitlines()[-1] == "iptables -t nat -A POSTROUTING -s 10.88.0.0/24 '!' -o br1 -j MASQUERADE"
 
