@@ -46,6 +46,7 @@ from .network import Network
 from .runners import Runner
 from .state import LiveState, read
 
+
 @attrs.frozen
 class PlannedStep:
     """One step of a plan.
@@ -355,12 +356,15 @@ def _check_addresses(network: Network, state: LiveState, ours_in: dict[str | Non
     wanted_on: dict[tuple[str | None, str], set] = {}
     for dev, ns, addr in wanted:
         wanted_on.setdefault((ns, dev), set()).add(addr)
+    owners: dict[str | None, dict] = {}  # each namespace's address -> link map, built once
     for dev, ns, addr in wanted:
         spaces = [ns] + ([None] if ns is not None else [])
         for space in spaces:
             if not _ns_ok(state, space):
                 continue
-            owner = state.ns(space).owner_of(addr.ip)
+            if space not in owners:
+                owners[space] = state.ns(space).owners()
+            owner = owners[space].get(addr.ip)
             if owner is not None and not (space == ns and owner == dev):
                 raise ConflictError(f"address {addr.ip}", f"{addr} on {dev} in {_where(ns)}",
                                     f"{addr.ip} already on {owner} in {_where(space)}")
@@ -393,13 +397,4 @@ def _check_addresses(network: Network, state: LiveState, ours_in: dict[str | Non
                 via = f" via {r.gateway}" if r.gateway else ""
                 raise ConflictError(f"subnet {net}", f"{net} on {dev} in {_where(ns)}",
                                     f"a route {r.dst}{via} dev {r.dev}, which overlaps it")
-
-
-def conflicts_ok(network: Network, state: LiveState) -> bool:
-    """True when :func:`check_conflicts` finds nothing."""
-    try:
-        check_conflicts(network, state)
-    except ConflictError:
-        return False
-    return True
 

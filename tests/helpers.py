@@ -18,12 +18,6 @@ def snap(sandbox):
     return state.snapshot(sandbox.runner())
 
 
-def diff(before, after, path=""):
+def diff(before, after):
     """Where two snapshots differ, for assertion messages."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        out = []
-        for k in sorted(set(before) | set(after), key=str):
-            if before.get(k) != after.get(k):
-                out.append(diff(before.get(k), after.get(k), f"{path}/{k}"))
-        return "\n".join(out)
-    return f"{path}:\n  before: {before}\n  after:  {after}"
+    return state.difference(before, after, limit=None).replace("; /", "\n/")
