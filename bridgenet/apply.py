@@ -15,10 +15,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
@@ -56,6 +60,7 @@ log = logging.getLogger("bridgenet")
 def _short(cause: BaseException) -> str:
     text = str(cause).strip().splitlines()
     return text[0] if text else type(cause).__name__
+
 
 Progress = Callable[[int, int], None]
 
@@ -135,9 +140,6 @@ def _die() -> None:  # pragma: no cover - the process ends here
 def _maybe_pause(done: int) -> None:
     v = os.environ.get(PAUSE_AFTER_ENV)
     if v not in (None, "") and done == int(v):
-        import sys
-        import time
-
         print("bridgenet: paused", file=sys.stderr, flush=True)
         time.sleep(60)
 
@@ -146,8 +148,8 @@ def _entry(ps) -> Entry:
     return Entry(ps.step.key, ps.step.covered_by, ps.owns, "intent", list(ps.undo))
 
 
-def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = False,
-       progress: Progress | None = None, plan: Plan | None = None) -> Report:
+def up(network: Network, runner: Runner, *, batch: bool = False, progress: Progress | None = None,
+       plan: Plan | None = None) -> Report:
     """Bring ``network`` up: run what is missing, record it, roll back on failure.
 
     Args:
@@ -155,9 +157,10 @@ def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = F
         runner: where to run (a sandbox's runner, ``ShRunner()`` for this host,
             a dry-run runner to print).
         batch: use the batch runner (few processes; see ``batch.py``).
-        force: accepted for symmetry with ``down``.
         progress: called with (done, total) as commands (or batches) finish.
-        plan: a plan made just before (default: make one now).
+        plan: a plan the caller made and knows to be current (default: make
+            one now, under the network's lock). Its warnings (e.g. a FORWARD
+            policy of DROP) go to the ``bridgenet`` logger.
 
     Returns:
         Report of the commands run and how many were already in place.
@@ -170,12 +173,13 @@ def up(network: Network, runner: Runner, *, batch: bool = False, force: bool = F
         LockedError: another bridgenet process is changing this network.
     """
     with locked(runner.fs_root, network.name):
-        return _up(network, runner, batch=batch, force=force, progress=progress, plan=plan)
+        return _up(network, runner, batch=batch, progress=progress, plan=plan)
 
 
-def _up(network: Network, runner: Runner, *, batch: bool, force: bool, progress: Progress | None,
-        plan: Plan | None) -> Report:
+def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | None, plan: Plan | None) -> Report:
     p = plan if plan is not None else make_plan(network, runner, fast=batch)
+    for w in p.warnings:
+        log.warning("bridgenet: warning: %s", w)
     todo = [s for s in p.steps if s.run]
     ledger = Ledger.open(runner.fs_root, network.name)
     shared = [Entry(s.step.key, None, False, "found", []) for s in p.steps
@@ -283,8 +287,6 @@ def _trim(ledger: Ledger, ps, done: int, state: LiveState) -> None:  # noqa: ANN
 
 def _failed_batch_command(err: BaseException) -> Command | None:
     """The command an ``ip -batch`` failed on (its stderr ends "Command failed -:LINE"), if known."""
-    import re
-
     cmds = getattr(err, "commands", ())
     m = re.search(r"Command failed -:(\d+)", getattr(err, "stderr", "") or "")
     if not cmds or not m:
@@ -339,12 +341,7 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool 
         cmds.extend(e.undo)
     state = _read_for_undo(runner, cmds)
     todo = [c for c in cmds if not satisfied(c.effect, state)]
-    busy = {}
-    for c in todo:
-        if isinstance(c.effect, NetnsAbsent):
-            pids = _netns_pids(runner, c.effect.name)
-            if pids:
-                busy[c.effect.name] = pids
+    busy = _busy_netns(runner, [c.effect.name for c in todo if isinstance(c.effect, NetnsAbsent)])
     if busy and not force:
         name, pids = next(iter(busy.items()))
         raise NamespaceBusyError(name, pids)
@@ -355,15 +352,8 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool 
     if batch and todo:
         from .batch import BatchRunner
 
-        try:
-            BatchRunner(runner).execute(todo, direction="down")
-            return list(todo), []
-        except BridgenetError:
-            if strict:
-                raise
-            # fall back to one command at a time to undo as much as possible
-            state = _read_for_undo(runner, todo)
-            todo = [c for c in todo if not satisfied(c.effect, state)]
+        BatchRunner(runner).execute(todo, direction="down")
+        return list(todo), []
     for c in todo:
         try:
             runner.run(c)
@@ -395,10 +385,31 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command]) -> LiveState:
     return read(runner, netns=netns, sysctls=sysctls, rules=rules)
 
 
-def _netns_pids(runner: Runner, name: str) -> list[int]:
-    """PIDs of processes in netns ``name`` (``ip netns pids``, ip-netns(8))."""
-    r = runner.exec(["ip", "netns", "pids", name], check=False)
-    return [int(p) for p in r.stdout.split() if p.isdigit()]
+def _busy_netns(runner: Runner, names: Sequence[str]) -> dict[str, list[int]]:
+    """``{name: PIDs}`` for the namespaces among ``names`` that processes still use.
+
+    One ``lsns -t net`` (lsns(8)) finds the namespaces that have processes
+    and the ``/run/netns`` file each is mounted on; ``ip netns pids`` (ip-netns(8))
+    then lists the PIDs of just those. Where ``lsns`` is missing, every name
+    is asked with ``ip netns pids``.
+    """
+    if not names:
+        return {}
+    wanted = set(names)
+    r = runner.exec(["lsns", "--json", "-t", "net", "-o", "NSFS"], check=False)
+    if r.ok and r.stdout.strip():
+        used = set()
+        for item in json.loads(r.stdout).get("namespaces", []):
+            for path in (item.get("nsfs") or "").splitlines():
+                if path.startswith("/run/netns/"):
+                    used.add(path[len("/run/netns/"):])
+        wanted &= used
+    busy = {}
+    for name in sorted(wanted):
+        pids = [int(p) for p in runner.exec(["ip", "netns", "pids", name], check=False).stdout.split() if p.isdigit()]
+        if pids:
+            busy[name] = pids
+    return busy
 
 
 def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report:

@@ -124,10 +124,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     runner = ShRunner(echo=None if args.batch else _echo(args))
     progress = _Progress("up", not args.quiet)
-    for w in apply.plan(net, runner, batch=args.batch).warnings:
-        print(f"bridgenet: warning: {w}", file=sys.stderr)
     try:
-        report = apply.up(net, runner, batch=args.batch, progress=progress)  # plans again, under the lock
+        report = apply.up(net, runner, batch=args.batch, progress=progress)  # warnings go to the log
     finally:
         progress.close()
     if args.batch and not args.quiet and report.ran:

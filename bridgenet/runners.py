@@ -112,12 +112,16 @@ class ShRunner:
         self.fs_root = fs_root
         self.echo = echo
         self._programs: dict[str, object] = {}
+        self._inside: bool | None = None
 
     def _guard(self, argv: Sequence[str]) -> None:
         if not sandbox_required():
             return
-        if self.sandbox is None and inside_sandbox():
-            return
+        if self.sandbox is None:
+            if self._inside is None:  # a process does not change namespaces: look once
+                self._inside = inside_sandbox()
+            if self._inside:
+                return
         if self.sandbox is None or not self.sandbox.is_isolated():
             raise NotInSandboxError(
                 f"refusing to run {shlex.join(argv)!r}: {REQUIRE_SANDBOX_ENV} is set and this runner "
@@ -153,27 +157,21 @@ class ShRunner:
         try:
             prog = self._program(full[0])
         except sh.CommandNotFound:
-            err = CommandError(argv, 127, f"{full[0]}: command not found")
-            if check:
-                raise err from None
-            return Result(argv, 127, "", err.stderr)
-        kwargs: dict[str, object] = {"_tty_out": False, "_return_cmd": True, "_ok_code": range(256) if not check else [0]}
-        if input is not None:
-            kwargs["_in"] = input
-        try:
-            proc = prog(*full[1:], **kwargs)
-        except sh.ErrorReturnCode as e:
-            # a non-zero exit, or death by a signal (exit_code is then -SIGNAL, as in subprocess)
-            stderr = _text(e.stderr)
-            if timeout is not None and e.exit_code in (124, 137):
-                stderr = (stderr + f"\ntimed out after {timeout:g} s").lstrip("\n")
-            if not check:
-                return Result(argv, e.exit_code, _text(e.stdout), stderr)
-            raise CommandError(argv, e.exit_code, stderr, _text(e.stdout)) from None
-        stderr = _text(proc.stderr)
-        if timeout is not None and proc.exit_code in (124, 137):
-            stderr = (stderr + f"\ntimed out after {timeout:g} s").lstrip("\n")
-        return Result(argv, proc.exit_code, _text(proc.stdout), stderr)
+            code, out, err = 127, "", f"{full[0]}: command not found"
+        else:
+            kwargs: dict[str, object] = {"_tty_out": False, "_return_cmd": True, "_ok_code": range(256)}
+            if input is not None:
+                kwargs["_in"] = input
+            try:
+                proc = prog(*full[1:], **kwargs)
+                code, out, err = proc.exit_code, _text(proc.stdout), _text(proc.stderr)
+            except sh.ErrorReturnCode as e:  # killed by a signal: exit_code is -SIGNAL, as in subprocess
+                code, out, err = e.exit_code, _text(e.stdout), _text(e.stderr)
+        if timeout is not None and code in (124, 137):
+            err = (err + f"\ntimed out after {timeout:g} s").lstrip("\n")
+        if check and code != 0:
+            raise CommandError(argv, code, err, out)
+        return Result(argv, code, out, err)
 
 
 def _text(data: bytes | str | None) -> str:
@@ -250,11 +248,6 @@ class DryRunRunner:
         self.fs_root: str | None = None  # nothing is recorded on disk
         self._last_step: str | None = None
         self._numbers: dict[str, int] = {}
-
-    def comment(self, text: str) -> None:
-        """Print ``text`` as ``#`` comment lines (only when explaining)."""
-        if self.explain:
-            print("\n".join(_comment(text)), file=self.out)
 
     def run(self, command: Command) -> Result:
         if self.explain and command.step != self._last_step and command.step in self.steps:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
-from .errors import CommandError, SandboxError
+from .errors import SandboxError
 from .runners import Result, ShRunner
 
 UPSTREAM_NETNS = "upstream"
@@ -187,15 +187,10 @@ class Sandbox:
 
     def _find_holder(self) -> int:
         assert self._proc is not None
-        path = f"/proc/{self._proc.pid}/task/{self._proc.pid}/children"
         for _ in range(200):
-            try:
-                with open(path) as f:
-                    kids = f.read().split()
-            except OSError:
-                kids = []
+            kids = _children(self._proc.pid)
             if kids:
-                return int(kids[0])
+                return kids[0]
             time.sleep(0.005)
         raise SandboxError("sandbox holder process did not appear")
 
@@ -219,13 +214,7 @@ class Sandbox:
                 proc.stdin.close()
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            if self.pid:
-                try:
-                    os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            proc.kill()
-            proc.wait()
+            self._kill()
         for stream in (proc.stdout, proc.stderr):
             if stream:
                 stream.close()
@@ -392,9 +381,3 @@ class Sandbox:
         state = "alive" if self.alive else "closed"
         return f"<Sandbox pid={self.pid} {state}{' rootless' if self.userns else ''}>"
 
-
-def check_command(result: Result) -> Result:
-    """Raise CommandError when ``result`` failed; else return it."""
-    if not result.ok:
-        raise CommandError(result.argv, result.exit_code, result.stderr, result.stdout)
-    return result
