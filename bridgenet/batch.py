@@ -195,60 +195,45 @@ def _ip_phase(cmds: list[Command], netns: str | None) -> Invocation:
     return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")
 
 
-def _sysctl_phase(cmds: list[Command]) -> list[Invocation]:
+def _merged_phase(cmds: list[Command], translate: Callable[[Command], object | None],
+                  merge: Callable[[list[tuple[Command, object]]], Invocation]) -> list[Invocation]:
+    """Merge the host's commands that ``translate`` accepts into one process each run of them.
+
+    A host command ``translate`` refuses (None) runs as itself and closes the
+    run, so the host's order is kept; a command inside a namespace runs alone
+    after them (another namespace is independent of the host's settings).
+    """
     out: list[Invocation] = []
     inside: list[Invocation] = []
-    merged: list[Command] = []
-    words: list[str] = []
-
-    def close() -> None:
-        if merged:
-            out.append(Invocation(("sysctl", "-w", *words), None, tuple(merged), "sysctl"))
-            merged.clear()
-            words.clear()
-
+    run: list[tuple[Command, object]] = []
     for c in cmds:
         if c.netns is not None:
-            inside.append(_alone(c))  # another namespace: independent of the host's settings
+            inside.append(_alone(c))
             continue
-        settings = _sysctl_settings(c)
-        if settings is None:  # keep the host's order: close the merge, run this one as itself
-            close()
+        item = translate(c)
+        if item is None:
+            if run:
+                out.append(merge(run))
+                run = []
             out.append(_alone(c))
         else:
-            merged.append(c)
-            words.extend(settings)
-    close()
+            run.append((c, item))
+    if run:
+        out.append(merge(run))
     return out + inside
 
 
-def _restore(batch: list[tuple[Command, str, str]]) -> Invocation:
+def _sysctl_merge(run: list[tuple[Command, object]]) -> Invocation:
+    words = [w for _, settings in run for w in settings]  # type: ignore[attr-defined]
+    return Invocation(("sysctl", "-w", *words), None, tuple(c for c, _ in run), "sysctl")
+
+
+def _restore(run: list[tuple[Command, object]]) -> Invocation:
     tables: dict[str, list[str]] = {}
-    for _, table, line in batch:
+    for _, (table, line) in run:  # type: ignore[misc]
         tables.setdefault(table, []).append(line)
     text = "".join(f"*{t}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n" for t, lines in tables.items())
-    return Invocation(IPTABLES_RESTORE, text, tuple(c for c, _, _ in batch), "iptables")
-
-
-def _iptables_phase(cmds: list[Command]) -> list[Invocation]:
-    out: list[Invocation] = []
-    inside: list[Invocation] = []
-    batch: list[tuple[Command, str, str]] = []
-    for c in cmds:
-        if c.netns is not None:
-            inside.append(_alone(c))  # another namespace: independent of the host's tables
-            continue
-        rule = iptables_restore_rule(c)
-        if rule is None:  # keep the host's order: close the batch, run this one as itself
-            if batch:
-                out.append(_restore(batch))
-                batch = []
-            out.append(_alone(c))
-        else:
-            batch.append((c, *rule))
-    if batch:
-        out.append(_restore(batch))
-    return out + inside
+    return Invocation(IPTABLES_RESTORE, text, tuple(c for c, _ in run), "iptables")
 
 
 def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocation, ...]:
@@ -293,8 +278,8 @@ def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocat
     p_host = [_ip_phase(host, None)] if host else []
     p_plug = [_ip_phase(plug, None)] if plug else []
     p_inside = [_ip_phase(cmds, ns) for ns, cmds in inside.items()]
-    p_sysctl = _sysctl_phase(sysctls)
-    p_rules = _iptables_phase(rules)
+    p_sysctl = _merged_phase(sysctls, _sysctl_settings, _sysctl_merge)
+    p_rules = _merged_phase(rules, iptables_restore_rule, _restore)
     p_other = [_alone(c) for c in other]
     if direction == "up":
         return (*p_host, *p_inside, *p_plug, *p_sysctl, *p_rules, *p_other)

@@ -8,6 +8,7 @@ failure as readily as success.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -39,6 +40,32 @@ class CheckResult:
     summary: str
     output: str = ""
     value: str | None = None
+
+
+def ip_argv(netns: str | None, *args: str) -> list[str]:
+    """``ip [-n NETNS] ARGS...`` (ip(8) ``-n``); None: the sandbox host."""
+    return ["ip", *(["-n", netns] if netns else []), *args]
+
+
+def run_json(sandbox: Sandbox, argv: list[str], *, check: bool = False) -> list[dict]:
+    """Run ``argv`` (an ``ip -json ...`` or ``tc -json ...``) in the sandbox and parse its output.
+
+    Returns:
+        the parsed list; with ``check`` false, ``[]`` when the command failed
+        or printed no JSON.
+
+    Raises:
+        CommandError: with ``check``, when the command failed.
+    """
+    r = sandbox.run(argv, check=check)
+    if not r.ok:
+        return []
+    try:
+        return json.loads(r.stdout or "[]")
+    except ValueError:
+        if check:
+            raise
+        return []
 
 
 def ping(sandbox: Sandbox, dst: str, *, netns: str | None = None, count: int = 1,

@@ -23,7 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .network import Network
-from .runners import DryRunRunner, ShRunner, undo_steps
+from .runners import DryRunRunner, ShRunner, run_all, undo_steps
 
 VERSION = "0.1.0"
 
@@ -105,19 +105,21 @@ def _echo(args: argparse.Namespace):  # noqa: ANN202
     return lambda line: print(line, flush=True)
 
 
+def _print_commands(args: argparse.Namespace, commands: list, direction: str, steps: list | None = None) -> None:
+    """Print ``commands`` as the dry-run prints them: one per line, or with ``--batch`` as the batch script."""
+    if args.batch:
+        from .batch import plan, render_shell
+
+        sys.stdout.write(render_shell(plan(commands, direction=direction), sudo=getattr(args, "sudo", False)))
+        return
+    run_all(DryRunRunner(sudo=args.sudo, explain=args.explain, steps=steps or ()), commands)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     net = _network(args)
     if args.dry_run:
         steps = net.steps(fast=args.batch)
-        cmds = [c for s in steps for c in s.up]
-        if args.batch:
-            from .batch import BatchRunner
-
-            sys.stdout.write(BatchRunner(DryRunRunner()).script(cmds, direction="up", sudo=args.sudo))
-            return 0
-        runner = DryRunRunner(sudo=args.sudo, explain=args.explain, steps=steps)
-        for c in cmds:
-            runner.run(c)
+        _print_commands(args, [c for s in steps for c in s.up], "up", steps)
         return 0
     require_privileges("up")
     from . import apply
@@ -129,9 +131,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     if args.batch and not args.quiet and report.ran:
-        from .batch import BatchRunner
-
-        sys.stdout.write(BatchRunner(DryRunRunner()).script(list(report.ran), direction="up"))
+        _print_commands(args, list(report.ran), "up")
     print(f"bridgenet: {net.name} is up: {len(report.ran)} command(s) run, {report.in_place} already in place",
           file=sys.stderr)
     return 0
@@ -141,15 +141,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     net = _network(args)
     if args.dry_run:
         steps = net.steps()
-        cmds = net.down_commands(steps)
-        if args.batch:
-            from .batch import BatchRunner
-
-            sys.stdout.write(BatchRunner(DryRunRunner()).script(cmds, direction="down", sudo=args.sudo))
-            return 0
-        runner = DryRunRunner(sudo=args.sudo, explain=args.explain, steps=undo_steps(steps))
-        for c in cmds:
-            runner.run(c)
+        _print_commands(args, net.down_commands(steps), "down", undo_steps(steps))
         return 0
     require_privileges("down")
     from . import apply
@@ -157,9 +149,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     runner = ShRunner(echo=None if args.batch else _echo(args))
     report = apply.down(net, runner, batch=args.batch, force=args.force)
     if args.batch and not args.quiet and report.ran:
-        from .batch import BatchRunner
-
-        sys.stdout.write(BatchRunner(DryRunRunner()).script(list(report.ran), direction="down"))
+        _print_commands(args, list(report.ran), "down")
     if not report.networks:
         print(f"bridgenet: {report.note}", file=sys.stderr)
     else:
@@ -172,13 +162,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     require_privileges("plan")
     from . import apply
 
-    plan = apply.plan(net, ShRunner(), batch=args.batch)
-    for c in plan.commands:
+    planned = apply.plan(net, ShRunner(), batch=args.batch)
+    for c in planned.commands:
         print(c.shell())
-    for w in plan.warnings:
+    for w in planned.warnings:
         print(f"bridgenet: warning: {w}", file=sys.stderr)
-    print(f"bridgenet: {plan.summary()}", file=sys.stderr)
-    if args.detailed_exitcode and not plan.empty:
+    print(f"bridgenet: {planned.summary()}", file=sys.stderr)
+    if args.detailed_exitcode and not planned.empty:
         return 2
     return 0
 

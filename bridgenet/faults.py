@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from .checks import ip_argv, run_json
 from .errors import CommandError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,20 +70,6 @@ class VethEnds:
     master: str | None = None
 
 
-def _ip(netns: str | None, *args: str) -> list[str]:
-    return ["ip", *(["-n", netns] if netns else []), *args]
-
-
-def _run(sandbox: Sandbox, argv: list[str], *, check: bool = True):
-    # timeout=None: ip and tc end on their own, and a timeout makes each `sh` call poll (≈100 ms more).
-    return sandbox.run(argv, check=check, timeout=None)
-
-
-def _json(sandbox: Sandbox, argv: list[str]) -> list[dict]:
-    r = _run(sandbox, argv)
-    return json.loads(r.stdout or "[]")
-
-
 def veth_ends(sandbox: Sandbox, netns: str) -> list[VethEnds]:
     """The veth pairs whose host end is in the sandbox host and whose peer is in ``netns``.
 
@@ -95,15 +82,16 @@ def veth_ends(sandbox: Sandbox, netns: str) -> list[VethEnds]:
         ValueError: ``netns`` is not a named namespace of the sandbox.
         CommandError: ``ip`` failed.
     """
-    spaces = {n["name"]: n.get("id") for n in _json(sandbox, ["ip", "-json", "netns", "list"])}
+    spaces = {n["name"]: n.get("id") for n in run_json(sandbox, ["ip", "-json", "netns", "list"], check=True)}
     if netns not in spaces:
         raise ValueError(f"no network namespace {netns!r} in the sandbox (it has: {', '.join(sorted(spaces)) or 'none'})")
     nsid = spaces[netns]
     if nsid is None:
         return []
-    inside = {link["ifindex"]: link["ifname"] for link in _json(sandbox, _ip(netns, "-json", "link"))}
+    inside = {link["ifindex"]: link["ifname"]
+              for link in run_json(sandbox, ip_argv(netns, "-json", "link"), check=True)}
     out = []
-    for link in _json(sandbox, ["ip", "-json", "link", "show", "type", "veth"]):
+    for link in run_json(sandbox, ["ip", "-json", "link", "show", "type", "veth"], check=True):
         if link.get("link_netnsid") == nsid and link.get("link_index") in inside:
             out.append(VethEnds(link["ifname"], inside[link["link_index"]], netns, link.get("master")))
     return out
@@ -111,7 +99,7 @@ def veth_ends(sandbox: Sandbox, netns: str) -> list[VethEnds]:
 
 def link_state(sandbox: Sandbox, link: str, *, netns: str | None = None) -> dict:
     """``ip -json link show dev LINK`` of one link, as a dict (``flags``, ``operstate``, ``master``...)."""
-    rows = _json(sandbox, _ip(netns, "-json", "link", "show", "dev", link))
+    rows = run_json(sandbox, ip_argv(netns, "-json", "link", "show", "dev", link), check=True)
     return rows[0]
 
 
@@ -124,12 +112,12 @@ def link_down(sandbox: Sandbox, link: str, *, netns: str | None = None) -> None:
     Raises:
         CommandError: no such link (``ip`` exits non-zero).
     """
-    _run(sandbox, _ip(netns, "link", "set", "dev", link, "down"))
+    sandbox.run(ip_argv(netns, "link", "set", "dev", link, "down"), check=True)
 
 
 def link_up(sandbox: Sandbox, link: str, *, netns: str | None = None) -> None:
     """``ip link set dev LINK up`` in the sandbox host or in ``netns`` (ip-link(8))."""
-    _run(sandbox, _ip(netns, "link", "set", "dev", link, "up"))
+    sandbox.run(ip_argv(netns, "link", "set", "dev", link, "up"), check=True)
 
 
 # --- rate limit ------------------------------------------------------------------
@@ -194,12 +182,12 @@ def add_rate_limit(sandbox: Sandbox, link: str, *, rate: str | int, burst: str |
     """
     argv = ["tc", *(["-n", netns] if netns else []), "qdisc", "add", "dev", link, "root",
             *tbf_args(rate, burst, latency)]
-    _run(sandbox, argv)
+    sandbox.run(argv, check=True)
 
 
 def del_rate_limit(sandbox: Sandbox, link: str, *, netns: str | None = None) -> None:
     """``tc qdisc del dev LINK root``: give ``link`` back its default qdisc (``noqueue`` for a veth)."""
-    _run(sandbox, ["tc", *(["-n", netns] if netns else []), "qdisc", "del", "dev", link, "root"])
+    sandbox.run(["tc", *(["-n", netns] if netns else []), "qdisc", "del", "dev", link, "root"], check=True)
 
 
 def qdisc_stats(sandbox: Sandbox, link: str, *, netns: str | None = None) -> dict:
@@ -209,7 +197,7 @@ def qdisc_stats(sandbox: Sandbox, link: str, *, netns: str | None = None) -> dic
         a dict with e.g. ``kind`` (``"tbf"``), ``bytes``, ``packets``,
         ``drops``, ``overlimits``; ``{}`` when the link has no root qdisc shown.
     """
-    r = _run(sandbox, ["tc", *(["-n", netns] if netns else []), "-s", "-json", "qdisc", "show", "dev", link])
+    r = sandbox.run(["tc", *(["-n", netns] if netns else []), "-s", "-json", "qdisc", "show", "dev", link], check=True)
     rows = json.loads(r.stdout or "[]")
     for row in rows:
         if row.get("root"):

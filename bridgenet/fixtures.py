@@ -723,7 +723,7 @@ def listening(sandbox: Sandbox, port: int, *, netns: str | None = None, address:
     Asks the kernel with ``ss -H -l -t -n sport = :PORT`` (ss(8)): a socket
     in LISTEN state is one the kernel completes connections for.
     """
-    # timeout=None: ss ends on its own, and a timeout makes each `sh` call poll (≈100 ms more).
+    # timeout=None: ss ends on its own (a timeout wraps the command in timeout(1), one process more).
     r = sandbox.run(["ss", "-H", "-l", "-t", "-n", "sport", "=", f":{int(port)}"], netns=netns, timeout=None)
     for line in r.stdout.splitlines():
         parts = line.split()

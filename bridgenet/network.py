@@ -218,7 +218,7 @@ class _Checker:
     def refs(self) -> None:
         namespaces = {o.name for o in self.objs if isinstance(o, Namespace)}
         bridges = {o.name for o in self.objs if isinstance(o, Bridge)}
-        links = self.links_by_netns()
+        links = _creators(self.objs)
         for o in self.objs:
             ns = getattr(o, "netns", None)
             if ns is not None and ns not in namespaces:
@@ -227,19 +227,9 @@ class _Checker:
                 self.fail(o, "master", f"master {o.master!r} is not a Bridge of this network", o.master)
             if isinstance(o, ForwardRule) and o.bridge not in bridges:
                 self.fail(o, "bridge", f"bridge {o.bridge!r} is not a Bridge of this network", o.bridge)
-            if isinstance(o, Address) and o.dev not in links.get(o.netns, {}):
+            if isinstance(o, Address) and (o.netns, o.dev) not in links:
                 where = f"netns {o.netns}" if o.netns else "the host"
                 self.fail(o, "dev", f"dev {o.dev!r} is not a link this network makes in {where}", o.dev)
-
-    def links_by_netns(self) -> dict[str | None, dict[str, object]]:
-        out: dict[str | None, dict[str, object]] = {None: {}}
-        for o in self.objs:
-            if isinstance(o, Bridge):
-                out[None][o.name] = o
-            elif isinstance(o, VethPair):
-                out[None][o.name] = o
-                out.setdefault(o.netns, {})[o.peer] = o
-        return out
 
     def names(self) -> None:
         host: dict[str, object] = {}
@@ -345,6 +335,7 @@ class _Checker:
 
 
 def _creators(objs: Sequence[NetworkObject]) -> dict[tuple[str | None, str], int]:
+    """``{(netns, link name): index of the object that makes the link}`` (bridges, both veth ends)."""
     out: dict[tuple[str | None, str], int] = {}
     for i, o in enumerate(objs):
         if isinstance(o, Bridge):
@@ -407,13 +398,7 @@ def _dependency_order(objs: Sequence[NetworkObject]) -> tuple[NetworkObject, ...
 
 def _coverage(objs: Sequence[NetworkObject]) -> dict[str, str]:
     """Which step removes each address and route along with itself."""
-    link_key: dict[tuple[str | None, str], str] = {}
-    for o in objs:
-        if isinstance(o, Bridge):
-            link_key[(None, o.name)] = o.step_key
-        elif isinstance(o, VethPair):
-            link_key[(None, o.name)] = o.step_key
-            link_key[(o.netns, o.peer)] = o.step_key
+    link_key = {where: objs[i].step_key for where, i in _creators(objs).items()}
     namespaces = {o.name for o in objs if isinstance(o, Namespace)}
     out: dict[str, str] = {}
     for o in objs:

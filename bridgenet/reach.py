@@ -26,7 +26,8 @@ import time
 from ipaddress import IPv4Address, ip_address
 from typing import TYPE_CHECKING
 
-from .checks import CheckResult, ping
+from . import state
+from .checks import CheckResult, ip_argv, ping, run_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import Sandbox
@@ -50,35 +51,15 @@ def _where(netns: str | None) -> str:
     return netns if netns else HOST
 
 
-def _ip(netns: str | None, *args: str) -> list[str]:
-    return ["ip", *(["-n", netns] if netns else []), *args]
-
-
-def _run(sandbox: Sandbox, argv: list[str]):
-    # timeout=None: these commands end on their own (the probes carry their own timeouts),
-    # and a timeout makes each `sh` call poll (≈100 ms more per command).
-    return sandbox.run(argv, timeout=None)
-
-
-def _json(sandbox: Sandbox, argv: list[str]) -> list[dict]:
-    r = _run(sandbox, argv)
-    if not r.ok:
-        return []
-    try:
-        return json.loads(r.stdout or "[]")
-    except ValueError:
-        return []
-
-
 def netns_names(sandbox: Sandbox) -> list[str]:
     """The named network namespaces of the sandbox (``ip -json netns list``)."""
-    return [n["name"] for n in _json(sandbox, ["ip", "-json", "netns", "list"])]
+    return [n["name"] for n in run_json(sandbox, ["ip", "-json", "netns", "list"])]
 
 
 def addresses(sandbox: Sandbox, netns: str | None) -> list[IPv4Address]:
     """The global IPv4 addresses in ``netns`` (None: the sandbox host), in ``ip -json addr`` order."""
     out = []
-    for link in _json(sandbox, _ip(netns, "-json", "-4", "addr", "show", "scope", "global")):
+    for link in run_json(sandbox, ip_argv(netns, "-json", "-4", "addr", "show", "scope", "global")):
         for a in link.get("addr_info", []):
             if a.get("family") == "inet":
                 out.append(IPv4Address(a["local"]))
@@ -86,11 +67,17 @@ def addresses(sandbox: Sandbox, netns: str | None) -> list[IPv4Address]:
 
 
 def owner(sandbox: Sandbox, address: IPv4Address) -> tuple[bool, str | None]:
-    """Which namespace holds ``address``: ``(True, name)``, ``(True, None)`` for the host, ``(False, None)``."""
-    if address in addresses(sandbox, None):
+    """Which namespace holds ``address``: ``(True, name)``, ``(True, None)`` for the host, ``(False, None)``.
+
+    Reads the host and every namespace at once (two processes, ``state.read``).
+    """
+    runner = sandbox.runner()
+    names, stale = state.read_netns(runner)
+    live = state.read(runner, netns=sorted(names - stale))
+    if address in live.host.owners():
         return True, None
-    for ns in netns_names(sandbox):
-        if address in addresses(sandbox, ns):
+    for ns, ns_state in live.namespaces.items():
+        if address in ns_state.owners():
             return True, ns
     return False, None
 
@@ -150,7 +137,7 @@ def probe(sandbox: Sandbox, a: str | None, address: IPv4Address, *, port: int | 
 
 def _link_hints(sandbox: Sandbox, netns: str | None) -> list[str]:
     hints = []
-    for link in _json(sandbox, _ip(netns, "-json", "link")):
+    for link in run_json(sandbox, ip_argv(netns, "-json", "link")):
         name = link.get("ifname", "?")
         if name == "lo":
             continue
@@ -167,7 +154,7 @@ def _link_hints(sandbox: Sandbox, netns: str | None) -> list[str]:
 
 
 def _route_hints(sandbox: Sandbox, a: str | None, dst: IPv4Address) -> tuple[list[str], dict | None]:
-    r = _run(sandbox, _ip(a, "-json", "route", "get", str(dst)))
+    r = sandbox.run(ip_argv(a, "-json", "route", "get", str(dst)))
     if not r.ok:
         err = (r.stderr.strip().splitlines() or [f"exit {r.exit_code}"])[-1]
         return [f"{_where(a)}: no route to {dst}: {err}"], None
@@ -180,7 +167,7 @@ def _route_hints(sandbox: Sandbox, a: str | None, dst: IPv4Address) -> tuple[lis
 
 def _neigh_hints(sandbox: Sandbox, netns: str | None, targets: set[str]) -> list[str]:
     hints = []
-    for n in _json(sandbox, _ip(netns, "-json", "neigh")):
+    for n in run_json(sandbox, ip_argv(netns, "-json", "neigh")):
         state = n.get("state", [])
         if n.get("dst") in targets and any(s in ("FAILED", "INCOMPLETE") for s in state):
             hints.append(f"{_where(netns)}: neighbour {n['dst']} dev {n.get('dev', '?')} is "
@@ -239,7 +226,7 @@ def state_report(sandbox: Sandbox, namespaces: list[str | None], *,
         targets = {str(dst)}
         if route and route.get("gateway"):
             targets.add(route["gateway"])
-            fwd = _run(sandbox, ["cat", "/proc/sys/net/ipv4/ip_forward"])
+            fwd = sandbox.run(["cat", "/proc/sys/net/ipv4/ip_forward"])
             if src is not None and fwd.ok and fwd.stdout.strip() == "0":
                 hints.append(f"{HOST}: net.ipv4.ip_forward=0: it does not route between its links")
         hints += _neigh_hints(sandbox, src, targets)
@@ -248,22 +235,22 @@ def state_report(sandbox: Sandbox, namespaces: list[str | None], *,
         hints += _link_hints(sandbox, ns)
         lines = [f"--- {_where(ns)} ---"]
         show = [
-            _ip(ns, "-br", "link"),
-            _ip(ns, "-br", "-4", "addr"),
-            _ip(ns, "route"),
-            _ip(ns, "neigh"),
+            ip_argv(ns, "-br", "link"),
+            ip_argv(ns, "-br", "-4", "addr"),
+            ip_argv(ns, "route"),
+            ip_argv(ns, "neigh"),
             ["tc", *(["-n", ns] if ns else []), "qdisc", "show"],
             _in_netns(ns, ["iptables", "-nvL"]),
             _in_netns(ns, ["iptables", "-t", "nat", "-nvL"]),
         ]
         for argv in show:
-            r = _run(sandbox, argv)
+            r = sandbox.run(argv)
             text = (r.stdout if r.ok else (r.stderr or r.stdout)).rstrip("\n")
             if argv[0] == "tc" and r.ok:
                 text = "\n".join(t for t in text.splitlines() if " noqueue " not in t) or "(only noqueue)"
             if argv[-1] == "-nvL" and r.ok:
                 table = "nat" if "nat" in argv else "filter"
-                hints += _iptables_hints(ns, table, _run(sandbox, _in_netns(ns, [
+                hints += _iptables_hints(ns, table, sandbox.run(_in_netns(ns, [
                     "iptables", *(["-t", "nat"] if table == "nat" else []), "-nvxL"])).stdout)
             lines.append(f"$ {' '.join(argv)}")
             lines.append(text or "(nothing)")

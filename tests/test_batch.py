@@ -360,8 +360,8 @@ echo "@@iptables"; iptables-save
 def read(sb, *argv: str) -> str:
     """stdout of ``argv`` in the sandbox host, which must succeed.
 
-    Through the runner without a timeout: ``Sandbox.run``'s default timeout
-    makes the sh package poll every 0.1 s (sh 2.4.0), ~100 ms per call.
+    Through the runner without a timeout (``Sandbox.run`` wraps commands in
+    timeout(1), one process more).
     """
     return sb.runner().exec(argv, check=True).stdout
 
