@@ -14,16 +14,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -36,10 +34,12 @@ from .commands import (
     ip,
     iptables,
 )
-from .errors import BridgenetError, NamespaceBusyError, RolledBackError
+from . import interrupts
+from .errors import BridgenetError, CommandError, NamespaceBusyError, RolledBackError
+from .interrupts import Interrupted  # noqa: F401  (re-exported: apply.Interrupted)
 from .ledger import Entry, Ledger, locked
 from .network import Network
-from .plan import Plan, inverse, make_plan, satisfied
+from .plan import Plan, gone, inverse, make_plan, removals, satisfied
 from .runners import Runner
 from .state import LiveState, read
 
@@ -50,7 +50,8 @@ any other value = after the batch, before marking it done)."""
 
 PAUSE_AFTER_ENV = "BRIDGENET_TEST_PAUSE_AFTER"
 """Fault injection for tests: ``up`` prints ``bridgenet: paused`` to stderr and
-sleeps (up to 60 s) after this many commands, so a test can signal it."""
+waits (up to 60 s, or until a signal arrives) after this many commands, so a
+test can signal it at a known point."""
 
 TAG_PREFIX = "bridgenet:"
 
@@ -65,14 +66,6 @@ def _short(cause: BaseException) -> str:
 Progress = Callable[[int, int], None]
 
 
-class Interrupted(BridgenetError):
-    """A signal (SIGINT or SIGTERM) arrived while bringing a network up."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-
-
 @attrs.frozen
 class Report:
     """What ``up``/``down``/``clean`` did.
@@ -83,49 +76,24 @@ class Report:
         networks: for ``down``/``clean``, the networks taken down.
         note: for a person, when there is something to say (e.g. why
             nothing was removed).
+        gone: undo commands not run because what they act on was already
+            gone (a reused bridge someone deleted), one line each; those
+            steps count as done.
+        removed: for ``up``, how many of ``ran`` removed what the network no
+            longer has (they come first).
     """
 
     ran: tuple[Command, ...] = ()
     in_place: int = 0
     networks: tuple[str, ...] = ()
     note: str = ""
+    gone: tuple[str, ...] = ()
+    removed: int = 0
 
 
 def plan(network: Network, runner: Runner, *, batch: bool = False) -> Plan:
     """What ``up`` would run now (see :func:`bridgenet.plan.make_plan`)."""
     return make_plan(network, runner, fast=batch)
-
-
-@contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT) into :class:`Interrupted` while the block runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """Keep SIGINT/SIGTERM from interrupting a rollback (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def _kill_after() -> int | None:
@@ -141,15 +109,17 @@ def _maybe_pause(done: int) -> None:
     v = os.environ.get(PAUSE_AFTER_ENV)
     if v not in (None, "") and done == int(v):
         print("bridgenet: paused", file=sys.stderr, flush=True)
-        time.sleep(60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and interrupts.pending() is None:
+            time.sleep(0.01)
 
 
-def _entry(ps) -> Entry:
+def _entry(ps) -> Entry:  # noqa: ANN001
     return Entry(ps.step.key, ps.step.covered_by, ps.owns, "intent", list(ps.undo))
 
 
 def up(network: Network, runner: Runner, *, batch: bool = False, progress: Progress | None = None,
-       plan: Plan | None = None) -> Report:
+       plan: Plan | None = None, force: bool = False) -> Report:
     """Bring ``network`` up: run what is missing, record it, roll back on failure.
 
     Args:
@@ -159,8 +129,15 @@ def up(network: Network, runner: Runner, *, batch: bool = False, progress: Progr
         batch: use the batch runner (few processes; see ``batch.py``).
         progress: called with (done, total) as commands (or batches) finish.
         plan: a plan the caller made and knows to be current (default: make
-            one now, under the network's lock). Its warnings (e.g. a FORWARD
-            policy of DROP) go to the ``bridgenet`` logger.
+            one now, under the locks). Its warnings (e.g. a FORWARD policy of
+            DROP) go to the ``bridgenet`` logger.
+        force: kill processes in a namespace that must go because the
+            network no longer has it (else NamespaceBusyError).
+
+    What the state file records and the network no longer has (a container
+    removed from its file) is removed first: the network is the truth.
+    SIGINT/SIGTERM stop the command in flight, wait for it, and roll back
+    (see ``interrupts.py``); a second signal does not abandon the rollback.
 
     Returns:
         Report of the commands run and how many were already in place.
@@ -171,93 +148,118 @@ def up(network: Network, runner: Runner, *, batch: bool = False, progress: Progr
         RolledBackError: a command failed or a signal arrived; what this
             call did has been undone (``leftovers`` lists what could not be).
         LockedError: another bridgenet process is changing this network.
+        Interrupted: a signal arrived before any change.
     """
-    with locked(runner.fs_root, network.name):
-        return _up(network, runner, batch=batch, progress=progress, plan=plan)
+    with interrupts.deferred(), locked(runner.fs_root, network.name):
+        return _up(network, runner, batch=batch, progress=progress, plan=plan, force=force)
 
 
-def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | None, plan: Plan | None) -> Report:
-    p = plan if plan is not None else make_plan(network, runner, fast=batch)
+def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | None, plan: Plan | None,
+        force: bool) -> Report:
+    ledger = Ledger.open(runner.fs_root, network.name)
+    p = plan if plan is not None else make_plan(network, runner, fast=batch, ledger=ledger)
     for w in p.warnings:
         log.warning("bridgenet: warning: %s", w)
+    ledger.identity = network.identity()
+    removed: list[Command] = []
+    gone: list[str] = []
+    if p.orphans:
+        with interrupts.shielded():
+            removed, gone = _remove_orphans(runner, ledger, p.orphans, force=force)
+        interrupts.check()
     todo = [s for s in p.steps if s.run]
-    ledger = Ledger.open(runner.fs_root, network.name)
     shared = [Entry(s.step.key, None, False, "found", []) for s in p.steps
               if not s.run and s.step.key.startswith(SHARED_PREFIXES) and s.step.key not in ledger.keys()]
     if shared:
         ledger.add(shared)  # so that another network's down leaves them to us (see down)
     if not todo:
-        return Report((), p.in_place)
+        return Report(tuple(removed), p.in_place, gone=tuple(gone), removed=len(removed))
     before = ledger.keys()
     new_keys = [s.step.key for s in todo if s.step.key not in before]
-    ran: list[Command] = []
+    ran: list[Command] = list(removed)
     kill_after = _kill_after()
     try:
-        with _signals_raise():
-            if batch:
-                from .batch import BatchRunner
+        interrupts.check()
+        if batch:
+            from .batch import BatchRunner
 
-                ledger.add(_entry(s) for s in todo)
-                if kill_after == 0:
-                    _die()
-                cmds = [c for s in todo for c in s.run]
-                try:
-                    BatchRunner(runner).execute(cmds, direction="up", progress=progress)
-                except BridgenetError as err:
-                    failed = _failed_batch_command(err)
-                    for s in todo:
-                        if failed is not None and s.run and s.run[0] is failed and s.step.key in new_keys:
-                            # its creating command failed: whatever has that name is not ours
-                            ledger.drop([s.step.key])
-                    raise
-                ran.extend(cmds)
-                if kill_after:
-                    _die()
-                ledger.mark_done(s.step.key for s in todo)
-            else:
-                total = sum(len(s.run) for s in todo)
+            ledger.add(_entry(s) for s in todo)
+            if kill_after == 0:
+                _die()
+            cmds = [c for s in todo for c in s.run]
+            try:
+                BatchRunner(runner).execute(cmds, direction="up", progress=progress)
+            except CommandError as err:
+                failed = _failed_batch_command(err)
                 for s in todo:
-                    ledger.add([_entry(s)])
-                    done_here = 0
-                    try:
-                        for c in s.run:
-                            runner.run(c)
-                            done_here += 1
-                            ran.append(c)
-                            if progress:
-                                progress(len(ran), total)
-                            if kill_after is not None and len(ran) >= kill_after:
-                                _die()
-                            _maybe_pause(len(ran))
-                    except BaseException:
-                        if s.step.key in new_keys:
-                            _trim(ledger, s, done_here, p.state)
-                        raise
-                    ledger.mark_done([s.step.key])
+                    if failed is not None and s.run and s.run[0] is failed and s.step.key in new_keys:
+                        # its creating command failed: whatever has that name is not ours
+                        ledger.drop([s.step.key])
+                raise
+            ran.extend(cmds)
+            if kill_after:
+                _die()
+            ledger.mark_done(s.step.key for s in todo)
+        else:
+            total = sum(len(s.run) for s in todo)
+            done = 0
+            for s in todo:
+                ledger.add([_entry(s)])
+                done_here = 0
+                try:
+                    for c in s.run:
+                        interrupts.check()
+                        runner.run(c)
+                        done_here += 1
+                        done += 1
+                        ran.append(c)
+                        if progress:
+                            progress(done, total)
+                        if kill_after is not None and done >= kill_after:
+                            _die()
+                        _maybe_pause(done)
+                except CommandError:
+                    # The command itself failed (a signal is another matter: the command in
+                    # flight may have taken effect, so its entry stays and undo reads state).
+                    if s.step.key in new_keys:
+                        _trim(ledger, s, done_here, p.state)
+                    raise
+                ledger.mark_done([s.step.key])
+        interrupts.check()
     except BaseException as cause:
-        log.warning("bridgenet: %s; rolling back what this run did", _short(cause))
-        with _signals_ignored():
+        with interrupts.shielded():
+            log.warning("bridgenet: %s; rolling back what this run did", _short(cause))
             keys = set(new_keys)
-            undone, leftovers = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True)
+            undone, leftovers, _ = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True)
             if not leftovers:
                 ledger.drop(new_keys)
         raise RolledBackError(cause, undone, leftovers) from cause
-    return Report(tuple(ran), p.in_place)
+    return Report(tuple(ran), p.in_place, gone=tuple(gone), removed=len(removed))
 
 
-SHARED_PREFIXES = ("sysctl ",)
-"""Steps several networks may rely on at once (``net.ipv4.ip_forward``)."""
+def _remove_orphans(runner: Runner, ledger: Ledger, orphans: Sequence[Entry], *,
+                    force: bool) -> tuple[list[Command], list[str]]:
+    """Undo what the state file has and the network no longer has; forget it once undone."""
+    _hand_over_shared(runner, ledger, only={e.key for e in orphans})
+    ran, _, gone = _undo(runner, orphans, force=force, strict=True)
+    ledger.drop([e.key for e in orphans])
+    return ran, gone
 
 
-def _hand_over_shared(runner: Runner, ledger: Ledger) -> None:
+SHARED_PREFIXES = ("sysctl ", "chain ")
+"""Steps several networks may rely on at once (``net.ipv4.ip_forward``, bridgenet's iptables chains)."""
+
+
+def _hand_over_shared(runner: Runner, ledger: Ledger, only: set[str] | None = None) -> None:
     """Leave a shared setting alone while another network still relies on it.
 
     When network A set ``ip_forward=1`` and network B found it set, A's down
     must not put it back to 0 under B: A hands its restore command over to
-    B's ledger entry instead, and B's down restores it.
+    B's ledger entry instead, and B's down restores it. Runs under the
+    host-wide lock, so no other network comes or goes meanwhile.
     """
     for e in ledger.entries:
-        if not e.key.startswith(SHARED_PREFIXES):
+        if not e.key.startswith(SHARED_PREFIXES) or (only is not None and e.key not in only):
             continue
         for other_name in Ledger.names(runner.fs_root):
             if other_name == ledger.network:
@@ -299,14 +301,18 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
     """Take down what bridgenet created for ``network`` (by object or name), per its state file.
 
     A network never brought up (no state file) has nothing to take down.
+    What an undo step acts on may already be gone (a reused bridge someone
+    deleted): that step counts as done and is listed in ``Report.gone``.
+    Once started, ``down`` finishes: SIGINT/SIGTERM are reported and wait.
 
     Raises:
         NamespaceBusyError: a namespace to delete still has processes in it
             (pass ``force=True`` to kill them first); nothing was changed.
         CommandError: a command failed; the state file keeps what is left.
+        LockedError: another bridgenet process is changing this network.
     """
     name = network if isinstance(network, str) else network.name
-    with locked(runner.fs_root, name):
+    with interrupts.deferred(raise_pending=False), locked(runner.fs_root, name), interrupts.shielded():
         return _down(name, runner, batch=batch, force=force)
 
 
@@ -321,26 +327,31 @@ def _down(name: str, runner: Runner, *, batch: bool, force: bool) -> Report:
                            "came up), so nothing is removed; `bridgenet down --dry-run` prints the commands "
                            "that would remove it by hand")
     _hand_over_shared(runner, ledger)
-    ran, leftovers = _undo(runner, ledger.entries, force=force, batch=batch, strict=True)
+    ran, _, gone = _undo(runner, ledger.entries, force=force, batch=batch, strict=True)
     ledger.drop([e.key for e in ledger.entries])
-    return Report(tuple(ran), networks=(name,))
+    return Report(tuple(ran), networks=(name,), gone=tuple(gone))
 
 
 def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool = False,
-          strict: bool = False) -> tuple[list[Command], list[str]]:
+          strict: bool = False) -> tuple[list[Command], list[str], list[str]]:
     """Undo ``entries`` in reverse, skipping what their covering step removes and what is already undone.
 
-    Returns (commands run, descriptions of what could not be undone). With
-    ``strict``, a failure raises instead of being listed.
+    Returns (commands run, descriptions of what could not be undone, what
+    was already gone). With ``strict``, a failure raises instead of being
+    listed.
     """
-    owned = {e.key for e in entries if e.owns}
-    cmds: list[Command] = []
-    for e in reversed(entries):
-        if e.covered_by is not None and e.covered_by in owned:
-            continue
-        cmds.extend(e.undo)
+    cmds = removals(entries)
     state = _read_for_undo(runner, cmds)
-    todo = [c for c in cmds if not satisfied(c.effect, state)]
+    todo: list[Command] = []
+    gone_now: list[str] = []
+    for c in cmds:
+        if satisfied(c.effect, state):
+            continue
+        why = gone(c.effect, state)
+        if why is not None:
+            gone_now.append(f"{c.shell()}: {why}")
+            continue
+        todo.append(c)
     busy = _busy_netns(runner, [c.effect.name for c in todo if isinstance(c.effect, NetnsAbsent)])
     if busy and not force:
         name, pids = next(iter(busy.items()))
@@ -353,7 +364,7 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool 
         from .batch import BatchRunner
 
         BatchRunner(runner).execute(todo, direction="down")
-        return list(todo), []
+        return list(todo), [], gone_now
     for c in todo:
         try:
             runner.run(c)
@@ -361,12 +372,17 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool 
         except BridgenetError as err:
             # Classify by state, not by error text: maybe it vanished with
             # something removed before it (a veth with its peer).
-            if satisfied(c.effect, _read_for_undo(runner, [c])):
+            now = _read_for_undo(runner, [c])
+            if satisfied(c.effect, now):
+                continue
+            why = gone(c.effect, now)
+            if why is not None:
+                gone_now.append(f"{c.shell()}: {why}")
                 continue
             if strict:
                 raise
             leftovers.append(f"{c.shell()}: {err}")
-    return ran, leftovers
+    return ran, leftovers, gone_now
 
 
 def _read_for_undo(runner: Runner, cmds: Iterable[Command]) -> LiveState:
@@ -417,20 +433,26 @@ def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report
 
     First every network with a state file (as ``down`` would), then
     leftovers found by their tag without a state file: links whose alias is
-    ``bridgenet:NAME`` (host end first), namespaces holding such links, and
-    iptables nat rules commented ``bridgenet:NAME``.
+    ``bridgenet:NAME`` (host end first), namespaces whose ``lo`` carries
+    such an alias (bridgenet tags only what it created, so a namespace or
+    bridge it merely used is never removed), and iptables rules commented
+    ``bridgenet:NAME``. Holds the host-wide lock throughout; once started
+    it finishes (signals are reported and wait).
 
     Raises:
         NamespaceBusyError: as ``down``.
     """
     ran: list[Command] = []
     names = []
-    for name in Ledger.names(runner.fs_root):
-        r = down(name, runner, force=force, batch=batch)
-        ran.extend(r.ran)
-        names.append(name)
-    ran.extend(_clean_tagged(runner, force=force))
-    return Report(tuple(ran), networks=tuple(names))
+    gone_all: list[str] = []
+    with interrupts.deferred(raise_pending=False), locked(runner.fs_root, None), interrupts.shielded():
+        for name in Ledger.names(runner.fs_root):
+            r = _down(name, runner, force=force, batch=batch)
+            ran.extend(r.ran)
+            gone_all.extend(r.gone)
+            names.append(name)
+        ran.extend(_clean_tagged(runner, force=force))
+    return Report(tuple(ran), networks=tuple(names), gone=tuple(gone_all))
 
 
 def _clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
@@ -441,10 +463,11 @@ def _clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
     host = read_ns(runner, None)
     for ns in sorted(names - stale):
         links = read_ns(runner, ns).links
-        if any((link.alias or "").startswith(TAG_PREFIX) for link in links.values()):
-            for link in links.values():
-                if (link.alias or "").startswith(TAG_PREFIX) and link.kind == "veth":
-                    cmds.append(ip("link", "del", link.name, netns=ns, step="clean", effect=LinkAbsent(link.name, ns)))
+        for link in links.values():
+            if (link.alias or "").startswith(TAG_PREFIX) and link.kind == "veth":
+                cmds.append(ip("link", "del", link.name, netns=ns, step="clean", effect=LinkAbsent(link.name, ns)))
+        lo = links.get("lo")
+        if lo is not None and (lo.alias or "").startswith(TAG_PREFIX):  # made by bridgenet (model.Namespace)
             cmds.append(ip("netns", "del", ns, step="clean", effect=NetnsAbsent(ns)))
     tagged = [link for link in host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
     for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
@@ -457,5 +480,5 @@ def _clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
     if not cmds:
         return []
     entries = [Entry("clean", None, False, "intent", cmds)]
-    ran, _ = _undo(runner, entries, force=force, strict=True)
+    ran, _, _ = _undo(runner, entries, force=force, strict=True)
     return ran

@@ -22,6 +22,7 @@ from .errors import (
     RolledBackError,
     ValidationError,
 )
+from .interrupts import Interrupted
 from .network import Network
 from .runners import DryRunRunner, ShRunner, run_all, undo_steps
 
@@ -127,14 +128,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     runner = ShRunner(echo=None if args.batch else _echo(args))
     progress = _Progress("up", not args.quiet)
     try:
-        report = apply.up(net, runner, batch=args.batch, progress=progress)  # warnings go to the log
+        report = apply.up(net, runner, batch=args.batch, progress=progress,  # warnings go to the log
+                          force=args.force)
     finally:
         progress.close()
     if args.batch and not args.quiet and report.ran:
         _print_commands(args, list(report.ran), "up")
-    print(f"bridgenet: {net.name} is up: {len(report.ran)} command(s) run, {report.in_place} already in place",
-          file=sys.stderr)
+    _print_gone(report)
+    removed = f" ({report.removed} removing what the network no longer has)" if report.removed else ""
+    print(f"bridgenet: {net.name} is up: {len(report.ran)} command(s) run{removed}, {report.in_place} already "
+          "in place", file=sys.stderr)
     return 0
+
+
+def _print_gone(report) -> None:  # noqa: ANN001
+    for line in report.gone:
+        print(f"bridgenet: already gone, nothing to undo: {line}", file=sys.stderr)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -150,6 +159,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     report = apply.down(net, runner, batch=args.batch, force=args.force)
     if args.batch and not args.quiet and report.ran:
         _print_commands(args, list(report.ran), "down")
+    _print_gone(report)
     if not report.networks:
         print(f"bridgenet: {report.note}", file=sys.stderr)
     else:
@@ -178,6 +188,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from . import apply
 
     report = apply.clean(ShRunner(echo=_echo(args)), force=args.force)
+    _print_gone(report)
     nets = ", ".join(report.networks) or "no recorded network"
     print(f"bridgenet: cleaned {nets}; {len(report.ran)} command(s) run", file=sys.stderr)
     return 0
@@ -219,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "what it creates in /run/bridgenet/NAME.json, and undoes its own work if a command "
                         "fails or it is interrupted. --dry-run prints the full transcript instead.")
     common(up)
+    up.add_argument("--force", action="store_true",
+                    help="kill processes in a namespace the network no longer has, to remove it (default: refuse)")
     up.set_defaults(func=cmd_up, parser=up)
 
     down = sub.add_parser("down", help="take down what up created",
@@ -271,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bridgenet: invalid network: {e}", file=sys.stderr)
         # plan --detailed-exitcode keeps 2 for "something to do"
         return 1 if getattr(args, "detailed_exitcode", False) else 2
+    except Interrupted as e:
+        print(f"bridgenet: {e}", file=sys.stderr)
+        return 128 + e.signum
     except RolledBackError as e:
         print(f"bridgenet: {e}", file=sys.stderr)
         signum = getattr(e.cause, "signum", None)

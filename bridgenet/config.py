@@ -58,11 +58,11 @@ def load(path: str | Path) -> Network:
         raise ValidationError(where, "syntax", f"a network file is TOML ({e})") from None
     except OSError as e:
         raise ValidationError(where, "path", f"a network file must be readable ({e.strerror})") from None
-    return from_dict(data, where)
+    return from_dict(data, where, source=str(path.resolve()))
 
 
-def from_dict(data: dict, where: str = "network") -> Network:
-    """Build a network from a parsed network file (see the module docstring)."""
+def from_dict(data: dict, where: str = "network", *, source: str | None = None) -> Network:
+    """Build a network from a parsed network file (see the module docstring); ``source``: its path."""
     unknown = sorted(set(data) - _TOP)
     if unknown:
         raise ValidationError(where, unknown[0], f"known keys are {', '.join(sorted(_TOP))}")
@@ -93,6 +93,6 @@ def from_dict(data: dict, where: str = "network") -> Network:
             raise ValidationError(f"{here} ({e.obj})", e.field, e.rule, e.value) from None
     kwargs = {k: data[k] for k in ("bridge", "gateway", *_BOOLS) if k in data}
     try:
-        return bridge_network(data["name"], containers, **kwargs)
+        return bridge_network(data["name"], containers, source=source, **kwargs)
     except ValidationError as e:
         raise ValidationError(f"{where}: {e.obj}", e.field, e.rule, e.value) from None

@@ -18,11 +18,14 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
+import time
 from collections.abc import Iterable, Iterator
 
 import attrs
 
 from .commands import Command, command_from_dict, command_to_dict
+from . import interrupts
 from .errors import LockedError
 
 LEDGER_DIR = "run/bridgenet"
@@ -78,6 +81,8 @@ class Ledger:
     network: str
     directory: str | None
     entries: list[Entry] = attrs.field(factory=list)
+    identity: dict | None = None
+    """What the network was when it came up (``Network.identity()``), to refuse another one of that name."""
 
     @property
     def path(self) -> str | None:
@@ -93,6 +98,7 @@ class Ledger:
             with open(path) as f:
                 data = json.load(f)
             ledger.entries = [Entry.from_dict(e) for e in data.get("entries", [])]
+            ledger.identity = data.get("identity")
         return ledger
 
     @staticmethod
@@ -144,44 +150,133 @@ class Ledger:
                 pass
             return
         os.makedirs(self.directory, mode=0o755, exist_ok=True)  # type: ignore[arg-type]
-        tmp = f"{path}.{os.getpid()}.tmp"
-        data = {"version": VERSION, "network": self.network, "entries": [e.to_dict() for e in self.entries]}
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
+        data = {"version": VERSION, "network": self.network, "identity": self.identity,
+                "entries": [e.to_dict() for e in self.entries]}
+        try:
+            with open(tmp, "w") as f:
+                json.dump(data, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+HOST_LOCK_WAIT = 600.0
+"""Seconds a process waits for the host-wide lock before giving up (a paused or hung holder)."""
+
+TMP_SUFFIX = ".tmp"
+
+
+def _network_lock(directory: str, network: str) -> int:
+    """Take ``NAME.lock`` (flock(2), non-blocking) and return its descriptor.
+
+    The file is unlinked by its holder before it is closed (:func:`_release`),
+    so none is left behind; a process that opened the file just before the
+    unlink may then hold a lock on a name that no longer exists, so after
+    taking the lock we check that the path still names our file, else retry.
+    """
+    path = os.path.join(directory, f"{network}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LockedError(
+                f"another bridgenet process (PID {holder}) is changing network {network} on this host; "
+                f"wait for it to finish (its lock: /{LEDGER_DIR}/{network}.lock)"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            return fd
+        os.close(fd)
+
+
+def _release(directory: str, network: str, fd: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, f"{network}.lock"))
+    os.close(fd)
+
+
+def _host_lock(directory: str, wait: float) -> int:
+    """Take the host-wide lock: flock(2) on the directory ``/run/bridgenet`` itself (blocking, with a deadline).
+
+    Locking the directory leaves no lock file behind.
+
+    Raises:
+        LockedError: still held by another process after ``wait`` seconds.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        if now >= deadline or interrupts.pending() is not None:
+            os.close(fd)
+            interrupts.check()
+            raise LockedError(f"another bridgenet process has held the host-wide lock on /{LEDGER_DIR} for "
+                              f"more than {wait:g} s; nothing was changed")
+        if not told and now + wait - deadline > 1.0:
+            print(f"bridgenet: waiting for another bridgenet process to finish (host-wide lock on /{LEDGER_DIR})",
+                  file=sys.stderr, flush=True)
+            told = True
+        time.sleep(0.005)
+
+
+def _sweep(directory: str) -> None:
+    """Remove temporary state files a killed process left (only called under the host-wide lock)."""
+    for name in os.listdir(directory):
+        if name.endswith(TMP_SUFFIX) and ".json." in name:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
 
 
 @contextlib.contextmanager
-def locked(fs_root: str | None, network: str) -> Iterator[None]:
-    """Hold the network's lock (``/run/bridgenet/NAME.lock``, flock(2)) for the ``with`` block.
+def locked(fs_root: str | None, network: str | None, *, wait: float | None = None) -> Iterator[None]:
+    """Hold the network's lock and the host-wide lock for the ``with`` block.
 
-    Two processes changing one network at once would each plan against a
-    state the other is changing, and one's rollback could undo the other's
-    work; the second is refused instead.
+    * The network's lock (``/run/bridgenet/NAME.lock``) is taken first and
+      never waited for: two processes changing one network at once would
+      each plan against a state the other is changing, so the second is
+      refused. ``network=None`` (``clean``) takes no network lock.
+    * The host-wide lock (the directory ``/run/bridgenet``) is then waited
+      for: everything shared between networks (``ip_forward``, bridges one
+      network made and another wants, iptables chains, the state files
+      themselves) is read, changed and recorded by one process at a time,
+      so concurrent runs end where some serial order of them would.
 
     Raises:
-        LockedError: another process holds the lock (its PID is named).
+        LockedError: another process holds the network's lock (its PID is
+            named), or the host-wide lock past ``wait`` seconds.
     """
     if fs_root is None:
         yield
         return
     directory = os.path.join(fs_root, LEDGER_DIR)
     os.makedirs(directory, mode=0o755, exist_ok=True)
-    path = os.path.join(directory, f"{network}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    net_fd = _network_lock(directory, network) if network is not None else None
     try:
+        host_fd = _host_lock(directory, HOST_LOCK_WAIT if wait is None else wait)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise LockedError(
-                f"another bridgenet process (PID {holder}) is changing network {network} on this host; "
-                f"wait for it to finish (its lock: /{LEDGER_DIR}/{network}.lock)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+            _sweep(directory)
+            yield
+        finally:
+            os.close(host_fd)
     finally:
-        os.close(fd)
+        if net_fd is not None:
+            _release(directory, network, net_fd)  # type: ignore[arg-type]

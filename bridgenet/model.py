@@ -154,7 +154,13 @@ class Namespace:
                     "isolated from the host: the network half of a container. "
                     "It starts with only lo, and lo is down."
                 ),
-                up=(ip("netns", "add", self.name, step=k, effect=NetnsPresent(self.name)),),
+                up=(
+                    ip("netns", "add", self.name, step=k, effect=NetnsPresent(self.name)),
+                    # A namespace carries no alias; its lo does, so that `clean` can tell a
+                    # namespace bridgenet made from one it only used (ip-link(8) alias).
+                    *((ip("link", "set", "dev", "lo", "alias", ctx.tag, netns=self.name, step=k,
+                          effect=LinkAlias("lo", ctx.tag, self.name)),) if ctx.tag else ()),
+                ),
                 down=(ip("netns", "del", self.name, step=k, effect=NetnsAbsent(self.name)),),
             )
         ]

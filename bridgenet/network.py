@@ -57,6 +57,11 @@ class Network:
             its namespace at once (``... peer name veth4 netns container4``,
             ≈0.5 ms), which also leaves the host's own names (``eth0``)
             free for peers.
+        source: where the network was defined: the network file's absolute
+            path, ``"the lesson"`` for :func:`bridgenet.tutorial`, None for
+            a Python program. With the bridges it is the network's identity
+            on a host (:meth:`identity`): ``up`` refuses a network whose name
+            is up there with another identity.
 
     Raises:
         ValidationError: when a rule involving several objects is broken;
@@ -67,6 +72,7 @@ class Network:
     objects: tuple[NetworkObject, ...] = attrs.field(converter=_objects)
     tag: bool = False
     move_peers: bool = False
+    source: str | None = attrs.field(default=None, eq=False, kw_only=True)
     _order: tuple[NetworkObject, ...] = attrs.field(init=False, repr=False, eq=False, default=())
     _covers: dict[str, str] = attrs.field(init=False, repr=False, eq=False, factory=dict)
 
@@ -77,6 +83,10 @@ class Network:
             object.__setattr__(self, "_covers", _coverage(self.objects))
 
     # --- views -------------------------------------------------------------
+
+    def identity(self) -> dict:
+        """``{"source": ..., "bridges": [...]}``: what makes this network itself, recorded in its state file."""
+        return {"source": self.source, "bridges": sorted(b.name for b in self.bridges)}
 
     @property
     def tag_text(self) -> str | None:
@@ -444,6 +454,7 @@ def bridge_network(
     tag: bool = True,
     lesson_form: bool = False,
     accept_forward: bool | None = None,
+    source: str | None = None,
 ) -> Network:
     """The lesson's shape: one bridge, containers plugged into it, gateway, routes, forwarding, NAT.
 
@@ -461,6 +472,7 @@ def bridge_network(
         accept_forward: add :class:`ForwardRule` for the bridge (needed where
             the FORWARD policy is DROP); default: when ``tag`` is set (every
             network but the lesson's).
+        source: where the network was defined (``Network.source``).
 
     Raises:
         ValidationError: for any bad name or address, naming the field.
@@ -468,12 +480,12 @@ def bridge_network(
     with _gc_paused():
         return _bridge_network(name, containers, bridge=bridge, gateway=gateway, default_routes=default_routes,
                                forward=forward, masquerade=masquerade, tag=tag, lesson_form=lesson_form,
-                               accept_forward=accept_forward)
+                               accept_forward=accept_forward, source=source)
 
 
 def _bridge_network(name: str, containers: Iterable[Container], *, bridge: str, gateway: str | IPv4Interface,
                     default_routes: bool, forward: bool, masquerade: bool, tag: bool, lesson_form: bool,
-                    accept_forward: bool | None) -> Network:
+                    accept_forward: bool | None, source: str | None) -> Network:
     gw = rules.to_interface(gateway) if isinstance(gateway, str) else gateway
     br = Bridge(bridge)
     gw_addr = Address(bridge, gw)
@@ -503,7 +515,7 @@ def _bridge_network(name: str, containers: Iterable[Container], *, bridge: str, 
         objs.append(ForwardRule(bridge))
     if masquerade:
         objs.append(NatRule(gw_addr.address.network, not_out_interface=None if lesson_form else bridge))
-    return Network(name, objs, tag=tag, move_peers=lesson_form)
+    return Network(name, objs, tag=tag, move_peers=lesson_form, source=source)
 
 
 def _cut(text: str, limit: int) -> str:

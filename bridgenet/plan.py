@@ -12,6 +12,7 @@ creates it, else the inverse of each command (``set down`` for ``set up``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv4Network
 
 import attrs
@@ -41,6 +42,7 @@ from .commands import (
     sysctl_w,
 )
 from .errors import ConflictError
+from .ledger import Entry, Ledger
 from .model import Address, ForwardRule, NatRule, Route, VethPair
 from .network import Network
 from .runners import Runner
@@ -71,17 +73,31 @@ class PlannedStep:
 
 @attrs.frozen
 class Plan:
-    """What ``up`` would run against the state it was made from."""
+    """What ``up`` would run against the state it was made from.
+
+    Attributes:
+        network: the network planned.
+        steps: every step of the network, with what of it is to run.
+        state: the live state the plan was made from.
+        warnings: things that are no conflict but will keep the network
+            from working (e.g. a FORWARD policy of DROP).
+        orphans: state-file entries of this network that the network no
+            longer has (a container removed from the file): ``up`` removes
+            them first, as their ``undo`` says.
+        removals: the commands that remove the orphans, in order.
+    """
 
     network: Network
     steps: tuple[PlannedStep, ...]
     state: LiveState
     warnings: tuple[str, ...] = ()
+    orphans: tuple[Entry, ...] = ()
+    removals: tuple[Command, ...] = ()
 
     @property
     def commands(self) -> list[Command]:
-        """Commands to run, in order."""
-        return [c for s in self.steps for c in s.run]
+        """Commands to run, in order: the removals, then what is missing."""
+        return [*self.removals, *(c for s in self.steps for c in s.run)]
 
     @property
     def in_place(self) -> int:
@@ -90,11 +106,13 @@ class Plan:
 
     @property
     def empty(self) -> bool:
-        return not any(s.run for s in self.steps)
+        return not self.removals and not self.orphans and not any(s.run for s in self.steps)
 
     def summary(self) -> str:
-        """E.g. ``"3 to run, 20 already in place"``."""
-        return f"{len(self.commands)} to run, {self.in_place} already in place"
+        """E.g. ``"3 to run, 20 already in place"`` (``"2 to remove, "`` first when there are orphans)."""
+        runs = sum(len(s.run) for s in self.steps)
+        head = f"{len(self.removals)} to remove, " if self.removals else ""
+        return f"{head}{runs} to run, {self.in_place} already in place"
 
 
 def wanted_reads(network: Network) -> dict:
@@ -111,30 +129,131 @@ def read_for(network: Network, runner: Runner) -> LiveState:
     return read(runner, **wanted_reads(network))
 
 
-def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: LiveState | None = None) -> Plan:
+def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: LiveState | None = None,
+              ledger: Ledger | None = None) -> Plan:
     """Plan bringing ``network`` up on the host ``runner`` acts on.
 
     Args:
         fast: plan the batch form (veth peers created in their namespace).
         state: live state already read (default: read it now).
+        ledger: the network's state file (default: read it from the host).
+
+    Only what the plan creates (or what this network created before, per
+    its state file) is tagged: an object that existed already keeps its
+    alias, so ``clean`` can never take it for ours.
 
     Raises:
         ConflictError: something exists but differs from what the network
-            asks for; nothing has been changed.
+            asks for, another network of that name is up, or an object this
+            network would reuse was made by another bridgenet network;
+            nothing has been changed.
     """
+    if ledger is None:
+        ledger = Ledger.open(runner.fs_root, network.name)
+    check_identity(network, ledger)
+    others = {n: Ledger.open(runner.fs_root, n) for n in Ledger.names(runner.fs_root) if n != network.name}
     state = state if state is not None else read_for(network, runner)
     check_conflicts(network, state, moves_peers=network.move_peers and not fast)
-    out = []
-    for step in network.steps(fast=fast):
+    steps = network.steps(fast=fast)
+    check_not_owned_by_others(steps, state, others)
+    ours = {e.key for e in ledger.entries if e.owns}
+    planned = []
+    for step in steps:
         run = tuple(c for c in step.up if not satisfied(c.effect, state))
         run = _move_stranded_peer(step, run, state)
         owns = bool(run) and run[0] is step.up[0] and isinstance(step.up[0].effect, (LinkPresent, NetnsPresent))
-        if owns:
-            undo = step.down
-        else:
-            undo = tuple(u for c in reversed(run) for u in inverse(c, state))
+        planned.append((step, run, owns))
+    created = _created_links((step for step, _, owns in planned if owns or step.key in ours))
+    out = []
+    for step, run, owns in planned:
+        run = tuple(c for c in run if not (isinstance(c.effect, LinkAlias)
+                                           and (c.effect.netns, c.effect.name) not in created))
+        undo = step.down if owns else tuple(u for c in reversed(run) for u in inverse(c, state))
         out.append(PlannedStep(step, run, owns, undo))
-    return Plan(network, tuple(out), state, tuple(_warnings(network, runner)))
+    keys = {s.key for s in steps}
+    orphans = tuple(e for e in ledger.entries if e.key not in keys)
+    return Plan(network, tuple(out), state, tuple(_warnings(network, runner)), orphans, tuple(removals(orphans)))
+
+
+def _created_links(steps) -> set[tuple[str | None, str]]:  # noqa: ANN001
+    """``(netns, link)`` of every link the given (owned) steps create: both ends of a veth, a namespace's lo."""
+    out: set[tuple[str | None, str]] = set()
+    for step in steps:
+        e = step.up[0].effect if step.up else None
+        if isinstance(e, LinkPresent):
+            out.add((e.netns, e.name))
+            if e.peer:
+                out.add((e.peer_netns, e.peer))
+            out.update((c.effect.netns, c.effect.name) for c in step.up if isinstance(c.effect, LinkInNetns))
+        elif isinstance(e, NetnsPresent):
+            out.add((e.name, "lo"))
+    return out
+
+
+def removals(entries: Sequence[Entry]) -> list[Command]:
+    """The undo commands of state-file ``entries``, in reverse, skipping what a covering entry removes."""
+    owned = {e.key for e in entries if e.owns}
+    return [c for e in reversed(entries) if not (e.covered_by is not None and e.covered_by in owned)
+            for c in e.undo]
+
+
+def check_identity(network: Network, ledger: Ledger) -> None:
+    """Refuse a network whose name is up on this host as another network (another file, other bridges).
+
+    Raises:
+        ConflictError: naming both sides and how to free the name.
+    """
+    old = ledger.identity
+    if not ledger.entries or not old:
+        return
+    new = network.identity()
+    diffs = []
+    if old.get("source") != new.get("source"):
+        diffs.append((f"comes from {_source(new.get('source'))}", f"came from {_source(old.get('source'))}"))
+    if old.get("bridges") != new.get("bridges"):
+        diffs.append((f"has bridge(s) {', '.join(new.get('bridges') or []) or 'none'}",
+                      f"had {', '.join(old.get('bridges') or []) or 'none'}"))
+    if diffs:
+        raise ConflictError(
+            f"network {network.name}", "this network, which " + " and ".join(w for w, _ in diffs),
+            f"another network named {network.name} up, which " + " and ".join(f for _, f in diffs),
+            hint=f"a name identifies one network on a host: take the other down first (`bridgenet down` with "
+                 f"its file; the state file /run/bridgenet/{network.name}.json says what it made), or rename "
+                 "this one",
+        )
+
+
+def _source(source: str | None) -> str:
+    return "a Python program" if source is None else source
+
+
+def check_not_owned_by_others(steps: Sequence[Step], state: LiveState, others: dict[str, Ledger]) -> None:
+    """Refuse to reuse a bridge, link or namespace that another bridgenet network created.
+
+    When network A created ``br1`` and network B found it in place, A's
+    ``down`` would delete it under B. bridgenet refuses B instead (no
+    reference counting: one owner per object).
+
+    Raises:
+        ConflictError: naming the object and the network that made it.
+    """
+    owners = {e.key: name for name, ledger in others.items() for e in ledger.entries if e.owns}
+    if not owners:
+        return
+    for step in steps:
+        first = step.up[0].effect if step.up else None
+        if step.key not in owners or not isinstance(first, (LinkPresent, NetnsPresent)):
+            continue
+        exists = state.netns_exists(first.name) if isinstance(first, NetnsPresent) else satisfied(first, state)
+        if exists:
+            other = owners[step.key]
+            what = "netns" if isinstance(first, NetnsPresent) else "link"
+            raise ConflictError(
+                f"{what} {first.name}", f"{first.name} for this network",
+                f"{first.name} created by the bridgenet network {other}",
+                hint=f"two networks never share an object one of them created (its down would remove it under "
+                     f"the other): use another name here, or take {other} down first",
+            )
 
 
 def _warnings(network: Network, runner: Runner) -> list[str]:
@@ -216,6 +335,26 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         present = e.rule in state.rules.get((e.table, e.chain, e.netns), [])
         return present if isinstance(e, RulePresent) else not present
     return False  # pragma: no cover
+
+
+def gone(effect: Effect | None, state: LiveState) -> str | None:
+    """For an undo command: what no longer exists so that it has nothing left to undo, else None.
+
+    A reused bridge a user deleted, a namespace another tool removed: the
+    undo step counts as done (and is reported), and ``down``/``clean`` go on.
+    """
+    netns = getattr(effect, "netns", None)
+    if netns is not None and not state.netns_exists(netns):
+        return f"netns {netns} is gone"
+    if isinstance(effect, (LinkAlias, LinkDown, LinkMaster, LinkUp)):
+        name = effect.name
+    elif isinstance(effect, (AddrAbsent, AddrPresent)):
+        name = effect.dev
+    else:
+        return None
+    if name not in state.ns(netns).links:
+        return f"link {name} is gone" + (f" from netns {netns}" if netns else "")
+    return None
 
 
 def _ns_ok(state: LiveState, netns: str | None) -> bool:

@@ -12,15 +12,19 @@ Both return a :class:`Result`; a real failure raises
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import signal
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, TYPE_CHECKING, Protocol
 
 import attrs
 
+from . import interrupts
 from .commands import Command, Step
 from .errors import CommandError, NotInSandboxError
 
@@ -159,19 +163,67 @@ class ShRunner:
         except sh.CommandNotFound:
             code, out, err = 127, "", f"{full[0]}: command not found"
         else:
-            kwargs: dict[str, object] = {"_tty_out": False, "_return_cmd": True, "_ok_code": range(256)}
-            if input is not None:
-                kwargs["_in"] = input
-            try:
-                proc = prog(*full[1:], **kwargs)
-                code, out, err = proc.exit_code, _text(proc.stdout), _text(proc.stderr)
-            except sh.ErrorReturnCode as e:  # killed by a signal: exit_code is -SIGNAL, as in subprocess
-                code, out, err = e.exit_code, _text(e.stdout), _text(e.stderr)
+            code, out, err = _run_in_group(prog, full[1:], input)
+        if code != 0:
+            interrupts.check()  # killed because a signal arrived: say so, not "exit -15"
         if timeout is not None and code in (124, 137):
             err = (err + f"\ntimed out after {timeout:g} s").lstrip("\n")
         if check and code != 0:
             raise CommandError(argv, code, err, out)
         return Result(argv, code, out, err)
+
+
+STOP_WAIT = 2.0
+"""Seconds a stopped child gets between SIGTERM and SIGKILL."""
+
+
+def _run_in_group(prog, args: Sequence[str], input: str | None) -> tuple[int, str, str]:  # noqa: ANN001
+    """Run ``prog ARGS`` through ``sh`` in a session (so a process group) of its own; return (code, out, err).
+
+    The child's group is registered with :mod:`bridgenet.interrupts`, so a
+    SIGINT/SIGTERM to bridgenet stops the command in flight and every
+    process it started (``sh``, ``ip -batch``, ``nsenter`` and what it forks),
+    and we wait for them to end before anything else happens: nothing keeps
+    changing the host behind a rollback. If this process is interrupted any
+    other way while waiting (KeyboardInterrupt outside ``up``), the group
+    is stopped too before the exception goes on.
+    """
+    import sh
+
+    kwargs: dict[str, object] = {"_tty_out": False, "_return_cmd": True, "_ok_code": range(256),
+                                 "_bg": True, "_bg_exc": False, "_new_session": True}
+    if input is not None:
+        kwargs["_in"] = input
+    proc = prog(*args, **kwargs)
+    pgid = proc.pid
+    try:
+        with interrupts.child(pgid):
+            proc.wait()
+        return proc.exit_code, _text(proc.stdout), _text(proc.stderr)
+    except sh.ErrorReturnCode as e:  # killed by a signal: exit_code is -SIGNAL, as in subprocess
+        return e.exit_code, _text(e.stdout), _text(e.stderr)
+    except BaseException:
+        _stop_group(pgid)
+        with contextlib.suppress(BaseException):
+            proc.wait()
+        raise
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM the process group ``pgid``, then SIGKILL it if it is still there after :data:`STOP_WAIT`."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + STOP_WAIT
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return
+        time.sleep(0.01)
+    with contextlib.suppress(OSError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _text(data: bytes | str | None) -> str:

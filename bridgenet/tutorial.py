@@ -31,13 +31,18 @@ CONTAINERS = (
 )
 
 
+LESSON_SOURCE = "the lesson"
+"""``Network.source`` of the lesson's network (its identity in the state file)."""
+
+
 def tutorial() -> Network:
     """The lesson's network: br0 at 10.201.0.1/24, container4 and container5, forwarding and NAT.
 
     Untagged (no link alias, no iptables comment), so that its transcript is
     the lesson's, command for command.
     """
-    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False, lesson_form=True)
+    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False, lesson_form=True,
+                          source=LESSON_SOURCE)
 
 
 # --- the narrated run ---------------------------------------------------------------
