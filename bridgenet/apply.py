@@ -345,13 +345,11 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, batch: bool 
     todo: list[Command] = []
     gone_now: list[str] = []
     for c in cmds:
-        if satisfied(c.effect, state):
-            continue
         why = gone(c.effect, state)
         if why is not None:
             gone_now.append(f"{c.shell()}: {why}")
-            continue
-        todo.append(c)
+        elif not satisfied(c.effect, state):
+            todo.append(c)
     busy = _busy_netns(runner, [c.effect.name for c in todo if isinstance(c.effect, NetnsAbsent)])
     if busy and not force:
         name, pids = next(iter(busy.items()))

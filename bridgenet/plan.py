@@ -166,8 +166,7 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
     created = _created_links((step for step, _, owns in planned if owns or step.key in ours))
     out = []
     for step, run, owns in planned:
-        run = tuple(c for c in run if not (isinstance(c.effect, LinkAlias)
-                                           and (c.effect.netns, c.effect.name) not in created))
+        run = tuple(c for c in run if not _leave_alone(c.effect, created))
         undo = step.down if owns else tuple(u for c in reversed(run) for u in inverse(c, state))
         out.append(PlannedStep(step, run, owns, undo))
     keys = {s.key for s in steps}
@@ -188,6 +187,20 @@ def _created_links(steps) -> set[tuple[str | None, str]]:  # noqa: ANN001
         elif isinstance(e, NetnsPresent):
             out.add((e.name, "lo"))
     return out
+
+
+def _leave_alone(effect: Effect | None, created: set[tuple[str | None, str]]) -> bool:
+    """A change bridgenet makes only to what it created: a tag (alias), and ``lo`` up in a namespace.
+
+    A reused bridge keeps its alias; a user's namespace keeps its ``lo`` as it
+    was (containers reach each other without it), so nothing of a reused
+    object changes that ``down`` would have to put back.
+    """
+    if isinstance(effect, LinkAlias):
+        return (effect.netns, effect.name) not in created
+    if isinstance(effect, LinkUp) and effect.name == "lo" and effect.netns is not None:
+        return (effect.netns, "lo") not in created
+    return False
 
 
 def removals(entries: Sequence[Entry]) -> list[Command]:
