@@ -10,6 +10,7 @@ from bridgenet import Bridge, Container, Namespace, Network, VethPair, apply, br
 from bridgenet.errors import ConflictError
 from bridgenet.ledger import Ledger
 from helpers import bridgenet_cli, diff, snap
+from netfiles import state_files, write
 
 pytestmark = pytest.mark.real
 
@@ -24,12 +25,6 @@ def alias(sb, link, netns=None):
 
     out = sb.run(["ip", "-json", "link", "show", "dev", link], netns=netns, check=True).stdout
     return json.loads(out)[0].get("ifalias")
-
-
-def state_files(sb):
-    """What bridgenet keeps in the sandbox's /run/bridgenet (its own mark file aside)."""
-    directory = os.path.join(sb.runner().fs_root, "run/bridgenet")
-    return sorted(f for f in os.listdir(directory) if f != ".sandbox") if os.path.isdir(directory) else []
 
 
 def test_clean_without_state_file_leaves_a_users_bridge_and_namespace(sb):
@@ -134,16 +129,7 @@ address = "10.88.0.20"
 
 
 def _write(sb, name, text, sub="a"):
-    import tempfile
-
-    d = os.path.join(tempfile.gettempdir(), f"bridgenet-test-{sb.pid}", sub)
-    os.makedirs(d, exist_ok=True)
-    os.chmod(os.path.dirname(d), 0o755)
-    os.chmod(d, 0o755)
-    path = os.path.join(d, name)
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(text))
-    return path
+    return write(sb, name, textwrap.dedent(text), sub=sub)
 
 
 def test_another_network_with_a_name_already_up_is_refused(sb):
