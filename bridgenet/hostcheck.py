@@ -23,7 +23,12 @@ Checked (facts measured here, KERNEL-NOTES):
   it forwards a frame;
 * iptables-nft printing ``# Warning: iptables-legacy tables present`` (on
   stderr, measured with iptables 1.8.9): rules are split between two
-  places, and a legacy DROP applies unseen by ``iptables``.
+  places, and a legacy DROP applies unseen by ``iptables``. iptables-nft
+  finds legacy tables in ``/proc/net/ip_tables_names``, which a user
+  namespace cannot read (owned by the real root, mode 0440; measured in a
+  rootless sandbox): there neither it nor bridgenet can tell. Reading the
+  legacy tables with ``iptables-legacy -S`` would create them, so it is
+  not done.
 """
 
 from __future__ import annotations
