@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from .commands import (
+    ChainAbsent,
     Command,
     LinkAbsent,
     NetnsAbsent,
@@ -37,6 +38,7 @@ from .commands import (
 from . import interrupts
 from .errors import BridgenetError, CommandError, NamespaceBusyError, RolledBackError
 from .interrupts import Interrupted  # noqa: F401  (re-exported: apply.Interrupted)
+from .leftovers import clean_tagged
 from .ledger import Entry, Ledger, locked
 from .network import Network
 from .plan import Plan, gone, inverse, make_plan, removals, satisfied
@@ -394,7 +396,7 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command]) -> LiveState:
             netns.append(n)
         if isinstance(e, SysctlValue):
             sysctls.append((e.key, e.netns))
-        if isinstance(e, RuleAbsent):
+        if isinstance(e, (RuleAbsent, ChainAbsent)):
             rules.append((e.table, e.chain, e.netns))
     return read(runner, netns=netns, sysctls=sysctls, rules=rules)
 
@@ -449,34 +451,5 @@ def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report
             ran.extend(r.ran)
             gone_all.extend(r.gone)
             names.append(name)
-        ran.extend(_clean_tagged(runner, force=force))
+        ran.extend(clean_tagged(runner, force=force))
     return Report(tuple(ran), networks=tuple(names), gone=tuple(gone_all))
-
-
-def _clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
-    from .state import read_netns, read_ns, read_rules
-
-    cmds: list[Command] = []
-    names, stale = read_netns(runner)
-    host = read_ns(runner, None)
-    for ns in sorted(names - stale):
-        links = read_ns(runner, ns).links
-        for link in links.values():
-            if (link.alias or "").startswith(TAG_PREFIX) and link.kind == "veth":
-                cmds.append(ip("link", "del", link.name, netns=ns, step="clean", effect=LinkAbsent(link.name, ns)))
-        lo = links.get("lo")
-        if lo is not None and (lo.alias or "").startswith(TAG_PREFIX):  # made by bridgenet (model.Namespace)
-            cmds.append(ip("netns", "del", ns, step="clean", effect=NetnsAbsent(ns)))
-    tagged = [link for link in host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
-    for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
-        cmds.append(ip("link", "del", link.name, step="clean", effect=LinkAbsent(link.name)))
-    for table, chain in (("nat", "POSTROUTING"), ("filter", "FORWARD")):
-        for rule in read_rules(runner, table, chain):
-            if "--comment" in rule and rule[rule.index("--comment") + 1].startswith(TAG_PREFIX):
-                cmds.append(iptables("-t", table, "-D", chain, *rule, step="clean",
-                                     effect=RuleAbsent(table, chain, rule)))
-    if not cmds:
-        return []
-    entries = [Entry("clean", None, False, "intent", cmds)]
-    ran, _, _ = _undo(runner, entries, force=force, strict=True)
-    return ran

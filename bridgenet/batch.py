@@ -11,9 +11,9 @@ the text it reads on standard input):
   per-line ``-n`` inside a batch file);
 * every host ``sysctl -w KEY=VALUE`` in ONE ``sysctl -w K=V [K=V ...]``
   (sysctl(8));
-* every host ``iptables [-t TABLE] -A|-D|-I CHAIN ...`` in ONE
-  ``iptables-restore --noflush -w`` fed a restore file (``*TABLE``, the
-  rules, ``COMMIT``; iptables-restore(8));
+* every host ``iptables [-t TABLE] -A|-D|-I CHAIN ...``, ``-N CHAIN`` and
+  ``-X CHAIN`` in ONE ``iptables-restore --noflush -w`` fed a restore file
+  (``*TABLE``, the rules, ``COMMIT``; iptables-restore(8));
 * anything else alone, as the command itself: a ``sysctl`` or ``iptables``
   inside a namespace (after the host's), another form of ``sysctl`` or
   ``iptables`` (where it stands among the host's, which then take more than
@@ -44,7 +44,11 @@ comment and a word that starts with ``'`` or ``"`` as quoted up to the
 same quote (lib/utils.c ``getcmdline``/``makeargs``). ``iptables-restore``
 reads ``"..."`` with backslash escapes as one argument (xshared.c
 ``add_param_to_argv``); with the nf_tables backend it commits each run as
-one transaction.
+one transaction. In a restore file with ``--noflush``, a line ``-N CHAIN``
+creates a chain and fails ("Chain already exists") when it exists, and
+``-X CHAIN`` deletes one; the declaration form ``:CHAIN - [0:0]`` instead
+*flushes* an existing chain (measured here with iptables 1.8.9 nf_tables),
+which would wipe other networks' rules in a shared chain: it is never used.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ _PORT_STEP = "port "
 """Steps that plug a veth's host end into its bridge (``model.VethPair.port_key``)."""
 
 _IPTABLES_OPS = {"-A": "-A", "--append": "-A", "-D": "-D", "--delete": "-D", "-I": "-I", "--insert": "-I"}
+_IPTABLES_CHAIN_OPS = {"-N": "-N", "--new-chain": "-N", "-X": "-X", "--delete-chain": "-X"}
 
 
 @attrs.frozen
@@ -146,7 +151,7 @@ def _restore_word(command: Command, a: str) -> str:
 
 
 def iptables_restore_rule(command: Command) -> tuple[str, str] | None:
-    """``(table, line)`` for an ``iptables [-t TABLE] -A|-D|-I CHAIN ...`` command, else None.
+    """``(table, line)`` for ``iptables [-t TABLE] -A|-D|-I CHAIN ...`` or ``-N|-X CHAIN``, else None.
 
     ``iptables -t nat -A POSTROUTING -s 10.201.0.0/24 -j MASQUERADE`` gives
     ``("nat", "-A POSTROUTING -s 10.201.0.0/24 -j MASQUERADE")``; the table
@@ -163,6 +168,8 @@ def iptables_restore_rule(command: Command) -> tuple[str, str] | None:
     if len(args) >= 2 and args[0] in ("-t", "--table"):
         table = args[1]
         args = args[2:]
+    if len(args) == 2 and args[0] in _IPTABLES_CHAIN_OPS and not args[1].startswith("-"):
+        return table, f"{_IPTABLES_CHAIN_OPS[args[0]]} {_restore_word(command, args[1])}"
     if len(args) < 2 or args[0] not in _IPTABLES_OPS or args[1].startswith("-"):
         return None
     if any(a in ("-t", "--table", "-w", "--wait", "-W", "--wait-interval") for a in args[2:]):

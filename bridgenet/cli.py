@@ -71,10 +71,16 @@ def _network(args: argparse.Namespace) -> Network:
     if getattr(args, "file", None):
         from .config import load
 
-        return load(args.file)
-    from .tutorial import tutorial
+        net = load(args.file)
+    else:
+        from .tutorial import tutorial
 
-    return tutorial()
+        net = tutorial()
+    if getattr(args, "accept_forward", False):
+        from .network import with_accept_forward
+
+        net = with_accept_forward(net)
+    return net
 
 
 class _Progress:
@@ -213,8 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    def accept_forward(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--accept-forward", action="store_true",
+                        help="also accept the bridge's traffic in the filter table (iptables -A BRIDGENET-FORWARD "
+                        "-i/-o BRIDGE -j ACCEPT, in a chain jumped to from the top of FORWARD), for hosts whose "
+                        "FORWARD policy is DROP or whose FORWARD chain rejects; networks other than the "
+                        "lesson's have these rules already unless accept_forward = false")
+
     def common(sp: argparse.ArgumentParser, *, printing: bool = True) -> None:
         sp.add_argument("-f", "--file", metavar="NET.toml", help="a network file (default: the lesson's network)")
+        accept_forward(sp)
         sp.add_argument("--batch", action="store_true",
                         help="run with the fewest processes (one ip -batch per namespace, iptables-restore)")
         sp.add_argument("-q", "--quiet", action="store_true", help="do not print commands as they run")
@@ -247,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "commands up would run, then a summary on stderr.")
     plan.add_argument("-f", "--file", metavar="NET.toml", help="a network file (default: the lesson's network)")
     plan.add_argument("--batch", action="store_true", help="plan the batch form")
+    accept_forward(plan)
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="exit 0 when nothing is to do, 2 when something is")
     plan.set_defaults(func=cmd_plan, parser=plan)

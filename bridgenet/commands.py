@@ -165,10 +165,28 @@ class RuleAbsent:
     netns: str | None = None
 
 
+@attrs.frozen
+class ChainPresent:
+    """The user-defined iptables chain ``chain`` exists in ``table`` (``iptables -N``)."""
+
+    table: str
+    chain: str
+    netns: str | None = None
+
+
+@attrs.frozen
+class ChainAbsent:
+    """No chain ``chain`` in ``table`` (``iptables -X``; it must be empty and unreferenced first)."""
+
+    table: str
+    chain: str
+    netns: str | None = None
+
+
 Effect = (
     NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
     | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
-    | RulePresent | RuleAbsent
+    | RulePresent | RuleAbsent | ChainPresent | ChainAbsent
 )
 
 
@@ -251,6 +269,7 @@ EFFECTS: dict[str, type] = {
     for cls in (
         NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
         LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
+        ChainPresent, ChainAbsent,
     )
 }
 

@@ -7,6 +7,7 @@ Example (``bridgenet up --file demo.toml``)::
     gateway = "10.88.0.1/24"   # the bridge's address; the subnet follows from it
     # default_routes = true, forward = true, masquerade = true, tag = true,
     # accept_forward = true (FORWARD ACCEPT rules for the bridge; default = tag),
+    # isolate = true (drop traffic to and from other isolated networks; default = tag),
     # lesson_form = false (true: move peers into their namespace and MASQUERADE bridged
     # traffic too, as the lesson does)
 
@@ -29,9 +30,9 @@ from .errors import ValidationError
 from .network import Container, Network, bridge_network
 
 _TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "accept_forward",
-        "lesson_form", "containers"}
+        "isolate", "lesson_form", "containers"}
 _CONTAINER = {"netns", "address", "veth", "peer"}
-_BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "lesson_form")
+_BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "isolate", "lesson_form")
 
 
 def load(path: str | Path) -> Network:

@@ -35,6 +35,7 @@ from .commands import (
     iptables,
     sysctl_w,
 )
+from .firewall import FORWARD_CHAIN, FilterChain, Isolation
 
 
 def _remembering(validator, size: int = 256):
@@ -586,13 +587,18 @@ class NatRule:
 
 @attrs.frozen
 class ForwardRule:
-    """Let a bridge's traffic through the filter table's FORWARD chain (iptables(8)).
+    """Let a bridge's traffic through the filter table's FORWARD chain, whatever FORWARD holds (iptables(8)).
 
-    ``-A FORWARD -i BRIDGE -j ACCEPT`` and ``-A FORWARD -o BRIDGE -j ACCEPT``.
-    Needed on hosts where another tool set the FORWARD policy to DROP (Docker
-    does): there the lesson's network routes nothing out, even with
-    ``ip_forward=1`` and MASQUERADE (and, with br_netfilter, nothing between
-    two containers either).
+    ``-A BRIDGENET-FORWARD -i BRIDGE -j ACCEPT`` and ``-A BRIDGENET-FORWARD
+    -o BRIDGE -j ACCEPT``, in bridgenet's own chain, which FORWARD jumps to
+    first thing (:class:`bridgenet.firewall.FilterChain`; a network with a
+    ForwardRule gets that shared step added before it). Appended to FORWARD
+    itself, as before, they would never match behind a final ``-j REJECT``
+    (some distributions' default). Needed where another tool set the
+    FORWARD policy to DROP (Docker does) or ends FORWARD with a REJECT:
+    there the lesson's network routes nothing out, even with
+    ``ip_forward=1`` and MASQUERADE, and, with br_netfilter, nothing passes
+    between two containers on the bridge either.
 
     Attributes:
         bridge: the bridge whose traffic to accept.
@@ -612,8 +618,13 @@ class ForwardRule:
     def step_key(self) -> str:
         return f"forward {self.bridge}@{self.netns or 'host'}"
 
+    @property
+    def chain(self) -> str:
+        """The chain the rules go into, ``BRIDGENET-FORWARD``."""
+        return FORWARD_CHAIN
+
     def rules(self, comment: str | None = None) -> list[tuple[str, ...]]:
-        """The two rules, as iptables-save prints them after ``-A FORWARD``."""
+        """The two rules, as iptables-save prints them after ``-A BRIDGENET-FORWARD``."""
         comment = self.comment if self.comment is not None else comment
         tail = ("-m", "comment", "--comment", comment, "-j", "ACCEPT") if comment else ("-j", "ACCEPT")
         return [("-i", self.bridge, *tail), ("-o", self.bridge, *tail)]
@@ -621,26 +632,31 @@ class ForwardRule:
     def steps(self, ctx: RenderContext) -> list[Step]:
         k = self.step_key
         specs = self.rules(ctx.tag)
+        chain = self.chain
         return [
             Step(
                 key=k,
-                title=f"accept {self.bridge}'s traffic in the FORWARD chain",
+                title=f"accept {self.bridge}'s traffic in the chain {chain} (jumped to from the top of FORWARD)",
                 why=(
-                    "Where another tool set the FORWARD policy to DROP (Docker does), routed traffic "
-                    f"from and to {self.bridge} is dropped even with forwarding on; these two rules let it through."
+                    "Where another tool set the FORWARD policy to DROP (Docker does), or FORWARD ends with "
+                    f"-j REJECT, routed traffic from and to {self.bridge} is dropped even with forwarding on "
+                    "(and with br_netfilter, bridged traffic between its containers too); these two rules "
+                    "let it through, before anything FORWARD holds."
                 ),
                 up=tuple(
-                    iptables("-A", "FORWARD", *spec, netns=self.netns, step=k,
-                             effect=RulePresent("filter", "FORWARD", spec, self.netns))
+                    iptables("-A", chain, *spec, netns=self.netns, step=k,
+                             effect=RulePresent("filter", chain, spec, self.netns))
                     for spec in specs
                 ),
                 down=tuple(
-                    iptables("-D", "FORWARD", *spec, netns=self.netns, step=k,
-                             effect=RuleAbsent("filter", "FORWARD", spec, self.netns))
+                    iptables("-D", chain, *spec, netns=self.netns, step=k,
+                             effect=RuleAbsent("filter", chain, spec, self.netns))
                     for spec in reversed(specs)
                 ),
             )
         ]
 
 
-NetworkObject = Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule | ForwardRule
+NetworkObject = (
+    Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule | ForwardRule | FilterChain | Isolation
+)

@@ -19,6 +19,7 @@ import attrs
 from . import rules
 from .commands import Command, Step
 from .errors import ValidationError
+from .firewall import FilterChain, Isolation, chains_needed
 from .model import (
     Address,
     Bridge,
@@ -79,7 +80,7 @@ class Network:
     def __attrs_post_init__(self) -> None:
         with _gc_paused():
             _Checker(self).check()
-            object.__setattr__(self, "_order", _dependency_order(self.objects))
+            object.__setattr__(self, "_order", _dependency_order(_with_chains(self.objects)))
             object.__setattr__(self, "_covers", _coverage(self.objects))
 
     # --- views -------------------------------------------------------------
@@ -206,11 +207,12 @@ class _Checker:
     def check(self) -> None:
         if not self.objs:
             self.fail(None, "objects", "a network has at least one object")
-        allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule)
+        allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation)
         for o in self.objs:
             if not isinstance(o, allowed):
                 self.fail(None, "objects",
-                          "objects are Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule or ForwardRule", o)
+                          "objects are Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, "
+                          "FilterChain or Isolation", o)
         self.unique_keys()
         self.refs()
         self.names()
@@ -235,7 +237,7 @@ class _Checker:
                 self.fail(o, "netns", f"netns {ns!r} is not a Namespace of this network", ns)
             if isinstance(o, VethPair) and o.master is not None and o.master not in bridges:
                 self.fail(o, "master", f"master {o.master!r} is not a Bridge of this network", o.master)
-            if isinstance(o, ForwardRule) and o.bridge not in bridges:
+            if isinstance(o, (ForwardRule, Isolation)) and o.bridge not in bridges:
                 self.fail(o, "bridge", f"bridge {o.bridge!r} is not a Bridge of this network", o.bridge)
             if isinstance(o, Address) and (o.netns, o.dev) not in links:
                 where = f"netns {o.netns}" if o.netns else "the host"
@@ -356,6 +358,18 @@ def _creators(objs: Sequence[NetworkObject]) -> dict[tuple[str | None, str], int
     return out
 
 
+def _with_chains(objs: Sequence[NetworkObject]) -> list[NetworkObject]:
+    """``objs`` with the shared chains their rules need, each before the first object needing it."""
+    extra = chains_needed(objs)
+    if not extra:
+        return list(objs)
+    out: list[NetworkObject] = []
+    for i, o in enumerate(objs):
+        out.extend(extra.get(i, ()))
+        out.append(o)
+    return out
+
+
 def _dependency_order(objs: Sequence[NetworkObject]) -> tuple[NetworkObject, ...]:
     """Stable topological order: each object after what it needs, else as given."""
     ns_idx = {o.name: i for i, o in enumerate(objs) if isinstance(o, Namespace)}
@@ -382,8 +396,10 @@ def _dependency_order(objs: Sequence[NetworkObject]) -> tuple[NetworkObject, ...
                     deps[i].add(j)
         if isinstance(o, NatRule) and o.out_interface and (None, o.out_interface) in link_idx:
             deps[i].add(link_idx[(None, o.out_interface)])
-        if isinstance(o, ForwardRule) and o.bridge in br_idx:
+        if isinstance(o, (ForwardRule, Isolation)) and o.bridge in br_idx:
             deps[i].add(br_idx[o.bridge])
+        if isinstance(o, (ForwardRule, Isolation)):
+            deps[i].update(j for j, c in enumerate(objs) if isinstance(c, FilterChain) and c.netns == o.netns)
         deps[i].discard(i)
     users: list[list[int]] = [[] for _ in objs]
     waiting = [len(d) for d in deps]
@@ -455,6 +471,7 @@ def bridge_network(
     lesson_form: bool = False,
     accept_forward: bool | None = None,
     source: str | None = None,
+    isolate: bool | None = None,
 ) -> Network:
     """The lesson's shape: one bridge, containers plugged into it, gateway, routes, forwarding, NAT.
 
@@ -471,21 +488,32 @@ def bridge_network(
             containers see each other's own addresses.
         accept_forward: add :class:`ForwardRule` for the bridge (needed where
             the FORWARD policy is DROP); default: when ``tag`` is set (every
-            network but the lesson's).
+            network but the lesson's). The rules go into bridgenet's chain
+            ``BRIDGENET-FORWARD``, jumped to from the top of FORWARD, so
+            they take effect whatever FORWARD holds.
+        isolate: drop traffic between this network and every other isolated
+            network (:class:`bridgenet.firewall.Isolation`, Docker's scheme);
+            default: when ``tag`` is set (every network but the lesson's).
+            It does not depend on ``accept_forward``: without ACCEPT rules,
+            what isolation does not drop goes on to FORWARD's own rules and
+            policy.
         source: where the network was defined (``Network.source``).
 
     Raises:
         ValidationError: for any bad name or address, naming the field.
     """
+    for field, value in (("accept_forward", accept_forward), ("isolate", isolate)):
+        if value is not None and not isinstance(value, bool):
+            raise ValidationError(f"Network {name}", field, "True, False or None (the default)", value)
     with _gc_paused():
         return _bridge_network(name, containers, bridge=bridge, gateway=gateway, default_routes=default_routes,
                                forward=forward, masquerade=masquerade, tag=tag, lesson_form=lesson_form,
-                               accept_forward=accept_forward, source=source)
+                               accept_forward=accept_forward, isolate=isolate, source=source)
 
 
 def _bridge_network(name: str, containers: Iterable[Container], *, bridge: str, gateway: str | IPv4Interface,
                     default_routes: bool, forward: bool, masquerade: bool, tag: bool, lesson_form: bool,
-                    accept_forward: bool | None, source: str | None) -> Network:
+                    accept_forward: bool | None, isolate: bool | None, source: str | None) -> Network:
     gw = rules.to_interface(gateway) if isinstance(gateway, str) else gateway
     br = Bridge(bridge)
     gw_addr = Address(bridge, gw)
@@ -511,11 +539,28 @@ def _bridge_network(name: str, containers: Iterable[Container], *, bridge: str, 
         objs.extend(Route(ns, gw_addr.address.ip) for ns in namespaces)
     if forward:
         objs.append(ip_forward())
+    if isolate if isolate is not None else tag:
+        objs.append(Isolation(bridge))
     if accept_forward if accept_forward is not None else tag:
         objs.append(ForwardRule(bridge))
     if masquerade:
         objs.append(NatRule(gw_addr.address.network, not_out_interface=None if lesson_form else bridge))
     return Network(name, objs, tag=tag, move_peers=lesson_form, source=source)
+
+
+def with_accept_forward(network: Network) -> Network:
+    """``network`` with a :class:`ForwardRule` for each of its bridges that has none (``up --accept-forward``).
+
+    The rules (and the shared chain they go into) come after the network's
+    own objects, so the rest of its transcript is unchanged; the lesson's
+    network, for one, keeps its 23 commands and gets four more at the end.
+    """
+    have = {(o.bridge, o.netns) for o in network.of_type(ForwardRule)}
+    extra = [ForwardRule(b.name) for b in network.bridges if (b.name, None) not in have]
+    if not extra:
+        return network
+    return Network(network.name, [*network.objects, *extra], tag=network.tag, move_peers=network.move_peers,
+                   source=network.source)
 
 
 def _cut(text: str, limit: int) -> str:

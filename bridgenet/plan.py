@@ -20,6 +20,8 @@ import attrs
 from .commands import (
     AddrAbsent,
     AddrPresent,
+    ChainAbsent,
+    ChainPresent,
     Command,
     Effect,
     LinkAbsent,
@@ -43,6 +45,7 @@ from .commands import (
 )
 from .errors import ConflictError
 from .ledger import Entry, Ledger
+from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN, FilterChain, Isolation
 from .model import Address, ForwardRule, NatRule, Route, VethPair
 from .network import Network
 from .runners import Runner
@@ -120,7 +123,13 @@ def wanted_reads(network: Network) -> dict:
     netns = [n.name for n in network.namespaces]
     sysctls = [(s.key, s.netns) for s in network.sysctls()]
     rules = [("nat", "POSTROUTING", r.netns) for r in network.of_type(NatRule)]
-    rules += [("filter", "FORWARD", r.netns) for r in network.of_type(ForwardRule)]
+    rules += [("filter", FORWARD_CHAIN, r.netns) for r in network.of_type(ForwardRule)]
+    rules += [("filter", chain, r.netns) for r in network.of_type(Isolation)
+              for chain in (FORWARD_CHAIN, ISOLATION_CHAIN)]
+    for c in network.of_type(FilterChain):
+        rules.append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
+        if c.jump_from:
+            rules.append(("filter", c.jump_from, c.netns))
     return {"netns": netns, "sysctls": sysctls, "rules": rules}
 
 
@@ -269,18 +278,17 @@ def check_not_owned_by_others(steps: Sequence[Step], state: LiveState, others: d
             )
 
 
-def _warnings(network: Network, runner: Runner) -> list[str]:
-    """Things that are not conflicts but will keep the network from working."""
-    from .state import read_policy
+def _warnings(network: Network, runner: Runner, state: LiveState | None = None) -> list[str]:
+    """Things that are not conflicts but will keep the network from working (see ``hostcheck.py``).
 
-    if not network.of_type(NatRule) or network.of_type(ForwardRule):
-        return []
-    if read_policy(runner, "filter", "FORWARD") == "DROP":
-        bridges = ", ".join(b.name for b in network.bridges)
-        return [f"the iptables FORWARD policy here is DROP (Docker sets it): traffic routed to and from "
-                f"{bridges} will be dropped. Add a ForwardRule (accept_forward=True in a network "
-                f"file or bridge_network) to let it through."]
-    return []
+    FORWARD policy DROP or a DROP/REJECT rule in FORWARD that comes before
+    the network's rules, STP on a bridge it reuses, iptables-legacy and
+    iptables-nft tables both in use. One process through ``runner``;
+    ``state`` is not needed (the checks read what they need themselves).
+    """
+    from .hostcheck import warnings
+
+    return warnings(network, runner)
 
 
 def _move_stranded_peer(step: Step, run: tuple[Command, ...], state: LiveState) -> tuple[Command, ...]:
@@ -347,6 +355,13 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
     if isinstance(e, (RulePresent, RuleAbsent)):
         present = e.rule in state.rules.get((e.table, e.chain, e.netns), [])
         return present if isinstance(e, RulePresent) else not present
+    if isinstance(e, (ChainPresent, ChainAbsent)):
+        if not _ns_ok(state, e.netns):
+            return isinstance(e, ChainAbsent)
+        exists = state.chain_exists(e.table, e.chain, e.netns)
+        if exists is None:
+            return False  # not read: run the command (it fails clearly if it has nothing to do)
+        return exists if isinstance(e, ChainPresent) else not exists
     return False  # pragma: no cover
 
 
@@ -408,6 +423,9 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
     if isinstance(e, RulePresent):
         return [iptables("-t", e.table, "-D", e.chain, *e.rule, netns=e.netns, step=k,
                          effect=RuleAbsent(e.table, e.chain, e.rule, e.netns))]
+    if isinstance(e, ChainPresent):
+        table = () if e.table == "filter" else ("-t", e.table)
+        return [iptables(*table, "-X", e.chain, netns=e.netns, step=k, effect=ChainAbsent(e.table, e.chain, e.netns))]
     return []  # LinkInNetns: undone by deleting the veth
 
 

@@ -41,6 +41,12 @@ class Link:
         peer_netnsid: ``link_netnsid``: set when the peer is in another namespace.
         addresses: IPv4 addresses with prefix length.
         broadcasts: the broadcast address of each of ``addresses`` (or None).
+        stp_state: for a bridge, ``linkinfo.info_data.stp_state`` (0: STP off,
+            1: kernel STP, 2: user-space STP); None for other links.
+        forward_delay: for a bridge, ``linkinfo.info_data.forward_delay`` in
+            centiseconds (clock_t, USER_HZ = 100: ``ip`` prints the value of
+            /sys/class/net/BR/bridge/forward_delay, 1500 = 15 s by default;
+            measured here); None for other links.
     """
 
     name: str
@@ -56,6 +62,8 @@ class Link:
     peer_netnsid: int | None = None
     addresses: tuple[IPv4Interface, ...] = ()
     broadcasts: tuple[IPv4Address | None, ...] = ()
+    stp_state: int | None = None
+    forward_delay: int | None = None
 
     @property
     def up(self) -> bool:
@@ -101,6 +109,9 @@ class LiveState:
         sysctls: ``{(key, netns): value}`` for the keys read.
         rules: ``{(table, chain, netns): [rule, ...]}``, each rule the
             argv after ``-A CHAIN`` as ``iptables -S`` prints it.
+        chains: ``{(table, netns): names}``: every chain (built-in and
+            user-defined) of each table that was read; a table missing here
+            was not read (or could not be), so nothing is known of its chains.
     """
 
     host: NsState
@@ -109,6 +120,12 @@ class LiveState:
     stale_netns: frozenset[str]
     sysctls: dict[tuple[str, str | None], str]
     rules: dict[tuple[str, str, str | None], list[tuple[str, ...]]]
+    chains: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
+
+    def chain_exists(self, table: str, chain: str, netns: str | None = None) -> bool | None:
+        """Whether ``chain`` exists in ``table`` of ``netns``; None when that table was not read."""
+        names = self.chains.get((table, netns))
+        return None if names is None else chain in names
 
     def ns(self, netns: str | None) -> NsState:
         """State of ``netns`` (None: the host); empty if it does not exist."""
@@ -148,6 +165,8 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
                 b = a.get("broadcast")
                 bcasts.append(IPv4Address(b) if b else None)
         info = item.get("linkinfo") or {}
+        data = info.get("info_data") if info.get("info_kind") == "bridge" else None
+        data = data if isinstance(data, dict) else {}
         links[name] = Link(
             name=name,
             kind=info.get("info_kind"),
@@ -162,8 +181,14 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
             peer_netnsid=item.get("link_netnsid"),
             addresses=tuple(addrs),
             broadcasts=tuple(bcasts),
+            stp_state=_int_or_none(data.get("stp_state")),
+            forward_delay=_int_or_none(data.get("forward_delay")),
         )
     return links
+
+
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def parse_routes(doc: list[dict]) -> tuple[RouteEntry, ...]:
@@ -301,6 +326,21 @@ def parse_rules(text: str, chain: str) -> list[tuple[str, ...]]:
     return out
 
 
+def parse_chains(text: str) -> frozenset[str]:
+    """Every chain named in ``iptables -S`` output of a whole table (``-P`` built-in, ``-N`` user-defined)."""
+    out = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in ("-P", "-N"):
+            out.add(parts[1])
+    return frozenset(out)
+
+
+def _table_read(table: str, netns: str | None) -> Read:
+    """``iptables -w -t TABLE -S``: every chain and rule of one table (in ``netns``)."""
+    return _in_netns(("iptables", "-w", "-t", table, "-S"), netns), None
+
+
 def _rules_read(table: str, chain: str, netns: str | None) -> Read:
     """``iptables -w -t TABLE -S CHAIN`` (in ``netns``)."""
     return _in_netns(("iptables", "-w", "-t", table, "-S", chain), netns), None
@@ -330,15 +370,18 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         runner: where to read (a sandbox's runner, or a host runner).
         netns: namespace names whose state is wanted (those that don't exist are skipped).
         sysctls: ``(key, netns)`` pairs.
-        rules: ``(table, chain, netns)`` triples.
+        rules: ``(table, chain, netns)`` triples. Each table named is read
+            whole, once per namespace (``iptables -S``), which also tells
+            which chains exist there (``LiveState.chains``).
 
     Cost: one process through ``runner`` (see :func:`gather`).
     """
     spaces = list(dict.fromkeys(netns))
     sys_keys = list(dict.fromkeys(sysctls))
     chains = list(dict.fromkeys(rules))
+    tables = list(dict.fromkeys((t, n) for t, _, n in chains))
     reads = [*_NETNS_READS, _show_read(None), *(_show_read(n) for n in spaces),
-             *(_sysctl_read(k, n) for k, n in sys_keys), *(_rules_read(t, c, n) for t, c, n in chains)]
+             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables)]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
@@ -349,12 +392,21 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         value = _sysctl_value(next(results))
         if value is not None and (ns is None or ns in live):
             sys_values[(key, ns)] = value
-    rule_map = {}
-    for table, chain, ns in chains:
+    table_text: dict[tuple[str, str | None], str | None] = {}
+    chain_map: dict[tuple[str, str | None], frozenset[str]] = {}
+    for table, ns in tables:
         code, text = next(results)
         if ns is None or ns in live:
-            rule_map[(table, chain, ns)] = parse_rules(text, chain) if code == 0 else []
-    return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map)
+            table_text[(table, ns)] = text if code == 0 else None
+            if code == 0:
+                chain_map[(table, ns)] = parse_chains(text)
+    rule_map = {}
+    for table, chain, ns in chains:
+        if (table, ns) in table_text:
+            text = table_text[(table, ns)]
+            rule_map[(table, chain, ns)] = parse_rules(text, chain) if text is not None else []
+    return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
+                     chain_map)
 
 
 # --- snapshots for before/after comparisons ------------------------------------

@@ -165,8 +165,8 @@ def test_plan_of_a_network_up_and_down():
         ("iptables-restore", "--noflush", "-w"), ("sysctl", "-w", "net.ipv4.ip_forward=0"), ("ip", "-batch", "-"),
     ]
     rules = [c for c in net.down_commands() if c.tool == "iptables"]
-    assert rules and all(c.args[2] == "-D" or c.args[0] == "-D" for c in rules)
-    assert sorted(ln for ln in down[0].lines if ln.startswith("-D ")) == sorted(
+    assert rules and all(c.args[0] in ("-D", "-X") or c.args[2] == "-D" for c in rules)
+    assert sorted(ln for ln in down[0].lines if ln.startswith(("-D ", "-X "))) == sorted(
         iptables_restore_rule(c)[1] for c in rules)
     assert "*nat" in down[0].lines and down[0].lines[-1] == "COMMIT"
 
@@ -200,8 +200,11 @@ def test_iptables_restore_translation():
     assert iptables_restore_rule(
         iptables("-I", "INPUT", "-m", "comment", "--comment", 'say "hi" \\ there', "-j", "ACCEPT")
     ) == ("filter", r'-I INPUT -m comment --comment "say \"hi\" \\ there" -j ACCEPT')
-    for untranslatable in (("-P", "FORWARD", "DROP"), ("-N", "X"), ("-A", "-j"), ("-A", "X", "-t", "nat"),
-                           ("-w", "-A", "X", "-j", "ACCEPT"), ("-A",)):
+    # chains: -N/-X CHAIN lines (never the ":CHAIN - [0:0]" declaration, which flushes an existing chain)
+    assert iptables_restore_rule(iptables("-N", "BRIDGENET-FORWARD")) == ("filter", "-N BRIDGENET-FORWARD")
+    assert iptables_restore_rule(iptables("-t", "nat", "-X", "X")) == ("nat", "-X X")
+    for untranslatable in (("-P", "FORWARD", "DROP"), ("-N",), ("-X",), ("-X", "A", "B"), ("-A", "-j"),
+                           ("-A", "X", "-t", "nat"), ("-w", "-A", "X", "-j", "ACCEPT"), ("-A",)):
         assert iptables_restore_rule(iptables(*untranslatable)) is None
     assert iptables_restore_rule(ip("link")) is None
 

@@ -281,7 +281,9 @@ def test_tagged_network_tags_links_and_rules():
     assert "ip link set dev v-c4 alias bridgenet:demo" in lines
     assert ("iptables -t nat -A POSTROUTING -s 10.88.0.0/24 '!' -o br0 -m comment --comment bridgenet:demo "
             "-j MASQUERADE") in lines
-    assert "iptables -A FORWARD -i br0 -m comment --comment bridgenet:demo -j ACCEPT" in lines
+    assert "iptables -A BRIDGENET-FORWARD -i br0 -m comment --comment bridgenet:demo -j ACCEPT" in lines
+    assert ("iptables -I BRIDGENET-FORWARD -i br0 '!' -o br0 -m comment --comment bridgenet:demo "
+            "-j BRIDGENET-ISOLATION") in lines
 
 
 def test_lesson_nat_and_forward_rule_switches():
@@ -292,7 +294,7 @@ def test_lesson_nat_and_forward_rule_switches():
     assert not any("FORWARD" in line for line in lines)
     n = bridge_network("demo", [Container("c4", "10.88.0.4")], gateway="10.88.0.1/24", tag=False,
                        accept_forward=True)
-    assert "iptables -A FORWARD -o br0 -j ACCEPT" in [c.shell() for c in n.up_commands()]
+    assert "iptables -A BRIDGENET-FORWARD -o br0 -j ACCEPT" in [c.shell() for c in n.up_commands()]
 
 
 def test_fast_form_creates_peer_in_place():

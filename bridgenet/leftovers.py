@@ -1,0 +1,113 @@
+"""What ``clean`` removes without a state file: objects and rules tagged ``bridgenet:``, and our empty chains.
+
+bridgenet tags only what it creates (``plan.make_plan``), so what is
+tagged is its own: links whose alias is ``bridgenet:NAME`` (a veth inside a
+namespace is deleted from there, which removes its host end at once),
+namespaces whose ``lo`` carries that alias (``model.Namespace``; a namespace
+that only holds a tagged veth is someone else's and stays), the tagged
+rules of ``nat POSTROUTING``, ``filter FORWARD`` and bridgenet's own chains (``BRIDGENET-FORWARD``, ``BRIDGENET-ISOLATION``,
+``firewall.py``) and then the chains themselves when nothing is left in
+them (and no network is still recorded in ``/run/bridgenet``):
+``iptables -D FORWARD -j BRIDGENET-FORWARD`` (each time it is there), then
+``iptables -X`` (a chain still jumped to cannot be deleted: "Device or
+resource busy", measured here). An untagged rule (the lesson's, made with
+``--accept-forward``, whose state file was lost) keeps its chain.
+"""
+
+from __future__ import annotations
+
+from .commands import ChainAbsent, Command, LinkAbsent, NetnsAbsent, RuleAbsent, ip, iptables
+from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN
+from .runners import Runner
+from .state import LiveState, read, read_netns
+
+TAG_PREFIX = "bridgenet:"
+
+TAGGED_CHAINS = (("nat", "POSTROUTING"), ("filter", "FORWARD"), ("filter", FORWARD_CHAIN),
+                 ("filter", ISOLATION_CHAIN))
+"""Where tagged rules are looked for, in the order they are removed."""
+
+
+def _tagged(rule: tuple[str, ...]) -> bool:
+    return "--comment" in rule and rule.index("--comment") + 1 < len(rule) and \
+        rule[rule.index("--comment") + 1].startswith(TAG_PREFIX)
+
+
+def read_leftovers(runner: Runner) -> LiveState:
+    """Live state with every namespace and the chains of :data:`TAGGED_CHAINS` (one process)."""
+    names, stale = read_netns(runner)
+    return read(runner, netns=sorted(names - stale), rules=[(t, c, None) for t, c in TAGGED_CHAINS])
+
+
+def tagged_commands(state: LiveState) -> list[Command]:
+    """The commands that remove tagged links, their namespaces and tagged rules found in ``state``."""
+    cmds: list[Command] = []
+    for ns in sorted(state.namespaces):
+        links = state.ns(ns).links
+        for link in links.values():
+            if (link.alias or "").startswith(TAG_PREFIX) and link.kind == "veth":
+                cmds.append(ip("link", "del", link.name, netns=ns, step="clean", effect=LinkAbsent(link.name, ns)))
+        lo = links.get("lo")
+        if lo is not None and (lo.alias or "").startswith(TAG_PREFIX):  # made by bridgenet (model.Namespace)
+            cmds.append(ip("netns", "del", ns, step="clean", effect=NetnsAbsent(ns)))
+    tagged = [link for link in state.host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
+    for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
+        cmds.append(ip("link", "del", link.name, step="clean", effect=LinkAbsent(link.name)))
+    for table, chain in TAGGED_CHAINS:
+        for rule in state.rules.get((table, chain, None), []):
+            if _tagged(rule):
+                cmds.append(iptables("-t", table, "-D", chain, *rule, step="clean",
+                                     effect=RuleAbsent(table, chain, rule)))
+    return cmds
+
+
+def chain_commands(state: LiveState) -> list[Command]:
+    """The commands that remove bridgenet's chains left empty once the tagged rules are gone.
+
+    ``BRIDGENET-ISOLATION`` goes when no untagged rule is left in it and none
+    in ``BRIDGENET-FORWARD`` jumps to it; ``BRIDGENET-FORWARD`` when no
+    untagged rule is left in it: first its jumps from FORWARD, then ``-X``.
+    """
+    def left(chain: str) -> list[tuple[str, ...]]:
+        return [r for r in state.rules.get(("filter", chain, None), []) if not _tagged(r)]
+
+    cmds: list[Command] = []
+    iso_left = left(ISOLATION_CHAIN)
+    fwd_left = left(FORWARD_CHAIN)
+    if state.chain_exists("filter", ISOLATION_CHAIN) and not iso_left and not any(
+            r[-2:] == ("-j", ISOLATION_CHAIN) for r in fwd_left):
+        cmds.append(iptables("-X", ISOLATION_CHAIN, step="clean", effect=ChainAbsent("filter", ISOLATION_CHAIN)))
+    if state.chain_exists("filter", FORWARD_CHAIN) and not fwd_left:
+        jump = ("-j", FORWARD_CHAIN)
+        for _ in range(state.rules.get(("filter", "FORWARD", None), []).count(jump)):
+            cmds.append(iptables("-D", "FORWARD", *jump, step="clean", effect=RuleAbsent("filter", "FORWARD", jump)))
+        cmds.append(iptables("-X", FORWARD_CHAIN, step="clean", effect=ChainAbsent("filter", FORWARD_CHAIN)))
+    return cmds
+
+
+def leftover_commands(runner: Runner) -> list[Command]:
+    """Everything :func:`clean_tagged` would run now, in order (reads only)."""
+    from .ledger import Ledger
+
+    state = read_leftovers(runner)
+    cmds = tagged_commands(state)
+    if not Ledger.names(runner.fs_root):  # a recorded network may still use the chains
+        cmds += chain_commands(state)
+    return cmds
+
+
+def clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
+    """Remove the leftovers (see the module docstring); returns the commands run.
+
+    Raises:
+        NamespaceBusyError: a namespace to delete still has processes (without ``force``).
+        CommandError: a command failed.
+    """
+    from .apply import _undo
+    from .ledger import Entry
+
+    cmds = leftover_commands(runner)
+    if not cmds:
+        return []
+    ran, _, _ = _undo(runner, [Entry("clean", None, False, "intent", cmds)], force=force, strict=True)
+    return ran
