@@ -12,6 +12,7 @@ creates it, else the inverse of each command (``set down`` for ``set up``,
 
 from __future__ import annotations
 
+import time
 from ipaddress import IPv4Network
 
 import attrs
@@ -40,7 +41,7 @@ from .commands import (
     iptables,
     sysctl_w,
 )
-from .errors import ConflictError
+from .errors import ConflictError, VethFreeingConflict
 from .model import Address, ForwardRule, NatRule, Route, VethPair
 from .network import Network
 from .runners import Runner
@@ -111,6 +112,46 @@ def read_for(network: Network, runner: Runner) -> LiveState:
     return read(runner, **wanted_reads(network))
 
 
+SETTLE_SECONDS = 3.0
+"""How long planning waits for the host end of a deleted namespace's veth to go (see settled_state)."""
+
+
+def settled_state(network: Network, runner: Runner, *, moves_peers: bool | None = None,
+                  deadline: float | None = None, interval: float = 0.005) -> LiveState:
+    """Read the live state ``network`` needs, once the veths being freed are gone.
+
+    Deleting a namespace destroys the veth end inside it and then,
+    asynchronously, its peer in the host (KERNEL-NOTES; measured here: up to
+    ≈0.4 s after ``ip netns del``), so right after a teardown by hand a host
+    end such as ``brid4`` can still be there with its peer nowhere. While the
+    only conflict :func:`check_conflicts` finds is such a veth, the state is
+    read again every ``interval`` seconds, for at most ``deadline`` seconds.
+    Any other conflict is raised at once.
+
+    Returns:
+        the last state read (conflict-free, or with conflicts of other kinds
+        left for the caller's check).
+
+    Raises:
+        VethFreeingConflict: the veth is still there at the deadline (a
+            process holding the deleted namespace keeps it alive; the message
+            says to ``ip link del`` it).
+        ConflictError: any other conflict.
+    """
+    deadline = SETTLE_SECONDS if deadline is None else deadline
+    end = time.monotonic() + deadline
+    while True:
+        state = read_for(network, runner)
+        try:
+            check_conflicts(network, state, moves_peers=moves_peers)
+            return state
+        except VethFreeingConflict as e:
+            if time.monotonic() >= end:
+                raise VethFreeingConflict(e.what, e.wanted, f"{e.found}, still there after {deadline:g} s",
+                                          e.hint, e.link) from None
+        time.sleep(interval)
+
+
 def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: LiveState | None = None) -> Plan:
     """Plan bringing ``network`` up on the host ``runner`` acts on.
 
@@ -122,7 +163,7 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
         ConflictError: something exists but differs from what the network
             asks for; nothing has been changed.
     """
-    state = state if state is not None else read_for(network, runner)
+    state = state if state is not None else settled_state(network, runner, moves_peers=network.move_peers and not fast)
     check_conflicts(network, state, moves_peers=network.move_peers and not fast)
     out = []
     for step in network.steps(fast=fast):
@@ -334,6 +375,20 @@ def _check_veth(v: VethPair, state: LiveState, moves_peers: bool) -> None:
         pass  # not moved yet (both ends in the host): the plan moves it
     elif peer is not None and peer.peer_index == link.ifindex and link.peer_index == peer.ifindex:
         pass
+    elif link.peer_netnsid is not None and peer is None:
+        # Its peer is in another namespace, and nothing we read is it: most
+        # likely the host end of a veth whose namespace was just deleted,
+        # which the kernel frees asynchronously (settled_state waits for it).
+        gone = v.netns is not None and not state.netns_exists(v.netns)
+        raise VethFreeingConflict(
+            f"link {v.name}", f"a veth whose peer is {v.peer} in {where_peer}",
+            f"a veth {v.name} whose peer is in another namespace"
+            + (f" ({v.netns} does not exist)" if gone else f" (not {v.peer} in {v.netns})" if v.netns else ""),
+            hint=(f"after `ip netns del`, the kernel frees the host end of the namespace's veth asynchronously, "
+                  f"and not at all while a process still holds the namespace (ip netns del only removes its "
+                  f"name); if {v.name} does not go by itself, remove it with `ip link del {v.name}` and retry"),
+            link=v.name,
+        )
     else:
         raise ConflictError(f"link {v.name}", f"a veth whose peer is {v.peer} in {where_peer}",
                             f"a veth {v.name} whose peer is another link")
