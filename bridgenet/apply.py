@@ -28,12 +28,9 @@ import attrs
 from .commands import (
     ChainAbsent,
     Command,
-    LinkAbsent,
     NetnsAbsent,
     RuleAbsent,
     SysctlValue,
-    ip,
-    iptables,
 )
 from . import interrupts
 from .errors import BridgenetError, CommandError, NamespaceBusyError, RolledBackError
@@ -41,7 +38,8 @@ from .interrupts import Interrupted  # noqa: F401  (re-exported: apply.Interrupt
 from .leftovers import clean_tagged
 from .ledger import Entry, Ledger, locked
 from .network import Network
-from .plan import Plan, gone, inverse, make_plan, removals, satisfied
+from .effects import gone, inverse, satisfied
+from .plan import Plan, make_plan, removals
 from .runners import Runner
 from .state import LiveState, read
 

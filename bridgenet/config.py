@@ -9,7 +9,9 @@ Example (``bridgenet up --file demo.toml``)::
     # accept_forward = true (FORWARD ACCEPT rules for the bridge; default = tag),
     # isolate = true (drop traffic to and from other isolated networks; default = tag),
     # lesson_form = false (true: move peers into their namespace and MASQUERADE bridged
-    # traffic too, as the lesson does)
+    # traffic too, as the lesson does; refused with forward = false, since the containers could
+    # then not reach each other)
+    # The name "tutorial" is reserved for the lesson; a bridge takes at most 1023 containers.
 
     [[containers]]
     netns = "web"
@@ -27,7 +29,8 @@ import tomllib
 from pathlib import Path
 
 from .errors import ValidationError
-from .network import Container, Network, bridge_network
+from .network import Network
+from .shape import Container, bridge_network
 
 _TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "accept_forward",
         "isolate", "lesson_form", "containers"}

@@ -92,6 +92,25 @@ class ConflictError(BridgenetError):
         super().__init__(msg)
 
 
+class VethFreeingConflict(ConflictError):
+    """A host link has a veth's name, and its peer is not where the network puts it.
+
+    Most often it is the host end of a veth whose namespace was just deleted
+    (``ip netns del``): the kernel destroys the end inside the namespace and
+    then, asynchronously, its peer in the host (measured here: up to ≈0.4 s);
+    a namespace still held by a process keeps it for as long as the process
+    lives. Planning waits for it to go (:func:`bridgenet.plan.settled_state`)
+    and raises this when it is still there at the deadline.
+
+    Attributes:
+        link: the host link's name, e.g. ``"brid4"``.
+    """
+
+    def __init__(self, what: str, wanted: str, found: str, hint: str = "", link: str = "") -> None:
+        super().__init__(what, wanted, found, hint)
+        self.link = link
+
+
 class NamespaceBusyError(BridgenetError):
     """A namespace to delete still has processes in it (their PIDs in ``pids``)."""
 

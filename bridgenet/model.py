@@ -331,7 +331,7 @@ class Address:
     dev: str = attrs.field(validator=rules.ifname)
     address: IPv4Interface = attrs.field(converter=rules.to_interface, validator=rules.interface)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
-    brd: bool = True
+    brd: bool = attrs.field(default=True, validator=rules.boolean)
 
     @property
     def step_key(self) -> str:
@@ -397,6 +397,8 @@ class Route:
         if value == "default":
             return
         try:
+            if not isinstance(value, str):
+                raise ValueError(value)
             IPv4Network(value)
         except ValueError:
             raise rules.ValidationError(
@@ -436,6 +438,19 @@ class Route:
         ]
 
 
+def _int_to_text(value: object) -> object:
+    """attrs converter: an int (not a bool) to its decimal text; anything else is left to the validator."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _sysctl_value(obj: "Sysctl", field: str, value: object) -> None:
+    if not isinstance(value, str) or not value or not value.isprintable() or "\n" in value:
+        raise rules.ValidationError(rules.describe(obj), field, "a sysctl value is printable text (or an int)", value)
+    boolean = obj.key.endswith((".ip_forward", ".forwarding")) if isinstance(obj.key, str) else False
+    if boolean and value not in ("0", "1"):
+        raise rules.ValidationError(rules.describe(obj), field, f"{obj.key} is 0 or 1", value)
+
+
 @attrs.frozen
 class Sysctl:
     """A per-namespace kernel setting under ``net.ipv4``/``net.ipv6`` (sysctl(8)).
@@ -450,16 +465,18 @@ class Sysctl:
     """
 
     key: str = attrs.field(validator=rules.sysctl_key)
-    value: str = attrs.field(converter=str)
+    value: str = attrs.field(converter=_int_to_text)
 
     @value.validator
     def _check_value(self, attribute: attrs.Attribute, value: str) -> None:
-        boolean = self.key.endswith((".ip_forward", ".forwarding")) if isinstance(self.key, str) else False
-        if boolean and value not in ("0", "1"):
-            raise rules.ValidationError(rules.describe(self), "value", f"{self.key} is 0 or 1", value)
-        if not value or not value.isprintable() or "\n" in value:
-            raise rules.ValidationError(rules.describe(self), "value", "a sysctl value is printable text", value)
-    default: str = attrs.field(default="0", converter=str)
+        _sysctl_value(self, "value", value)
+
+    default: str = attrs.field(default="0", converter=_int_to_text)
+
+    @default.validator
+    def _check_default(self, attribute: attrs.Attribute, value: str) -> None:
+        _sysctl_value(self, "default", value)
+
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
 
     @property
@@ -524,22 +541,8 @@ class NatRule:
     source: IPv4Network = attrs.field(converter=rules.to_network, validator=rules.network)
     out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
     not_out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
-    comment: str | None = attrs.field(default=None)
+    comment: str | None = attrs.field(default=None, validator=rules.comment)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
-
-    @comment.validator
-    def _check_comment(self, attribute: attrs.Attribute, value: str | None) -> None:
-        if value is None:
-            return
-        if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable() or any(
-            c.isspace() or c in "\"'#" for c in value
-        ):
-            raise rules.ValidationError(
-                rules.describe(self), "comment",
-                "an iptables comment is 1-255 printable characters without whitespace, quotes or '#' "
-                "(iptables-extensions(8), comment)",
-                value,
-            )
 
     @property
     def name(self) -> str:
@@ -607,7 +610,7 @@ class ForwardRule:
     """
 
     bridge: str = attrs.field(validator=rules.ifname)
-    comment: str | None = attrs.field(default=None)
+    comment: str | None = attrs.field(default=None, validator=rules.comment)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
 
     @property

@@ -31,11 +31,13 @@ from .model import (
     Route,
     Sysctl,
     VethPair,
-    ip_forward,
 )
 
 
-def _objects(value: Iterable[NetworkObject]) -> tuple[NetworkObject, ...]:
+def _objects(value: Iterable[NetworkObject]) -> object:
+    """attrs converter: an iterable of objects to a tuple; anything else is left for the checker to name."""
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        return value
     return tuple(value)
 
 
@@ -71,8 +73,8 @@ class Network:
 
     name: str = attrs.field(validator=rules.network_name)
     objects: tuple[NetworkObject, ...] = attrs.field(converter=_objects)
-    tag: bool = False
-    move_peers: bool = False
+    tag: bool = attrs.field(default=False, validator=rules.boolean)
+    move_peers: bool = attrs.field(default=False, validator=rules.boolean)
     source: str | None = attrs.field(default=None, eq=False, kw_only=True)
     _order: tuple[NetworkObject, ...] = attrs.field(init=False, repr=False, eq=False, default=())
     _covers: dict[str, str] = attrs.field(init=False, repr=False, eq=False, factory=dict)
@@ -205,6 +207,8 @@ class _Checker:
         raise ValidationError(rules.describe(obj) if obj is not None else f"Network {self.net.name}", field, rule, value)
 
     def check(self) -> None:
+        if not isinstance(self.objs, tuple):
+            self.fail(None, "objects", "objects is a list (or other iterable) of model objects", self.objs)
         if not self.objs:
             self.fail(None, "objects", "a network has at least one object")
         allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation)
@@ -216,8 +220,54 @@ class _Checker:
         self.unique_keys()
         self.refs()
         self.names()
+        self.bridge_rules()
         self.addresses()
         self.routes()
+
+    def bridge_rules(self) -> None:
+        """Bridge rules, in one pass over the objects: at most MAX_BRIDGE_PORTS veths on a bridge (the
+        kernel's BR_MAX_PORTS); a bridge's subnet has room for a port; host addresses on different links
+        are on disjoint subnets.
+
+        Two subnets overlap when one contains the other, so one sweep in
+        address order with a stack of the enclosing subnets finds every
+        overlap (the stack holds at most 32).
+        """
+        count: dict[str, int] = {}
+        bridges: dict[str, Bridge] = {}
+        host: list[Address] = []
+        for o in self.objs:
+            t = type(o)
+            if t is VethPair:
+                if o.master is not None:
+                    count[o.master] = count.get(o.master, 0) + 1
+            elif t is Address:
+                if o.netns is None:
+                    host.append(o)
+            elif t is Bridge:
+                bridges[o.name] = o
+        for master, n in count.items():
+            if n > rules.MAX_BRIDGE_PORTS:
+                self.fail(bridges[master], "ports", _too_many_ports(master, n), n)
+        for o in host:
+            if o.dev in bridges and o.address.network.prefixlen > 30:
+                self.fail(o, "address", _ROOMLESS_GATEWAY, str(o.address))
+        if len(host) < 2:
+            return
+        host.sort(key=lambda o: (o.address.network.network_address, o.address.network.prefixlen))
+        stack: list[Address] = []
+        for o in host:
+            net = o.address.network
+            while stack and not net.subnet_of(stack[-1].address.network):
+                stack.pop()
+            for outer in stack:
+                if outer.dev != o.dev:
+                    first, second = sorted((outer, o), key=self.objs.index)
+                    self.fail(second, "address", f"the subnets of two links do not overlap: "
+                              f"{second.address.network} on {second.dev} overlaps {first.address.network} on "
+                              f"{first.dev} ({rules.describe(first)}), and the host would route both to one "
+                              f"of them", str(second.address))
+            stack.append(o)
 
     def unique_keys(self) -> None:
         seen: dict[str, object] = {}
@@ -275,7 +325,12 @@ class _Checker:
             for field, iface in self.addr_fields(o):
                 other = owners.get(iface.ip)
                 if other is not None:
-                    self.fail(o, field, f"address {iface.ip} is already used by {rules.describe(other)}", str(iface))
+                    port, gw = (o, other) if isinstance(o, VethPair) else (other, o)
+                    if isinstance(port, VethPair) and isinstance(gw, Address) and gw.netns is None \
+                            and gw.dev == port.master:
+                        self.fail(port, "address", f"an address is not the gateway {gw.address.ip} of bridge "
+                                  f"{port.master}", str(port.address))
+                    self.fail(o, field, f"address {iface.ip} is already used by {_where_named(other)}", str(iface))
                 owners[iface.ip] = o
             if isinstance(o, Address) and o.netns is None:
                 bridge_addrs.setdefault(o.dev, []).append(o.address)
@@ -341,6 +396,24 @@ class _Checker:
                 self.fail(o, "via", f"a gateway lies inside the on-link subnet of {where} ({shown})", str(o.via))
             if any(o.via == a.ip for a in nets):
                 self.fail(o, "via", "a gateway is not the namespace's own address", str(o.via))
+
+
+_ROOMLESS_GATEWAY = (
+    "a bridge's address has a prefix length of 1-30, so that its subnet has room for the gateway and at least "
+    "one container besides the network and broadcast addresses (/32 leaves none; /31 leaves one, which the "
+    "broadcast address bridgenet sets on the bridge would take)")
+
+
+def _too_many_ports(bridge: str, n: int) -> str:
+    return (f"a bridge has at most {rules.MAX_BRIDGE_PORTS} ports ({bridge} would have {n}): the kernel numbers "
+            f"ports 1-{rules.MAX_BRIDGE_PORTS} (BR_MAX_PORTS = {rules.BR_MAX_PORTS} in net/bridge/br_private.h, "
+            "port 0 unused) and the next `ip link set ... master` fails with \"Exchange full\"; "
+            "spread the containers over several bridges")
+
+
+def _where_named(o: object) -> str:
+    ns = getattr(o, "netns", None)
+    return f"{rules.describe(o)} in netns {ns}" if isinstance(o, VethPair) and ns else rules.describe(o)
 
 
 # --- ordering ---------------------------------------------------------------
@@ -437,117 +510,6 @@ def _coverage(objs: Sequence[NetworkObject]) -> dict[str, str]:
     return out
 
 
-# --- builders ---------------------------------------------------------------
-
-
-@attrs.frozen
-class Container:
-    """One container on a bridge: its namespace, its address, its veth pair's names.
-
-    Attributes:
-        netns: the namespace, e.g. ``"container4"``.
-        address: ``"10.201.0.4/24"``, or ``"10.201.0.4"`` to take the
-            gateway's prefix length.
-        veth: the host end; default ``"v-"`` + the netns name (cut to 15 bytes).
-        peer: the container end; default ``"eth0"``, as Docker names it.
-    """
-
-    netns: str = attrs.field(validator=rules.netns_name)
-    address: str | IPv4Interface
-    veth: str | None = None
-    peer: str = "eth0"
-
-
-def bridge_network(
-    name: str,
-    containers: Iterable[Container],
-    *,
-    bridge: str = "br0",
-    gateway: str | IPv4Interface = "10.201.0.1/24",
-    default_routes: bool = True,
-    forward: bool = True,
-    masquerade: bool = True,
-    tag: bool = True,
-    lesson_form: bool = False,
-    accept_forward: bool | None = None,
-    source: str | None = None,
-    isolate: bool | None = None,
-) -> Network:
-    """The lesson's shape: one bridge, containers plugged into it, gateway, routes, forwarding, NAT.
-
-    The objects come in the lesson's order: the bridge; for each container its
-    namespace and veth pair; the gateway address on the bridge; the default
-    routes; ``net.ipv4.ip_forward=1``; MASQUERADE for the subnet.
-
-    Args:
-        lesson_form: render as the lesson does: each veth peer created in the
-            host and moved into its namespace (``Network.move_peers``), and
-            MASQUERADE for everything from the subnet. By default peers are
-            created in their namespace, and traffic that stays on the bridge
-            is not masqueraded (``! -o BRIDGE``, as Docker does), so
-            containers see each other's own addresses.
-        accept_forward: add :class:`ForwardRule` for the bridge (needed where
-            the FORWARD policy is DROP); default: when ``tag`` is set (every
-            network but the lesson's). The rules go into bridgenet's chain
-            ``BRIDGENET-FORWARD``, jumped to from the top of FORWARD, so
-            they take effect whatever FORWARD holds.
-        isolate: drop traffic between this network and every other isolated
-            network (:class:`bridgenet.firewall.Isolation`, Docker's scheme);
-            default: when ``tag`` is set (every network but the lesson's).
-            It does not depend on ``accept_forward``: without ACCEPT rules,
-            what isolation does not drop goes on to FORWARD's own rules and
-            policy.
-        source: where the network was defined (``Network.source``).
-
-    Raises:
-        ValidationError: for any bad name or address, naming the field.
-    """
-    for field, value in (("accept_forward", accept_forward), ("isolate", isolate)):
-        if value is not None and not isinstance(value, bool):
-            raise ValidationError(f"Network {name}", field, "True, False or None (the default)", value)
-    with _gc_paused():
-        return _bridge_network(name, containers, bridge=bridge, gateway=gateway, default_routes=default_routes,
-                               forward=forward, masquerade=masquerade, tag=tag, lesson_form=lesson_form,
-                               accept_forward=accept_forward, isolate=isolate, source=source)
-
-
-def _bridge_network(name: str, containers: Iterable[Container], *, bridge: str, gateway: str | IPv4Interface,
-                    default_routes: bool, forward: bool, masquerade: bool, tag: bool, lesson_form: bool,
-                    accept_forward: bool | None, isolate: bool | None, source: str | None) -> Network:
-    gw = rules.to_interface(gateway) if isinstance(gateway, str) else gateway
-    br = Bridge(bridge)
-    gw_addr = Address(bridge, gw)
-    objs: list[NetworkObject] = [br]
-    namespaces: list[str] = []
-    derived: dict[str, str] = {}
-    for c in containers:
-        addr = c.address
-        if isinstance(addr, str) and "/" not in addr:
-            addr = f"{addr}/{gw_addr.address.network.prefixlen}"
-        veth = c.veth if c.veth is not None else _cut(f"v-{c.netns}", 15)
-        if c.veth is None and veth in derived:
-            raise ValidationError(
-                f"Container {c.netns}", "veth",
-                f"the host end's default name ('v-' + netns, cut to 15 bytes) is {veth!r}, the same as for "
-                f"container {derived[veth]!r}; give one of them its own veth name", veth)
-        derived.setdefault(veth, c.netns)
-        objs.append(Namespace(c.netns))
-        objs.append(VethPair(veth, c.peer, netns=c.netns, master=bridge, address=addr))
-        namespaces.append(c.netns)
-    objs.append(gw_addr)
-    if default_routes:
-        objs.extend(Route(ns, gw_addr.address.ip) for ns in namespaces)
-    if forward:
-        objs.append(ip_forward())
-    if isolate if isolate is not None else tag:
-        objs.append(Isolation(bridge))
-    if accept_forward if accept_forward is not None else tag:
-        objs.append(ForwardRule(bridge))
-    if masquerade:
-        objs.append(NatRule(gw_addr.address.network, not_out_interface=None if lesson_form else bridge))
-    return Network(name, objs, tag=tag, move_peers=lesson_form, source=source)
-
-
 def with_accept_forward(network: Network) -> Network:
     """``network`` with a :class:`ForwardRule` for each of its bridges that has none (``up --accept-forward``).
 
@@ -563,6 +525,5 @@ def with_accept_forward(network: Network) -> Network:
                    source=network.source)
 
 
-def _cut(text: str, limit: int) -> str:
-    data = text.encode("utf-8")[:limit]
-    return data.decode("utf-8", errors="ignore")
+# The lesson's shape (Container, bridge_network) lives in shape.py; importable from here as before.
+from .shape import Container, bridge_network, build_bridge_network  # noqa: E402,F401

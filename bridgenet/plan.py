@@ -12,41 +12,28 @@ creates it, else the inverse of each command (``set down`` for ``set up``,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from ipaddress import IPv4Network
 
 import attrs
 
 from .commands import (
-    AddrAbsent,
-    AddrPresent,
-    ChainAbsent,
-    ChainPresent,
     Command,
     Effect,
-    LinkAbsent,
     LinkAlias,
-    LinkDown,
     LinkInNetns,
-    LinkMaster,
     LinkPresent,
     LinkUp,
-    NetnsAbsent,
     NetnsPresent,
-    RouteAbsent,
-    RoutePresent,
-    RuleAbsent,
-    RulePresent,
     Step,
-    SysctlValue,
     ip,
-    iptables,
-    sysctl_w,
 )
-from .errors import ConflictError
+from .conflicts import check_conflicts, check_identity, check_not_owned_by_others
+from .effects import inverse, satisfied
+from .errors import VethFreeingConflict
 from .ledger import Entry, Ledger
 from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN, FilterChain, Isolation
-from .model import Address, ForwardRule, NatRule, Route, VethPair
+from .model import ForwardRule, NatRule
 from .network import Network
 from .runners import Runner
 from .state import LiveState, read
@@ -138,6 +125,46 @@ def read_for(network: Network, runner: Runner) -> LiveState:
     return read(runner, **wanted_reads(network))
 
 
+SETTLE_SECONDS = 3.0
+"""How long planning waits for the host end of a deleted namespace's veth to go (see settled_state)."""
+
+
+def settled_state(network: Network, runner: Runner, *, moves_peers: bool | None = None,
+                  deadline: float | None = None, interval: float = 0.005) -> LiveState:
+    """Read the live state ``network`` needs, once the veths being freed are gone.
+
+    Deleting a namespace destroys the veth end inside it and then,
+    asynchronously, its peer in the host (KERNEL-NOTES; measured here: up to
+    ≈0.4 s after ``ip netns del``), so right after a teardown by hand a host
+    end such as ``brid4`` can still be there with its peer nowhere. While the
+    only conflict :func:`check_conflicts` finds is such a veth, the state is
+    read again every ``interval`` seconds, for at most ``deadline`` seconds.
+    Any other conflict is raised at once.
+
+    Returns:
+        the last state read (conflict-free, or with conflicts of other kinds
+        left for the caller's check).
+
+    Raises:
+        VethFreeingConflict: the veth is still there at the deadline (a
+            process holding the deleted namespace keeps it alive; the message
+            says to ``ip link del`` it).
+        ConflictError: any other conflict.
+    """
+    deadline = SETTLE_SECONDS if deadline is None else deadline
+    end = time.monotonic() + deadline
+    while True:
+        state = read_for(network, runner)
+        try:
+            check_conflicts(network, state, moves_peers=moves_peers)
+            return state
+        except VethFreeingConflict as e:
+            if time.monotonic() >= end:
+                raise VethFreeingConflict(e.what, e.wanted, f"{e.found}, still there after {deadline:g} s",
+                                          e.hint, e.link) from None
+        time.sleep(interval)
+
+
 def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: LiveState | None = None,
               ledger: Ledger | None = None) -> Plan:
     """Plan bringing ``network`` up on the host ``runner`` acts on.
@@ -161,7 +188,8 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
         ledger = Ledger.open(runner.fs_root, network.name)
     check_identity(network, ledger)
     others = {n: Ledger.open(runner.fs_root, n) for n in Ledger.names(runner.fs_root) if n != network.name}
-    state = state if state is not None else read_for(network, runner)
+    state = state if state is not None else settled_state(network, runner,
+                                                          moves_peers=network.move_peers and not fast)
     check_conflicts(network, state, moves_peers=network.move_peers and not fast)
     steps = network.steps(fast=fast)
     check_not_owned_by_others(steps, state, others)
@@ -219,65 +247,6 @@ def removals(entries: Sequence[Entry]) -> list[Command]:
             for c in e.undo]
 
 
-def check_identity(network: Network, ledger: Ledger) -> None:
-    """Refuse a network whose name is up on this host as another network (another file, other bridges).
-
-    Raises:
-        ConflictError: naming both sides and how to free the name.
-    """
-    old = ledger.identity
-    if not ledger.entries or not old:
-        return
-    new = network.identity()
-    diffs = []
-    if old.get("source") != new.get("source"):
-        diffs.append((f"comes from {_source(new.get('source'))}", f"came from {_source(old.get('source'))}"))
-    if old.get("bridges") != new.get("bridges"):
-        diffs.append((f"has bridge(s) {', '.join(new.get('bridges') or []) or 'none'}",
-                      f"had {', '.join(old.get('bridges') or []) or 'none'}"))
-    if diffs:
-        raise ConflictError(
-            f"network {network.name}", "this network, which " + " and ".join(w for w, _ in diffs),
-            f"another network named {network.name} up, which " + " and ".join(f for _, f in diffs),
-            hint=f"a name identifies one network on a host: take the other down first (`bridgenet down` with "
-                 f"its file; the state file /run/bridgenet/{network.name}.json says what it made), or rename "
-                 "this one",
-        )
-
-
-def _source(source: str | None) -> str:
-    return "a Python program" if source is None else source
-
-
-def check_not_owned_by_others(steps: Sequence[Step], state: LiveState, others: dict[str, Ledger]) -> None:
-    """Refuse to reuse a bridge, link or namespace that another bridgenet network created.
-
-    When network A created ``br1`` and network B found it in place, A's
-    ``down`` would delete it under B. bridgenet refuses B instead (no
-    reference counting: one owner per object).
-
-    Raises:
-        ConflictError: naming the object and the network that made it.
-    """
-    owners = {e.key: name for name, ledger in others.items() for e in ledger.entries if e.owns}
-    if not owners:
-        return
-    for step in steps:
-        first = step.up[0].effect if step.up else None
-        if step.key not in owners or not isinstance(first, (LinkPresent, NetnsPresent)):
-            continue
-        exists = state.netns_exists(first.name) if isinstance(first, NetnsPresent) else satisfied(first, state)
-        if exists:
-            other = owners[step.key]
-            what = "netns" if isinstance(first, NetnsPresent) else "link"
-            raise ConflictError(
-                f"{what} {first.name}", f"{first.name} for this network",
-                f"{first.name} created by the bridgenet network {other}",
-                hint=f"two networks never share an object one of them created (its down would remove it under "
-                     f"the other): use another name here, or take {other} down first",
-            )
-
-
 def _warnings(network: Network, runner: Runner, state: LiveState | None = None) -> list[str]:
     """Things that are not conflicts but will keep the network from working (see ``hostcheck.py``).
 
@@ -306,265 +275,3 @@ def _move_stranded_peer(step: Step, run: tuple[Command, ...], state: LiveState) 
                   effect=LinkInNetns(first.peer, first.peer_netns))
         return (move, *run)
     return run
-
-
-# --- effects against state ---------------------------------------------------------
-
-
-def satisfied(effect: Effect | None, state: LiveState) -> bool:
-    """Whether ``effect`` is already true in ``state`` (None: never, the command always runs)."""
-    if effect is None:
-        return False
-    e = effect
-    if isinstance(e, NetnsPresent):
-        return state.netns_exists(e.name)
-    if isinstance(e, NetnsAbsent):
-        return e.name not in state.netns_names
-    if isinstance(e, LinkPresent):
-        return e.name in state.ns(e.netns).links if _ns_ok(state, e.netns) else False
-    if isinstance(e, LinkAbsent):
-        return not _ns_ok(state, e.netns) or e.name not in state.ns(e.netns).links
-    if isinstance(e, LinkInNetns):
-        return state.netns_exists(e.netns) and e.name in state.ns(e.netns).links
-    link = None
-    netns = getattr(e, "netns", None)
-    name = getattr(e, "name", None) or getattr(e, "dev", None)
-    if name is not None and _ns_ok(state, netns):
-        link = state.ns(netns).links.get(name)
-    if isinstance(e, LinkUp):
-        return link is not None and link.up
-    if isinstance(e, LinkDown):
-        return link is None or not link.up
-    if isinstance(e, LinkMaster):
-        if e.master is None:
-            return link is None or link.master is None
-        return link is not None and link.master == e.master
-    if isinstance(e, LinkAlias):
-        return link is not None and (link.alias or None) == (e.alias or None)
-    if isinstance(e, AddrPresent):
-        return link is not None and e.address in link.addresses
-    if isinstance(e, AddrAbsent):
-        return link is None or e.address not in link.addresses
-    if isinstance(e, (RoutePresent, RouteAbsent)):
-        present = _ns_ok(state, e.netns) and any(
-            r.dst == e.dst and r.gateway == str(e.via) for r in state.ns(e.netns).routes
-        )
-        return present if isinstance(e, RoutePresent) else not present
-    if isinstance(e, SysctlValue):
-        return state.sysctls.get((e.key, e.netns)) == e.value
-    if isinstance(e, (RulePresent, RuleAbsent)):
-        present = e.rule in state.rules.get((e.table, e.chain, e.netns), [])
-        return present if isinstance(e, RulePresent) else not present
-    if isinstance(e, (ChainPresent, ChainAbsent)):
-        if not _ns_ok(state, e.netns):
-            return isinstance(e, ChainAbsent)
-        exists = state.chain_exists(e.table, e.chain, e.netns)
-        if exists is None:
-            return False  # not read: run the command (it fails clearly if it has nothing to do)
-        return exists if isinstance(e, ChainPresent) else not exists
-    return False  # pragma: no cover
-
-
-def gone(effect: Effect | None, state: LiveState) -> str | None:
-    """For an undo command: what no longer exists so that it has nothing left to undo, else None.
-
-    A reused bridge a user deleted, a namespace another tool removed: the
-    undo step counts as done (and is reported), and ``down``/``clean`` go on.
-    """
-    netns = getattr(effect, "netns", None)
-    if netns is not None and not state.netns_exists(netns):
-        return f"netns {netns} is gone"
-    if isinstance(effect, (LinkAlias, LinkDown, LinkMaster, LinkUp)):
-        name = effect.name
-    elif isinstance(effect, (AddrAbsent, AddrPresent)):
-        name = effect.dev
-    else:
-        return None
-    if name not in state.ns(netns).links:
-        return f"link {name} is gone" + (f" from netns {netns}" if netns else "")
-    return None
-
-
-def _ns_ok(state: LiveState, netns: str | None) -> bool:
-    return netns is None or state.netns_exists(netns)
-
-
-def inverse(command: Command, state: LiveState) -> list[Command]:
-    """The commands that undo ``command`` on an object bridgenet did not create.
-
-    ``state`` is the state before ``command`` runs (for values to restore).
-    """
-    e, k = command.effect, command.step
-    if isinstance(e, LinkPresent):
-        return [ip("link", "del", e.name, netns=e.netns, step=k, effect=LinkAbsent(e.name, e.netns))]
-    if isinstance(e, NetnsPresent):
-        return [ip("netns", "del", e.name, step=k, effect=NetnsAbsent(e.name))]
-    if isinstance(e, LinkUp):
-        return [ip("link", "set", "dev", e.name, "down", netns=e.netns, step=k, effect=LinkDown(e.name, e.netns))]
-    if isinstance(e, LinkMaster):
-        return [ip("link", "set", "dev", e.name, "nomaster", netns=e.netns, step=k,
-                   effect=LinkMaster(e.name, None, e.netns))]
-    if isinstance(e, LinkAlias):
-        link = state.ns(e.netns).links.get(e.name)
-        old = (link.alias if link else None) or ""
-        return [ip("link", "set", "dev", e.name, "alias", old, netns=e.netns, step=k,
-                   effect=LinkAlias(e.name, old or None, e.netns))]
-    if isinstance(e, AddrPresent):
-        return [ip("addr", "del", str(e.address), "dev", e.dev, netns=e.netns, step=k,
-                   effect=AddrAbsent(e.dev, e.address, e.netns))]
-    if isinstance(e, RoutePresent):
-        return [ip("route", "del", e.dst, "via", str(e.via), netns=e.netns, step=k,
-                   effect=RouteAbsent(e.dst, e.via, e.netns))]
-    if isinstance(e, SysctlValue):
-        old = state.sysctls.get((e.key, e.netns))
-        if old is None:
-            return []
-        return [sysctl_w(e.key, old, netns=e.netns, step=k)]
-    if isinstance(e, RulePresent):
-        return [iptables("-t", e.table, "-D", e.chain, *e.rule, netns=e.netns, step=k,
-                         effect=RuleAbsent(e.table, e.chain, e.rule, e.netns))]
-    if isinstance(e, ChainPresent):
-        table = () if e.table == "filter" else ("-t", e.table)
-        return [iptables(*table, "-X", e.chain, netns=e.netns, step=k, effect=ChainAbsent(e.table, e.chain, e.netns))]
-    return []  # LinkInNetns: undone by deleting the veth
-
-
-# --- conflicts -----------------------------------------------------------------------
-
-
-def _where(netns: str | None) -> str:
-    return f"netns {netns}" if netns else "the host"
-
-
-def check_conflicts(network: Network, state: LiveState, *, moves_peers: bool | None = None) -> None:
-    """Raise ConflictError for the first thing on the host that differs from ``network``.
-
-    Checked: stale ``/run/netns`` entries; links of the wrong kind or with
-    the wrong veth peer or master; addresses already used by another link;
-    another address already on one of the network's links; a subnet that
-    overlaps an address or route already on the host; a route to the same
-    destination through another gateway.
-
-    ``moves_peers``: whether veth peers are created in the host and moved
-    (then a host link with the peer's name is in the way); default: as the
-    network renders them.
-    """
-    if moves_peers is None:
-        moves_peers = network.move_peers
-    for ns in network.namespaces:
-        if ns.name in state.stale_netns:
-            raise ConflictError(
-                f"netns {ns.name}", "a network namespace", f"a stale empty file /run/netns/{ns.name} (no namespace "
-                "is mounted on it, so `ip netns exec` fails with \"Invalid argument\")",
-                hint=f"remove it with `ip netns del {ns.name}` (it only unlinks the stale file), then retry",
-            )
-    ours_host = {b.name for b in network.bridges} | {v.name for v in network.veths}
-    ours_host |= {v.peer for v in network.veths if v.netns is None}
-    ours_in: dict[str | None, set[str]] = {None: ours_host}
-    for v in network.veths:
-        if v.netns is not None:
-            ours_in.setdefault(v.netns, set()).add(v.peer)
-    host = state.host.links
-    for b in network.bridges:
-        link = host.get(b.name)
-        if link is not None and link.kind != "bridge":
-            raise ConflictError(f"link {b.name}", "a bridge", f"a link of kind {link.kind or 'unknown'} named {b.name}")
-    for v in network.veths:
-        _check_veth(v, state, moves_peers)
-    _check_addresses(network, state, ours_in)
-    for r in network.of_type(Route):
-        if not _ns_ok(state, r.netns):
-            continue
-        for entry in state.ns(r.netns).routes:
-            if entry.dst == r.dst and entry.gateway != str(r.via):
-                found = f"via {entry.gateway}" if entry.gateway else f"dev {entry.dev}"
-                raise ConflictError(f"route {r.dst} in {_where(r.netns)}", f"{r.dst} via {r.via}", f"{r.dst} {found}")
-
-
-def _check_veth(v: VethPair, state: LiveState, moves_peers: bool) -> None:
-    host = state.host.links
-    link = host.get(v.name)
-    where_peer = _where(v.netns)
-    peer_links = state.ns(v.netns).links if _ns_ok(state, v.netns) else {}
-    peer = peer_links.get(v.peer)
-    if link is None:
-        if peer is not None:
-            raise ConflictError(f"link {v.peer}", f"to create {v.peer} as the peer of a new veth {v.name}",
-                                f"a link {v.peer} already in {where_peer}")
-        if v.netns is not None and moves_peers and v.peer in host:
-            raise ConflictError(f"link {v.peer}", f"to create the veth peer {v.peer} in the host, then move it",
-                                f"a link {v.peer} already in the host")
-        return
-    if link.kind != "veth":
-        raise ConflictError(f"link {v.name}", f"a veth whose peer is {v.peer}",
-                            f"a link of kind {link.kind or 'unknown'} named {v.name}")
-    # brid4 exists as a veth: its peer must be ours, in the host or in the namespace.
-    in_host = host.get(v.peer)
-    if in_host is not None and in_host.peer == link.name and link.peer == in_host.name:
-        pass  # not moved yet (both ends in the host): the plan moves it
-    elif peer is not None and peer.peer_index == link.ifindex and link.peer_index == peer.ifindex:
-        pass
-    else:
-        raise ConflictError(f"link {v.name}", f"a veth whose peer is {v.peer} in {where_peer}",
-                            f"a veth {v.name} whose peer is another link")
-    if v.master is not None and link.master not in (None, v.master):
-        raise ConflictError(f"link {v.name}", f"a bridge port of {v.master}", f"a bridge port of {link.master}")
-
-
-def _addr_objects(network: Network) -> list[tuple[str, str | None, object]]:
-    out = []
-    for o in network.ordered:
-        if isinstance(o, Address):
-            out.append((o.dev, o.netns, o.address))
-        elif isinstance(o, VethPair) and o.address is not None:
-            out.append((o.peer, o.netns, o.address))
-    return out
-
-
-def _check_addresses(network: Network, state: LiveState, ours_in: dict[str | None, set[str]]) -> None:
-    wanted = _addr_objects(network)
-    wanted_on: dict[tuple[str | None, str], set] = {}
-    for dev, ns, addr in wanted:
-        wanted_on.setdefault((ns, dev), set()).add(addr)
-    owners: dict[str | None, dict] = {}  # each namespace's address -> link map, built once
-    for dev, ns, addr in wanted:
-        spaces = [ns] + ([None] if ns is not None else [])
-        for space in spaces:
-            if not _ns_ok(state, space):
-                continue
-            if space not in owners:
-                owners[space] = state.ns(space).owners()
-            owner = owners[space].get(addr.ip)
-            if owner is not None and not (space == ns and owner == dev):
-                raise ConflictError(f"address {addr.ip}", f"{addr} on {dev} in {_where(ns)}",
-                                    f"{addr.ip} already on {owner} in {_where(space)}")
-        if not _ns_ok(state, ns):
-            continue
-        links = state.ns(ns).links
-        mine = ours_in.get(ns, set())
-        link = links.get(dev)
-        if link is not None:
-            others = [a for a in link.addresses if a not in wanted_on.get((ns, dev), set())]
-            if others:
-                raise ConflictError(f"link {dev} in {_where(ns)}", f"only {addr}",
-                                    f"{dev} carrying {', '.join(map(str, others))}")
-        net: IPv4Network = addr.network
-        for other in links.values():
-            if other.name in mine:
-                continue
-            for a in other.addresses:
-                if a.network.overlaps(net):
-                    raise ConflictError(f"subnet {net}", f"{net} on {dev} in {_where(ns)}",
-                                        f"{a} on {other.name}, an overlapping subnet")
-        for r in state.ns(ns).routes:
-            if r.dst in ("default", "") or r.dev in mine:
-                continue
-            try:
-                rnet = IPv4Network(r.dst if "/" in r.dst else f"{r.dst}/32", strict=False)
-            except ValueError:
-                continue
-            if rnet.overlaps(net):
-                via = f" via {r.gateway}" if r.gateway else ""
-                raise ConflictError(f"subnet {net}", f"{net} on {dev} in {_where(ns)}",
-                                    f"a route {r.dst}{via} dev {r.dev}, which overlaps it")
-

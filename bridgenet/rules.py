@@ -54,6 +54,21 @@ RESERVED_IFNAMES = {
     "bonding_masters": "the name of a sysfs file in /sys/class/net",
 }
 
+BR_MAX_PORTS = 1024
+"""Port numbers a bridge has (net/bridge/br_private.h ``BR_MAX_PORTS``, ``1 << 10``); port 0 is never
+used, so a bridge takes at most 1023 ports: the 1024th ``ip link set X master BR`` fails with
+"Exchange full" (EXFULL from ``find_portno()`` in net/bridge/br_if.c; measured, KERNEL-NOTES)."""
+
+MAX_BRIDGE_PORTS = BR_MAX_PORTS - 1
+"""Most ports one bridge takes (see :data:`BR_MAX_PORTS`)."""
+
+RESERVED_NETWORK_NAMES = {
+    "tutorial": "the name 'tutorial' is reserved for the lesson's network (bridgenet.tutorial(), `bridgenet up` "
+                "without --file); it names the lesson's state file /run/bridgenet/tutorial.json, so another "
+                "network with that name would share it. Choose another name",
+}
+"""Network names only bridgenet's own networks use, with the reason."""
+
 _BATCH_UNSAFE = re.compile(r"[#\"']")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SYSCTL_KEY = re.compile(r"^net\.(ipv4|ipv6)(\.[A-Za-z0-9_-]+)+$")
@@ -170,6 +185,40 @@ def network_name(instance: Any, attribute: Any, value: Any) -> None:
         )
 
 
+def boolean(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: ``True`` or ``False`` (not 0, 1, "yes" or None)."""
+    if not isinstance(value, bool):
+        raise ValidationError(describe(instance), attribute.name, "true or false (a bool)", value)
+
+
+def optional_boolean(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: None, True or False."""
+    if value is not None:
+        boolean(instance, attribute, value)
+
+
+def comment(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: None, or an iptables comment (iptables-extensions(8), ``comment``: up to 256 bytes
+    with the NUL) that survives the command line and ``iptables-restore`` unquoted."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value) > 255 or not value.isprintable() or any(
+        c.isspace() or c in "\"'#" for c in value
+    ):
+        raise ValidationError(
+            describe(instance), attribute.name,
+            "an iptables comment is 1-255 printable characters without whitespace, quotes or '#' "
+            "(iptables-extensions(8), comment)",
+            value,
+        )
+
+
+def text(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: a ``str``."""
+    if not isinstance(value, str):
+        raise ValidationError(describe(instance), attribute.name, "a string", value)
+
+
 def sysctl_key(instance: Any, attribute: Any, value: Any) -> None:
     """attrs validator: a per-network-namespace sysctl key under net.ipv4 or net.ipv6.
 
@@ -224,6 +273,11 @@ def interface(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(
             describe(instance), attribute.name, "an address is an IPv4 address with a prefix length", value
         )
+    if value.network.prefixlen == 0:
+        raise ValidationError(
+            describe(instance), attribute.name,
+            "an address has a prefix length of 1-32: with /0 its connected route would be 0.0.0.0/0, "
+            "every address at once", str(value))
     problem = _address_problem(value.ip)
     if problem:
         raise ValidationError(describe(instance), attribute.name, problem, str(value))

@@ -19,7 +19,8 @@ import attrs
 from . import checks, state
 from .commands import Step
 from .errors import CommandError
-from .network import Container, Network, bridge_network
+from .network import Network
+from .shape import Container, build_bridge_network
 from .sandbox import Sandbox
 
 BRIDGE = "br0"
@@ -41,8 +42,8 @@ def tutorial() -> Network:
     Untagged (no link alias, no iptables comment), so that its transcript is
     the lesson's, command for command.
     """
-    return bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False, lesson_form=True,
-                          source=LESSON_SOURCE)
+    return build_bridge_network("tutorial", CONTAINERS, bridge=BRIDGE, gateway=GATEWAY, tag=False,
+                                lesson_form=True, source=LESSON_SOURCE)
 
 
 # --- the narrated run ---------------------------------------------------------------

@@ -12,7 +12,8 @@ from bridgenet.hostcheck import blocks, forward_warnings, stp_warning
 from bridgenet.leftovers import chain_commands, tagged_commands
 from bridgenet.model import ForwardRule
 from bridgenet.network import Network, with_accept_forward
-from bridgenet.plan import inverse, satisfied, wanted_reads
+from bridgenet.effects import inverse, satisfied
+from bridgenet.plan import wanted_reads
 from bridgenet.state import EMPTY_NS, LiveState, parse_chains, parse_links
 
 LESSON = [c.shell() for c in bridgenet.tutorial().up_commands()]
