@@ -38,6 +38,7 @@ from .interrupts import Interrupted  # noqa: F401  (re-exported: apply.Interrupt
 from .leftovers import clean_tagged
 from .ledger import Entry, Ledger, locked
 from .network import Network
+from .conflicts import check_identity
 from .effects import gone, inverse, satisfied
 from .plan import Plan, make_plan, removals
 from .runners import Runner
@@ -309,10 +310,14 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
         NamespaceBusyError: a namespace to delete still has processes in it
             (pass ``force=True`` to kill them first); nothing was changed.
         CommandError: a command failed; the state file keeps what is left.
+        ConflictError: ``network`` comes from another source (file) than the
+            network of that name that is up; nothing was changed.
         LockedError: another bridgenet process is changing this network.
     """
     name = network if isinstance(network, str) else network.name
     with interrupts.deferred(raise_pending=False), locked(runner.fs_root, name), interrupts.shielded():
+        if not isinstance(network, str):  # not another file's network of that name
+            check_identity(network, Ledger.open(runner.fs_root, name), sources_only=True)
         return _down(name, runner, batch=batch, force=force)
 
 

@@ -23,8 +23,11 @@ from .network import Network
 from .state import LiveState
 
 
-def check_identity(network: Network, ledger: Ledger) -> None:
+def check_identity(network: Network, ledger: Ledger, *, sources_only: bool = False) -> None:
     """Refuse a network whose name is up on this host as another network (another file, other bridges).
+
+    ``sources_only`` (``down``): compare only where the two came from, so
+    that a file whose bridge was edited can still take its network down.
 
     Raises:
         ConflictError: naming both sides and how to free the name.
@@ -36,7 +39,7 @@ def check_identity(network: Network, ledger: Ledger) -> None:
     diffs = []
     if old.get("source") != new.get("source"):
         diffs.append((f"comes from {_source(new.get('source'))}", f"came from {_source(old.get('source'))}"))
-    if old.get("bridges") != new.get("bridges"):
+    if old.get("bridges") != new.get("bridges") and not sources_only:
         diffs.append((f"has bridge(s) {', '.join(new.get('bridges') or []) or 'none'}",
                       f"had {', '.join(old.get('bridges') or []) or 'none'}"))
     if diffs:

@@ -30,6 +30,8 @@ fails with "Device or resource busy" (exit 4).
 
 from __future__ import annotations
 
+import re
+
 from typing import TYPE_CHECKING
 
 import attrs
@@ -66,6 +68,10 @@ def _check_comment(obj: object, value: str | None) -> None:
         )
 
 
+_CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
+_BUILTIN_CHAINS = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
+
+
 @attrs.frozen
 class FilterChain:
     """A user-defined chain of the filter table that bridgenet creates and shares between networks.
@@ -81,13 +87,27 @@ class FilterChain:
         netns: where (None: the host).
     """
 
-    chain: str
-    jump_from: str | None = None
+    chain: str = attrs.field()
+    jump_from: str | None = attrs.field(default=None)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
 
+    @chain.validator
+    def _check_chain(self, attribute: attrs.Attribute, value: object) -> None:
+        if not isinstance(value, str) or not _CHAIN_NAME.fullmatch(value) or value in _BUILTIN_CHAINS:
+            raise rules.ValidationError(
+                rules.describe(self), "chain",
+                "a user-defined chain name is 1-28 of A-Z a-z 0-9 _ - and not a built-in chain "
+                "(iptables(8): chain names are at most 28 characters)", value)
+
+    @jump_from.validator
+    def _check_jump_from(self, attribute: attrs.Attribute, value: object) -> None:
+        if value is not None and value not in ("FORWARD", "INPUT", "OUTPUT"):
+            raise rules.ValidationError(rules.describe(self), "jump_from",
+                                        "the filter table's built-in chain FORWARD, INPUT or OUTPUT, or None", value)
+
     @property
-    def name(self) -> str:
-        return self.chain
+    def name(self) -> str | None:
+        return self.chain if isinstance(self.chain, str) else None
 
     @property
     def step_key(self) -> str:

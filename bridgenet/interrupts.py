@@ -10,8 +10,10 @@ read the state). Instead, while :func:`deferred` is active:
   ``runners.ShRunner``) gets SIGTERM; the runner waits for it to end and
   then raises :class:`Interrupted`, and ``up`` checks :func:`check` between
   commands;
-* once rolling back or taking down (:func:`shielded`), further signals are counted and
-  reported but change nothing: a second Ctrl-C does not abandon a rollback.
+* inside :func:`shielded` (a rollback, ``down``, ``clean``, the removals of
+  a converging ``up``) a signal is recorded and reported but stops nothing;
+  the first one is raised by the next :func:`check` once the shielded block
+  is over: a second Ctrl-C does not abandon a rollback.
 
 Only SIGKILL stops bridgenet at an arbitrary point; the state file is
 written before each change, so ``bridgenet down`` or ``clean`` from a new
@@ -64,16 +66,18 @@ def _handler(signum: int, frame: object) -> None:
     s = _state
     if s.depth == 0:  # pragma: no cover - a handler outlived its block
         raise Interrupted(signum)
-    if s.signum is None and not s.rolling_back:
-        s.signum = signum
-        for pgid in list(s.children):
-            with contextlib.suppress(OSError):
-                os.killpg(pgid, signal.SIGTERM)
-        return
-    s.later.append(signum)
+    if s.signum is None:
+        s.signum = signum  # raised at the next check() outside a shielded block
+        if not s.rolling_back:
+            for pgid in list(s.children):
+                with contextlib.suppress(OSError):
+                    os.killpg(pgid, signal.SIGTERM)
+            return
+    else:
+        s.later.append(signum)
     with contextlib.suppress(OSError, ValueError):
-        os.write(sys.stderr.fileno(), f"bridgenet: {signal.Signals(signum).name} received; finishing the "
-                 "rollback first (kill -9 would leave it to `bridgenet clean`)\n".encode())
+        os.write(sys.stderr.fileno(), f"bridgenet: {signal.Signals(signum).name} received; finishing what is under "
+                 "way first (kill -9 would leave it to `bridgenet down` or `clean`)\n".encode())
 
 
 @contextlib.contextmanager

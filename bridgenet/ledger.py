@@ -117,12 +117,21 @@ class Ledger:
         return {e.key for e in self.entries}
 
     def add(self, entries: Iterable[Entry]) -> None:
-        """Append entries (a key already recorded keeps its first entry) and save."""
-        have = self.keys()
+        """Append entries and save.
+
+        A key already recorded keeps its entry (its place, ``owns`` and
+        status), and gains the new entry's undo commands it lacks, first:
+        when a step runs again in another form (the same NAT rule now with a
+        tag comment), what the new run adds is undone too.
+        """
+        by_key = {e.key: e for e in self.entries}
         for e in entries:
-            if e.key not in have:
+            old = by_key.get(e.key)
+            if old is None:
                 self.entries.append(e)
-                have.add(e.key)
+                by_key[e.key] = e
+            elif e.undo:
+                old.undo = [*(u for u in e.undo if u not in old.undo), *old.undo]
         self.save()
 
     def mark_done(self, keys: Iterable[str]) -> None:

@@ -194,3 +194,16 @@ def test_clean_removes_tagged_rules_then_the_empty_chains():
     rules[("filter", FORWARD_CHAIN, None)].append(("-i", "br0", "-j", "ACCEPT"))  # untagged: the lesson's
     assert [c.shell() for c in chain_commands(_state(rules, {FORWARD_CHAIN, ISOLATION_CHAIN}))] == [
         f"iptables -X {ISOLATION_CHAIN}"]
+
+
+@pytest.mark.parametrize("chain, jump_from, field", [
+    (None, 5, "chain"), ("FORWARD", "FORWARD", "chain"), ("INPUT", None, "chain"), ("X -j DROP", "FORWARD", "chain"),
+    ("", None, "chain"), ("a" * 29, None, "chain"), ("OK", "nosuch", "jump_from"), ("OK", 5, "jump_from"),
+])
+def test_filter_chain_fields_are_checked(chain, jump_from, field):
+    from bridgenet.errors import ValidationError
+    from bridgenet.firewall import FilterChain
+
+    with pytest.raises(ValidationError) as ei:
+        FilterChain(chain, jump_from)
+    assert ei.value.field == field

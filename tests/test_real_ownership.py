@@ -68,9 +68,10 @@ def test_down_goes_on_when_a_reused_bridge_was_deleted(sb):
     """Seen: down failing forever with `ip link set dev br1 alias ...: Cannot find device "br1"`."""
     sb.run(["ip", "link", "add", "br1", "type", "bridge"], check=True)
     before = snap(sb)
-    apply.up(shop(), sb.runner())
+    path = _write(sb, "shop.toml", SHOP_TOML)
+    assert bridgenet_cli(sb, "up", "-q", "-f", path).exit_code == 0
     sb.run(["ip", "link", "del", "br1"], check=True)  # the user deletes their bridge
-    cli = bridgenet_cli(sb, "down", "-f", _write(sb, "shop.toml", SHOP_TOML))
+    cli = bridgenet_cli(sb, "down", "-f", path)
     assert cli.exit_code == 0, cli.stderr
     assert "already gone" in cli.stderr and "br1" in cli.stderr
     after = snap(sb)
@@ -143,6 +144,8 @@ def test_another_network_with_a_name_already_up_is_refused(sb):
     assert mine in cli.stderr and theirs in cli.stderr and "br2" in cli.stderr
     plan = bridgenet_cli(sb, "plan", "-f", theirs)
     assert plan.exit_code == 1 and "another network named shop" in plan.stderr
+    down = bridgenet_cli(sb, "down", "-q", "-f", theirs)  # nor does another file take it down
+    assert down.exit_code == 1 and "another network named shop" in down.stderr
     assert snap(sb) == before
     # the lesson's name is the lesson's: a Python network called tutorial is another network
     assert bridgenet_cli(sb, "up", "-q").exit_code == 0
@@ -177,3 +180,18 @@ def test_the_lesson_name_is_recorded_with_the_lesson(sb):
     apply.up(bridgenet.tutorial(), sb.runner())
     ledger = Ledger.open(sb.runner().fs_root, "tutorial")
     assert ledger.identity == {"source": "the lesson", "bridges": ["br0"]}
+
+
+def test_changing_tag_converges_and_down_still_restores_everything(sb):
+    """Seen: tag false -> true added tagged copies of the rules that down never removed (and -X then failed)."""
+    before = snap(sb)
+    path = _write(sb, "shop.toml", "tag = false\naccept_forward = true\nisolate = true\n" + SHOP_TOML)
+    assert bridgenet_cli(sb, "up", "-q", "-f", path).exit_code == 0
+    _write(sb, "shop.toml", SHOP_TOML)  # the defaults: tagged
+    up = bridgenet_cli(sb, "up", "-q", "-f", path)
+    assert up.exit_code == 0, up.stderr
+    assert sb.run(["ping", "-c", "1", "-W", "2", "198.51.100.1"], netns="web").ok
+    down = bridgenet_cli(sb, "down", "-q", "-f", path)
+    assert down.exit_code == 0, down.stderr
+    assert snap(sb) == before, diff(before, snap(sb))
+    assert state_files(sb) == []

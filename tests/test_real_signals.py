@@ -117,3 +117,25 @@ def test_down_interrupted_finishes_and_leaves_nothing(sb):
     assert proc.returncode in (0, 143), err
     assert snap(sb) == before, diff(before, snap(sb))
     assert state_files(sb) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_up_removes_what_the_file_dropped_stops_after_the_removal(sb, sig):
+    """Seen: Ctrl-C during the removals of a converging up was ignored; it went on to build the new network."""
+    path = write(sb, "net.toml", bridge_file("net", "brn", 92, 20, netns_prefix="old"))
+    assert bridgenet_cli(sb, "up", "-q", "--batch", "-f", path).exit_code == 0
+    write(sb, "net.toml", bridge_file("net", "brn", 92, 20, netns_prefix="new"))  # 20 to remove, 20 to add
+    proc, pid = start_cli(sb, "up", "-q", "-f", path)
+    wait_for_file(sb, "net.lock")
+    deadline = time.monotonic() + 20
+    while "old19" in snap(sb)["netns"]:  # removals run in reverse: the last container goes first
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    os.kill(pid, sig)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 128 + sig, err
+    names = snap(sb)["netns"]
+    assert not any(n.startswith("old") for n in names), names  # the removal finished
+    assert not any(n.startswith("new") for n in names), names  # nothing new was built
+    assert bridgenet_cli(sb, "down", "-q", "-f", path).exit_code == 0
+    assert state_files(sb) == []
