@@ -34,7 +34,6 @@ from .commands import (
 )
 from . import interrupts
 from .errors import BridgenetError, CommandError, NamespaceBusyError, RolledBackError
-from .interrupts import Interrupted  # noqa: F401  (re-exported: apply.Interrupted)
 from .leftovers import clean_tagged
 from .ledger import Entry, Ledger, locked
 from .network import Network
@@ -53,8 +52,6 @@ PAUSE_AFTER_ENV = "BRIDGENET_TEST_PAUSE_AFTER"
 """Fault injection for tests: ``up`` prints ``bridgenet: paused`` to stderr and
 waits (up to 60 s, or until a signal arrives) after this many commands, so a
 test can signal it at a known point."""
-
-TAG_PREFIX = "bridgenet:"
 
 log = logging.getLogger("bridgenet")
 

@@ -53,7 +53,6 @@ class _State:
     def __init__(self) -> None:
         self.depth = 0
         self.signum: int | None = None
-        self.later: list[int] = []
         self.children: set[int] = set()
         self.rolling_back = False
         self.old: dict[int, object] = {}
@@ -73,8 +72,6 @@ def _handler(signum: int, frame: object) -> None:
                 with contextlib.suppress(OSError):
                     os.killpg(pgid, signal.SIGTERM)
             return
-    else:
-        s.later.append(signum)
     with contextlib.suppress(OSError, ValueError):
         os.write(sys.stderr.fileno(), f"bridgenet: {signal.Signals(signum).name} received; finishing what is under "
                  "way first (kill -9 would leave it to `bridgenet down` or `clean`)\n".encode())
@@ -94,7 +91,7 @@ def deferred(*, raise_pending: bool = True) -> Iterator[None]:
         yield
         return
     if s.depth == 0:
-        s.signum, s.later, s.rolling_back = None, [], False
+        s.signum, s.rolling_back = None, False
         s.old = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
     s.depth += 1
     ok = False
