@@ -6,7 +6,8 @@ import tempfile
 
 def write(sandbox, name, text, sub="nets"):
     """Write ``text`` to ``NAME`` in a directory private to ``sandbox``; return the path."""
-    d = os.path.join(tempfile.gettempdir(), f"bridgenet-test-{sandbox.pid}", sub)
+    # per user too: the rootless run must not meet a directory root left under a reused PID
+    d = os.path.join(tempfile.gettempdir(), f"bridgenet-test-{os.getuid()}-{sandbox.pid}", sub)
     os.makedirs(d, exist_ok=True)
     for p in (os.path.dirname(d), d):
         os.chmod(p, 0o755)
