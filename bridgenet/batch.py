@@ -54,13 +54,14 @@ which would wipe other networks' rules in a shared chain: it is never used.
 from __future__ import annotations
 
 import math
-import shlex
+import re
 from collections.abc import Callable, Sequence
 
 import attrs
 
-from .commands import Command
+from .commands import Command, shell_join
 from .errors import BatchError, CommandError, ValidationError
+from .gcpause import paused
 from .runners import Runner
 
 DIRECTIONS = ("up", "down")
@@ -116,6 +117,10 @@ def _unbatchable(command: Command, arg: str, why: str) -> ValidationError:
     return ValidationError(f"Command {command.shell()}", "args", why, arg)
 
 
+_PLAIN_LINE = re.compile(r"[^#\n\0\t\r\v\f'\"]*").fullmatch
+"""Matches a line with no character that makes ``ip_batch_line`` quote a word or refuse it, but space."""
+
+
 def ip_batch_line(command: Command) -> str:
     """``command``'s arguments as one line of an ``ip -batch`` file (no trailing newline).
 
@@ -127,6 +132,21 @@ def ip_batch_line(command: Command) -> str:
             there), a newline or NUL, or needs quoting but holds both kinds
             of quote.
     """
+    args = command.args
+    try:
+        line = " ".join(args)
+    except TypeError:  # not all text: the loop below says how
+        line = None
+    # Fast path: no argument needs quoting or is refused (none is empty, none holds a space: the
+    # line has exactly the spaces that join the words), so the line is the words as they are.
+    if line is not None and _PLAIN_LINE(line) is not None and line.count(" ") == len(args) - 1 \
+            and "" not in args:
+        return line
+    return _quoted_line(command)
+
+
+def _quoted_line(command: Command) -> str:
+    """:func:`ip_batch_line`, word by word."""
     words = []
     for a in command.args:
         if "#" in a or "\n" in a or "\0" in a:
@@ -196,7 +216,7 @@ def _alone(c: Command) -> Invocation:
 
 
 def _ip_phase(cmds: list[Command], netns: str | None) -> Invocation:
-    text = "".join(ip_batch_line(c) + "\n" for c in cmds)
+    text = "\n".join([ip_batch_line(c) for c in cmds]) + "\n"
     if netns is None:
         return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip")
     return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")
@@ -260,6 +280,11 @@ def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocat
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction is 'up' or 'down', not {direction!r}")
+    with paused():
+        return _plan(commands, direction)
+
+
+def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]:
     host: list[Command] = []
     plug: list[Command] = []
     inside: dict[str, list[Command]] = {}
@@ -297,6 +322,8 @@ def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocat
 
 
 def _delimiter(text: str) -> str:
+    if "EOF" not in text:  # then no line is EOF, EOF1, ...
+        return "EOF"
     lines = set(text.splitlines())
     word, n = "EOF", 0
     while word in lines:
@@ -319,7 +346,7 @@ def render_shell(invocations: Sequence[Invocation], *, marks: bool = False, star
     for i, inv in enumerate(invocations, start):
         if marks:
             out.append(f"echo '{_MARK} {i}' >&2\n")
-        line = shlex.join(("sudo", *inv.argv) if sudo else inv.argv)
+        line = shell_join(("sudo", *inv.argv) if sudo else inv.argv)
         if inv.input is None:
             out.append(line + (" </dev/null\n" if marks else "\n"))
         else:

@@ -8,10 +8,8 @@ renders the two command lists: ``up_commands()`` and ``down_commands()``.
 
 from __future__ import annotations
 
-import gc
 import heapq
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import attrs
@@ -20,6 +18,7 @@ from . import rules
 from .commands import Command, Step
 from .errors import ValidationError
 from .firewall import FilterChain, Isolation, chains_needed
+from .gcpause import paused as _gc_paused
 from .model import (
     Address,
     Bridge,
@@ -81,9 +80,15 @@ class Network:
 
     def __attrs_post_init__(self) -> None:
         with _gc_paused():
-            _Checker(self).check()
-            object.__setattr__(self, "_order", _dependency_order(_with_chains(self.objects)))
-            object.__setattr__(self, "_covers", _coverage(self.objects))
+            checker = _Checker(self)
+            checker.check()
+            objs = _with_chains(self.objects)
+            # the links' creators, found once for the checks and the coverage (and the order, when
+            # no chain was put in between)
+            creators = checker.creators()
+            object.__setattr__(self, "_order", _dependency_order(
+                objs, creators if len(objs) == len(self.objects) else None))
+            object.__setattr__(self, "_covers", _coverage(self.objects, creators))
 
     # --- views -------------------------------------------------------------
 
@@ -139,17 +144,28 @@ class Network:
     def _steps(self, fast: bool) -> Iterator[Step]:
         ctx = self.context(fast=fast)
         for o in self._order:
-            if isinstance(o, (Address, Route)):
-                yield from o.steps(ctx, covered_by=self._covers.get(o.step_key))
-            else:
-                yield from o.steps(ctx)
+            yield from self._object_steps(o, ctx)
+
+    def _object_steps(self, o: NetworkObject, ctx: RenderContext) -> list[Step]:
+        if isinstance(o, (Address, Route)):
+            return o.steps(ctx, covered_by=self._covers.get(o.step_key))
+        return o.steps(ctx)
 
     def up_commands(self, *, fast: bool = False) -> list[Command]:
-        """The commands that bring the network up on an empty host, in order."""
-        # Steps are made one object at a time and dropped once their commands
-        # are taken, so the texts and undo commands are never all held at once.
+        """The commands that bring the network up on an empty host, in order (those of :meth:`steps`)."""
+        # The objects a network has one of per container render their commands without their
+        # steps (texts and undo commands are never made); the others' steps are made one object
+        # at a time and dropped once their commands are taken.
         with _gc_paused():
-            return [c for s in self._steps(fast) for c in s.up]
+            ctx = self.context(fast=fast)
+            out: list[Command] = []
+            for o in self._order:
+                if type(o) in _UP_WITHOUT_STEPS:
+                    out.extend(o._up_commands(ctx))
+                else:
+                    for s in self._object_steps(o, ctx):
+                        out.extend(s.up)
+            return out
 
     def down_commands(self, steps: Sequence[Step] | None = None) -> list[Command]:
         """The commands that take down ``steps`` (default: all), in reverse order.
@@ -175,24 +191,11 @@ class Network:
         return self.of_type(Sysctl)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while many small objects are made (performance only).
+_UP_WITHOUT_STEPS = (Namespace, VethPair, Route)
+"""Classes whose ``_up_commands(ctx)`` is the ``up`` of their ``steps(ctx)``, joined; exactly these
+classes (a subclass may render otherwise)."""
 
-    Rendering or checking N containers makes ~40 N tracked objects, none in a
-    cycle; each automatic collection rescans all live ones, which cost ~25%
-    of building 10,000 containers' command list (scripts/bench). Reference
-    counting still frees everything at once; the collector's previous state
-    is restored on exit, so nesting is harmless.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+
 
 
 # --- cross-object rules ------------------------------------------------------
@@ -202,6 +205,13 @@ class _Checker:
     def __init__(self, net: Network) -> None:
         self.net = net
         self.objs = net.objects
+        self._creators: dict[tuple[str | None, str], int] | None = None
+
+    def creators(self) -> dict[tuple[str | None, str], int]:
+        """``_creators(objects)``, computed once."""
+        if self._creators is None:
+            self._creators = _creators(self.objs)
+        return self._creators
 
     def fail(self, obj: object, field: str, rule: str, value: object = None) -> None:
         raise ValidationError(rules.describe(obj) if obj is not None else f"Network {self.net.name}", field, rule, value)
@@ -212,7 +222,9 @@ class _Checker:
         if not self.objs:
             self.fail(None, "objects", "a network has at least one object")
         allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation)
-        for o in self.objs:
+        # one look per class; only a class that is none of them needs a look at each object
+        strangers = not all(issubclass(t, allowed) for t in {type(o) for o in self.objs})
+        for o in self.objs if strangers else ():
             if not isinstance(o, allowed):
                 self.fail(None, "objects",
                           "objects are Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, "
@@ -280,11 +292,14 @@ class _Checker:
     def refs(self) -> None:
         namespaces = {o.name for o in self.objs if isinstance(o, Namespace)}
         bridges = {o.name for o in self.objs if isinstance(o, Bridge)}
-        links = _creators(self.objs)
+        links = self.creators()
         for o in self.objs:
             ns = getattr(o, "netns", None)
             if ns is not None and ns not in namespaces:
                 self.fail(o, "netns", f"netns {ns!r} is not a Namespace of this network", ns)
+            t = type(o)
+            if t is Namespace or t is Route:  # none of the checks below is about them
+                continue
             if isinstance(o, VethPair) and o.master is not None and o.master not in bridges:
                 self.fail(o, "master", f"master {o.master!r} is not a Bridge of this network", o.master)
             if isinstance(o, (ForwardRule, Isolation)) and o.bridge not in bridges:
@@ -319,57 +334,74 @@ class _Checker:
                 claim(inside, (o.netns, o.peer), o.peer, o, "peer")
 
     def addresses(self) -> None:
-        owners: dict[IPv4Address, object] = {}
+        # Addresses are compared as integers (``int(IPv4Address)``, the address; a network as its
+        # first address and prefix length): the same outcome as comparing the ipaddress objects,
+        # without making one for each ``.ip``. The messages use the objects.
+        owners: dict[int, object] = {}
         bridge_addrs: dict[str, list[IPv4Interface]] = {}
         for o in self.objs:
-            for field, iface in self.addr_fields(o):
-                other = owners.get(iface.ip)
-                if other is not None:
-                    port, gw = (o, other) if isinstance(o, VethPair) else (other, o)
-                    if isinstance(port, VethPair) and isinstance(gw, Address) and gw.netns is None \
-                            and gw.dev == port.master:
-                        self.fail(port, "address", f"an address is not the gateway {gw.address.ip} of bridge "
-                                  f"{port.master}", str(port.address))
-                    self.fail(o, field, f"address {iface.ip} is already used by {_where_named(other)}", str(iface))
-                owners[iface.ip] = o
+            if isinstance(o, VethPair):
+                iface = o.address
+                if iface is None:
+                    continue
+            elif isinstance(o, Address):
+                iface = o.address
+            else:
+                continue
+            ip = int(iface)
+            other = owners.get(ip)
+            if other is not None:
+                port, gw = (o, other) if isinstance(o, VethPair) else (other, o)
+                if isinstance(port, VethPair) and isinstance(gw, Address) and gw.netns is None \
+                        and gw.dev == port.master:
+                    self.fail(port, "address", f"an address is not the gateway {gw.address.ip} of bridge "
+                              f"{port.master}", str(port.address))
+                self.fail(o, "address", f"address {iface.ip} is already used by {_where_named(other)}", str(iface))
+            owners[ip] = o
             if isinstance(o, Address) and o.netns is None:
                 bridge_addrs.setdefault(o.dev, []).append(o.address)
         bridges = {o.name for o in self.objs if isinstance(o, Bridge)}
+        # per bridge: its gateways' networks (as keys) and addresses
+        gw_nets = {dev: {_net_key(g.network) for g in gws} for dev, gws in bridge_addrs.items()}
+        gw_ips = {dev: {int(g) for g in gws} for dev, gws in bridge_addrs.items()}
         port_net: dict[str, IPv4Network] = {}
         for o in self.objs:
             if not (isinstance(o, VethPair) and o.master in bridges and o.address is not None):
                 continue
             a = o.address
-            gws = bridge_addrs.get(o.master, [])
-            nets = [g.network for g in gws]
+            net = a.network
+            ip = int(a)
+            first_ip = int(net.network_address)
+            prefixlen = net.prefixlen
+            nets = gw_nets.get(o.master)
             if nets:
-                if a.network not in nets or a.ip not in a.network:
-                    same_ip = [n for n in nets if a.ip in n]
-                    if same_ip:
-                        self.fail(o, "address", f"an address has the prefix length of its bridge's subnet: "
-                                  f"{o.master} has {same_ip[0]}, so /{same_ip[0].prefixlen}", str(a))
-                    self.fail(o, "address", f"an address must lie in its bridge's subnet: {o.master} has "
-                              + ", ".join(map(str, nets)), str(a))
+                if (first_ip, prefixlen) not in nets or ip & int(net.netmask) != first_ip:
+                    self.outside_bridge_subnet(o, bridge_addrs[o.master])
             else:
                 first = port_net.setdefault(o.master, a.network)
                 if a.network != first:
                     self.fail(o, "address", f"addresses on one bridge share a subnet: other ports of {o.master} "
                               f"are on {first}", str(a))
-            net = a.network
-            if net.prefixlen < 31 and a.ip in (net.network_address, net.broadcast_address):
+            if prefixlen < 31 and (ip == first_ip or ip == first_ip | (0xFFFFFFFF >> prefixlen)):
                 which = "network" if a.ip == net.network_address else "broadcast"
                 self.fail(o, "address", f"an address is not the {which} address of its subnet {net}", str(a))
-            for g in gws:
-                if g.ip == a.ip:
-                    self.fail(o, "address", f"an address is not the gateway {g.ip} of bridge {o.master}", str(a))
+            if ip in gw_ips.get(o.master, ()):
+                for g in bridge_addrs[o.master]:
+                    if g.ip == a.ip:
+                        self.fail(o, "address", f"an address is not the gateway {g.ip} of bridge {o.master}",
+                                  str(a))
 
-    @staticmethod
-    def addr_fields(o: object) -> list[tuple[str, IPv4Interface]]:
-        if isinstance(o, VethPair) and o.address is not None:
-            return [("address", o.address)]
-        if isinstance(o, Address):
-            return [("address", o.address)]
-        return []
+    def outside_bridge_subnet(self, o: VethPair, gws: list[IPv4Interface]) -> None:
+        """Fail for a port whose address is not in its bridge's subnet (``gws``: the bridge's addresses)."""
+        a = o.address
+        assert a is not None
+        nets = [g.network for g in gws]
+        same_ip = [n for n in nets if a.ip in n]
+        if same_ip:
+            self.fail(o, "address", f"an address has the prefix length of its bridge's subnet: "
+                      f"{o.master} has {same_ip[0]}, so /{same_ip[0].prefixlen}", str(a))
+        self.fail(o, "address", f"an address must lie in its bridge's subnet: {o.master} has "
+                  + ", ".join(map(str, nets)), str(a))
 
     def routes(self) -> None:
         onlink: dict[str | None, list[IPv4Interface]] = {}
@@ -390,12 +422,25 @@ class _Checker:
             nets = onlink.get(o.netns, [])
             if o.netns is None and not nets:
                 continue  # a host route may use a link bridgenet does not manage
-            if not any(o.via in a.network for a in nets):
+            via = o.via
+            if type(via) is IPv4Address:  # as ``via in a.network`` and ``via == a.ip``, in integers
+                v = int(via)
+                inside = any(v & int(a.netmask) == int(a.network.network_address) for a in nets)
+                own = any(v == int(a) for a in nets)
+            else:
+                inside = any(via in a.network for a in nets)
+                own = any(via == a.ip for a in nets)
+            if not inside:
                 where = f"netns {o.netns}" if o.netns else "the host"
                 shown = ", ".join(str(a.network) for a in nets) or "no subnet at all"
                 self.fail(o, "via", f"a gateway lies inside the on-link subnet of {where} ({shown})", str(o.via))
-            if any(o.via == a.ip for a in nets):
+            if own:
                 self.fail(o, "via", "a gateway is not the namespace's own address", str(o.via))
+
+
+def _net_key(net: IPv4Network) -> tuple[int, int]:
+    """What makes two networks equal (``IPv4Network.__eq__``): first address and prefix length."""
+    return int(net.network_address), net.prefixlen
 
 
 _ROOMLESS_GATEWAY = (
@@ -443,40 +488,75 @@ def _with_chains(objs: Sequence[NetworkObject]) -> list[NetworkObject]:
     return out
 
 
-def _dependency_order(objs: Sequence[NetworkObject]) -> tuple[NetworkObject, ...]:
-    """Stable topological order: each object after what it needs, else as given."""
-    ns_idx = {o.name: i for i, o in enumerate(objs) if isinstance(o, Namespace)}
-    br_idx = {o.name: i for i, o in enumerate(objs) if isinstance(o, Bridge)}
-    link_idx = _creators(objs)
+def _dependency_order(objs: Sequence[NetworkObject],
+                      creators: dict[tuple[str | None, str], int] | None = None) -> tuple[NetworkObject, ...]:
+    """Stable topological order: each object after what it needs, else as given.
+
+    ``creators``: ``_creators(objs)`` if already known. The order is the
+    smallest-index-first topological sort; when every object already comes
+    after all it needs (the usual case), that is ``objs`` as given, and no
+    graph is built.
+    """
+    ns_idx: dict[str, int] = {}
+    br_idx: dict[str, int] = {}
+    chain_idx: dict[str | None, list[int]] = {}
     addr_holders: dict[str | None, list[tuple[IPv4Network, int]]] = {}
     for i, o in enumerate(objs):
-        if isinstance(o, VethPair) and o.address is not None:
-            addr_holders.setdefault(o.netns, []).append((o.address.network, i))
+        if isinstance(o, Namespace):
+            ns_idx[o.name] = i
+        elif isinstance(o, Bridge):
+            br_idx[o.name] = i
+        elif isinstance(o, VethPair):
+            if o.address is not None:
+                addr_holders.setdefault(o.netns, []).append((o.address.network, i))
         elif isinstance(o, Address):
             addr_holders.setdefault(o.netns, []).append((o.address.network, i))
-    deps: list[set[int]] = [set() for _ in objs]
+        elif isinstance(o, FilterChain):
+            chain_idx.setdefault(o.netns, []).append(i)
+    link_idx = _creators(objs) if creators is None else creators
+    deps: list[list[int]] = []
+    forward = False
     for i, o in enumerate(objs):
+        d: list[int] = []
         ns = getattr(o, "netns", None)
         if ns is not None and ns in ns_idx:
-            deps[i].add(ns_idx[ns])
-        if isinstance(o, VethPair) and o.master in br_idx:
-            deps[i].add(br_idx[o.master])
-        if isinstance(o, Address) and (o.netns, o.dev) in link_idx:
-            deps[i].add(link_idx[(o.netns, o.dev)])
-        if isinstance(o, Route):
-            for net, j in addr_holders.get(o.netns, []):
-                if o.via in net:
-                    deps[i].add(j)
-        if isinstance(o, NatRule) and o.out_interface and (None, o.out_interface) in link_idx:
-            deps[i].add(link_idx[(None, o.out_interface)])
-        if isinstance(o, (ForwardRule, Isolation)) and o.bridge in br_idx:
-            deps[i].add(br_idx[o.bridge])
-        if isinstance(o, (ForwardRule, Isolation)):
-            deps[i].update(j for j, c in enumerate(objs) if isinstance(c, FilterChain) and c.netns == o.netns)
-        deps[i].discard(i)
+            d.append(ns_idx[ns])
+        t = type(o)
+        if t is Namespace:
+            pass
+        elif isinstance(o, VethPair):
+            if o.master in br_idx:
+                d.append(br_idx[o.master])
+        elif isinstance(o, Address):
+            if (o.netns, o.dev) in link_idx:
+                d.append(link_idx[(o.netns, o.dev)])
+        elif isinstance(o, Route):
+            via = o.via
+            if type(via) is IPv4Address:  # ``via in net``, in integers
+                v = int(via)
+                d.extend(j for net, j in addr_holders.get(o.netns, ())
+                         if v & int(net.netmask) == int(net.network_address))
+            else:
+                d.extend(j for net, j in addr_holders.get(o.netns, ()) if via in net)
+        elif isinstance(o, NatRule):
+            if o.out_interface and (None, o.out_interface) in link_idx:
+                d.append(link_idx[(None, o.out_interface)])
+        elif isinstance(o, (ForwardRule, Isolation)):
+            if o.bridge in br_idx:
+                d.append(br_idx[o.bridge])
+            d.extend(chain_idx.get(o.netns, ()))
+        if d and max(d) > i:
+            forward = True
+        deps.append(d)
+    if not forward:
+        # each object comes after everything it needs: the sort below would return them as given
+        return tuple(objs)
+    dep_sets = [set(d) for d in deps]
+    for i, d in enumerate(dep_sets):
+        d.discard(i)
     users: list[list[int]] = [[] for _ in objs]
-    waiting = [len(d) for d in deps]
-    for i, d in enumerate(deps):
+    waiting = [len(d) for d in dep_sets]
+    for i, d in enumerate(dep_sets):
         for j in d:
             users[j].append(i)
     ready = [i for i, n in enumerate(waiting) if n == 0]
@@ -495,9 +575,10 @@ def _dependency_order(objs: Sequence[NetworkObject]) -> tuple[NetworkObject, ...
     return tuple(objs[i] for i in order)
 
 
-def _coverage(objs: Sequence[NetworkObject]) -> dict[str, str]:
-    """Which step removes each address and route along with itself."""
-    link_key = {where: objs[i].step_key for where, i in _creators(objs).items()}
+def _coverage(objs: Sequence[NetworkObject],
+              creators: dict[tuple[str | None, str], int] | None = None) -> dict[str, str]:
+    """Which step removes each address and route along with itself (``creators``: ``_creators(objs)``)."""
+    link_key = {where: objs[i].step_key for where, i in (_creators(objs) if creators is None else creators).items()}
     namespaces = {o.name for o in objs if isinstance(o, Namespace)}
     out: dict[str, str] = {}
     for o in objs:
