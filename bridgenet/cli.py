@@ -128,8 +128,9 @@ def _print_commands(args: argparse.Namespace, commands: list, direction: str, st
 def cmd_up(args: argparse.Namespace) -> int:
     net = _network(args)
     if args.dry_run:
-        steps = net.steps(fast=args.batch)
-        _print_commands(args, [c for s in steps for c in s.up], "up", steps)
+        steps = net.steps(fast=args.batch) if args.explain else None  # only --explain prints the steps' texts
+        up = [c for s in steps for c in s.up] if steps is not None else net.up_commands(fast=args.batch)
+        _print_commands(args, up, "up", steps)
         return 0
     require_privileges("up")
     from . import apply
