@@ -121,6 +121,10 @@ _PLAIN_LINE = re.compile(r"[^#\n\0\t\r\v\f'\"]*").fullmatch
 """Matches a line with no character that makes ``ip_batch_line`` quote a word or refuse it, but space."""
 
 
+_PLAIN_TEXT = re.compile(r"[^#\0\t\r\v\f'\"]*").fullmatch
+"""The same for a batch file of such lines (newlines allowed)."""
+
+
 def ip_batch_line(command: Command) -> str:
     """``command``'s arguments as one line of an ``ip -batch`` file (no trailing newline).
 
@@ -215,8 +219,27 @@ def _alone(c: Command) -> Invocation:
     return Invocation(c.argv, None, (c,), "alone")
 
 
+def _batch_text(cmds: list[Command]) -> str:
+    """The ``ip -batch`` file of ``cmds``: :func:`ip_batch_line` of each, each ending in a newline.
+
+    When no word needs quoting or is refused, that is the words joined by
+    spaces, and one look at the whole text tells (no character of those,
+    exactly one newline per command and one space between words, no empty
+    word); else each command is written (or refused) on its own.
+    """
+    try:
+        args = [c.args for c in cmds]
+        text = "\n".join([" ".join(a) for a in args]) + "\n"
+    except TypeError:  # not all text: the per-command path says how
+        text = None
+    if text is not None and _PLAIN_TEXT(text) is not None and text.count("\n") == len(args) \
+            and text.count(" ") == sum(map(len, args)) - len(args) and not any("" in a for a in args):
+        return text
+    return "".join([ip_batch_line(c) + "\n" for c in cmds])
+
+
 def _ip_phase(cmds: list[Command], netns: str | None) -> Invocation:
-    text = "\n".join([ip_batch_line(c) for c in cmds]) + "\n"
+    text = _batch_text(cmds)
     if netns is None:
         return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip")
     return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import bridgenet
 from bridgenet import Address, Bridge, Container, Namespace, NatRule, Network, Route, VethPair, bridge_network
-from bridgenet import batch, network, rules
+from bridgenet import batch, ordering, rules
 from bridgenet.cli import main
 from bridgenet.commands import Command, shell_join
 from bridgenet.firewall import FilterChain, Isolation
@@ -150,6 +150,13 @@ def test_ip_batch_line_is_the_word_by_word_line(args):
     assert _outcome(batch.ip_batch_line, c) == _outcome(batch._quoted_line, c)
 
 
+@settings(max_examples=1000)
+@given(lines=st.lists(st.lists(words, max_size=4), min_size=1, max_size=4))
+def test_a_batch_file_is_its_lines(lines):
+    cmds = [Command("ip", args) for args in lines]
+    assert _outcome(batch._batch_text, cmds) == _outcome(lambda: "".join(batch.ip_batch_line(c) + "\n" for c in cmds))
+
+
 # --- order ------------------------------------------------------------------------------
 
 
@@ -187,7 +194,7 @@ def test_objects_are_ordered_as_the_full_sort_orders_them(seed):
                                                     Route("z", "10.7.0.1")]
     random.Random(seed).shuffle(objs)
     net = Network("order", objs)
-    assert net.ordered == _reference_order(network._with_chains(objs))
+    assert net.ordered == _reference_order(ordering.with_chains(tuple(objs)))
 
 
 # --- the CLI ----------------------------------------------------------------------------
