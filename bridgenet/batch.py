@@ -124,6 +124,9 @@ _PLAIN_LINE = re.compile(r"[^#\n\0\t\r\v\f'\"]*").fullmatch
 _PLAIN_TEXT = re.compile(r"[^#\0\t\r\v\f'\"]*").fullmatch
 """The same for a batch file of such lines (newlines allowed)."""
 
+_EMPTY_WORD = re.compile(r"(?:^|\n)[ \n]|  | \n").search
+"""Finds an empty word in lines of words joined by single spaces."""
+
 
 def ip_batch_line(command: Command) -> str:
     """``command``'s arguments as one line of an ``ip -batch`` file (no trailing newline).
@@ -232,8 +235,10 @@ def _batch_text(cmds: list[Command]) -> str:
         text = "\n".join([" ".join(a) for a in args]) + "\n"
     except TypeError:  # not all text: the per-command path says how
         text = None
+    # the counts leave no room for a newline or a space inside a word, or for a command without one;
+    # an empty word then shows as a line starting or ending with a space, two spaces, or an empty line
     if text is not None and _PLAIN_TEXT(text) is not None and text.count("\n") == len(args) \
-            and text.count(" ") == sum(map(len, args)) - len(args) and not any("" in a for a in args):
+            and text.count(" ") == sum(map(len, args)) - len(args) and _EMPTY_WORD(text) is None:
         return text
     return "".join([ip_batch_line(c) + "\n" for c in cmds])
 

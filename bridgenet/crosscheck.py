@@ -138,7 +138,7 @@ class Checker:
             stack.append(o)
 
     def unique_keys(self) -> None:
-        keys = [o.step_key for o in self.objs]
+        keys = self.inv.keys = [o.step_key for o in self.objs]
         if len(set(keys)) == len(keys):
             return
         seen: dict[str, object] = {}
@@ -252,14 +252,7 @@ class Checker:
                   + ", ".join(map(str, nets)), str(a))
 
     def routes(self) -> None:
-        onlink: dict[str | None, list[IPv4Interface]] = {}
-        # the same, as (address, netmask, first address of the subnet)
-        onlink_ints: dict[str | None, list[tuple[int, int, int]]] = {}
-        for o in self.inv.links_and_addresses:
-            a = o.address
-            if a is not None:
-                onlink.setdefault(o.netns, []).append(a)
-                onlink_ints.setdefault(o.netns, []).append((int(a), int(a.netmask), int(a.network.network_address)))
+        holders = self.inv.holders  # the on-link subnets of each namespace, in integers
         seen: dict[tuple[str | None, str], Route] = {}
         for o in self.inv.routes:
             other = seen.get((o.netns, o.dst))
@@ -267,24 +260,29 @@ class Checker:
                 self.fail(o, "dst", f"a namespace has one route to {o.dst}: {rules.describe(other)} is "
                           f"already {other.dst} via {other.via}", o.dst)
             seen[(o.netns, o.dst)] = o
-            nets = onlink.get(o.netns, [])
-            if o.netns is None and not nets:
+            on = holders.get(o.netns, ())
+            if o.netns is None and not on:
                 continue  # a host route may use a link bridgenet does not manage
             via = o.via
             if type(via) is IPv4Address:  # as ``via in a.network`` and ``via == a.ip``, in integers
                 v = int(via)
                 inside = own = False
-                for ip, mask, first in onlink_ints.get(o.netns, ()):
+                for first, mask, _, _, ip in on:
                     if v & mask == first:
                         inside = True
                     if v == ip:
                         own = True
             else:
+                nets = self.onlink(o.netns)
                 inside = any(via in a.network for a in nets)
                 own = any(via == a.ip for a in nets)
             if not inside:
                 where = f"netns {o.netns}" if o.netns else "the host"
-                shown = ", ".join(str(a.network) for a in nets) or "no subnet at all"
+                shown = ", ".join(str(a.network) for a in self.onlink(o.netns)) or "no subnet at all"
                 self.fail(o, "via", f"a gateway lies inside the on-link subnet of {where} ({shown})", str(o.via))
             if own:
                 self.fail(o, "via", "a gateway is not the namespace's own address", str(o.via))
+
+    def onlink(self, netns: str | None) -> list[IPv4Interface]:
+        """The addresses on the links of ``netns`` (None: the host) that the network makes, in order."""
+        return [o.address for o in self.inv.links_and_addresses if o.address is not None and o.netns == netns]

@@ -184,13 +184,13 @@ class Namespace:
     def _up_commands(self, ctx: RenderContext) -> tuple[Command, ...]:
         """The ``up`` of :meth:`steps` (all of them, in order), without making the steps."""
         k = self.step_key
-        add = ip("netns", "add", self.name, step=k, effect=NetnsPresent(self.name))
+        add = Command("ip", ("netns", "add", self.name), None, k, NetnsPresent(self.name))
         if not ctx.tag:
             return (add,)
         # A namespace carries no alias; its lo does, so that `clean` can tell a
         # namespace bridgenet made from one it only used (ip-link(8) alias).
-        return (add, ip("link", "set", "dev", "lo", "alias", ctx.tag, netns=self.name, step=k,
-                        effect=LinkAlias("lo", ctx.tag, self.name)))
+        return (add, Command("ip", ("link", "set", "dev", "lo", "alias", ctx.tag), self.name, k,
+                             LinkAlias("lo", ctx.tag, self.name)))
 
 
 @attrs.frozen
@@ -325,22 +325,23 @@ class VethPair:
 
     def _link_commands(self, ctx: RenderContext, k: str) -> tuple[Command, ...]:
         """Create the pair (step ``k``), and tag its host end."""
+        # Command("ip", args, netns, step, effect), as ip() makes it (called directly: ≈40% faster)
         ns = self.netns
         if ns is None:
             make: tuple[Command, ...] = (
-                ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, step=k,
-                   effect=LinkPresent(self.name, "veth", None, self.peer, ns)),
+                Command("ip", ("link", "add", self.name, "type", "veth", "peer", "name", self.peer), None, k,
+                        LinkPresent(self.name, "veth", None, self.peer, ns)),
             )
         elif ctx.fast:
             make = (
-                ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, "netns", ns,
-                   step=k, effect=LinkPresent(self.name, "veth", None, self.peer, ns)),
+                Command("ip", ("link", "add", self.name, "type", "veth", "peer", "name", self.peer, "netns", ns),
+                        None, k, LinkPresent(self.name, "veth", None, self.peer, ns)),
             )
         else:
             make = (
-                ip("link", "add", self.name, "type", "veth", "peer", "name", self.peer, step=k,
-                   effect=LinkPresent(self.name, "veth", None, self.peer, None)),
-                ip("link", "set", self.peer, "netns", ns, step=k, effect=LinkInNetns(self.peer, ns)),
+                Command("ip", ("link", "add", self.name, "type", "veth", "peer", "name", self.peer), None, k,
+                        LinkPresent(self.name, "veth", None, self.peer, None)),
+                Command("ip", ("link", "set", self.peer, "netns", ns), None, k, LinkInNetns(self.peer, ns)),
             )
         if ctx.tag:
             return (*make, *_alias(self.name, ctx.tag, k))
@@ -351,25 +352,23 @@ class VethPair:
         ns = self.netns
         side: list[Command] = []
         if self.address is not None:
-            side.append(
-                ip("addr", "add", address, "dev", self.peer, netns=ns, step=pk,  # type: ignore[arg-type]
-                   effect=AddrPresent(self.peer, self.address, ns))
-            )
+            side.append(Command("ip", ("addr", "add", address, "dev", self.peer), ns, pk,
+                                AddrPresent(self.peer, self.address, ns)))
         if ns is not None and ctx.brings_lo_up.get(ns) == self.name:
-            side.append(ip("link", "set", "dev", "lo", "up", netns=ns, step=pk, effect=LinkUp("lo", ns)))
+            side.append(Command("ip", ("link", "set", "dev", "lo", "up"), ns, pk, LinkUp("lo", ns)))
         if ctx.tag and ns is not None:
-            side.append(ip("link", "set", "dev", self.peer, "alias", ctx.tag, netns=ns, step=pk,
-                           effect=LinkAlias(self.peer, ctx.tag, ns)))
-        side.append(ip("link", "set", "dev", self.peer, "up", netns=ns, step=pk, effect=LinkUp(self.peer, ns)))
+            side.append(Command("ip", ("link", "set", "dev", self.peer, "alias", ctx.tag), ns, pk,
+                                LinkAlias(self.peer, ctx.tag, ns)))
+        side.append(Command("ip", ("link", "set", "dev", self.peer, "up"), ns, pk, LinkUp(self.peer, ns)))
         return tuple(side)
 
     def _port_commands(self, qk: str) -> tuple[Command, ...]:
         """Plug the host end into its bridge, if any, and bring it up (step ``qk``)."""
-        up = ip("link", "set", "dev", self.name, "up", step=qk, effect=LinkUp(self.name))
+        up = Command("ip", ("link", "set", "dev", self.name, "up"), None, qk, LinkUp(self.name))
         if self.master is None:
             return (up,)
-        return (ip("link", "set", self.name, "master", self.master, step=qk, effect=LinkMaster(self.name, self.master)),
-                up)
+        return (Command("ip", ("link", "set", self.name, "master", self.master), None, qk,
+                        LinkMaster(self.name, self.master)), up)
 
 
 @attrs.frozen
@@ -494,8 +493,8 @@ class Route:
 
     def _up_commands(self, ctx: RenderContext) -> tuple[Command, ...]:
         """The ``up`` of :meth:`steps`, without making the step."""
-        return (ip("route", "add", self.dst, "via", _address_text(self.via), netns=self.netns, step=self.step_key,
-                   effect=RoutePresent(self.dst, self.via, self.netns)),)
+        return (Command("ip", ("route", "add", self.dst, "via", _address_text(self.via)), self.netns, self.step_key,
+                        RoutePresent(self.dst, self.via, self.netns)),)
 
 
 def _int_to_text(value: object) -> object:

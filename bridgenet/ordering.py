@@ -11,7 +11,7 @@ itself. Internal to :class:`bridgenet.network.Network`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from . import rules
 from .errors import ValidationError
@@ -34,9 +34,12 @@ class Inventory:
         ns_index, br_index: ``{name: index}`` of each Namespace and Bridge
             (the last one of a name).
         chain_index: ``{netns: [index, ...]}`` of each FilterChain.
-        holders: ``{netns: [(first address, netmask, index, network), ...]}``
-            of each VethPair with an address and each Address (the address
-            and mask as integers).
+        route_indices: the index of each Route, in order.
+        keys: the objects' step keys, in order, once someone has set them
+            (the checks do), else None.
+        holders: ``{netns: [(first address, netmask, index, network, address), ...]}``
+            of each VethPair with an address and each Address, in order
+            (addresses and mask as integers).
     """
 
     def __init__(self, objs: Sequence[NetworkObject]) -> None:
@@ -54,39 +57,47 @@ class Inventory:
         self.ns_index: dict[str, int] = {}
         self.br_index: dict[str, int] = {}
         self.chain_index: dict[str | None, list[int]] = {}
-        self.holders: dict[str | None, list[tuple[int, int, int, IPv4Network]]] = {}
+        self.holders: dict[str | None, list[tuple[int, int, int, IPv4Network, int]]] = {}
+        self.keys: list[str] | None = None
+        veths, namespaces, routes = self.veths, self.namespaces, self.routes
+        links_and_addresses, bridges_and_veths = self.links_and_addresses, self.bridges_and_veths
+        creators, ns_index, hold = self.creators, self.ns_index, self._hold
+        self.route_indices: list[int] = []
+        route_indices = self.route_indices
         for i, o in enumerate(objs):
             t = type(o)
             if t is VethPair or (t is not Namespace and t is not Route and isinstance(o, VethPair)):
-                self.veths.append(o)
-                self.links_and_addresses.append(o)
-                self.bridges_and_veths.append(o)
-                self.creators[(None, o.name)] = i
-                self.creators[(o.netns, o.peer)] = i
+                veths.append(o)
+                links_and_addresses.append(o)
+                bridges_and_veths.append(o)
+                creators[(None, o.name)] = i
+                creators[(o.netns, o.peer)] = i
                 if o.address is not None:
-                    self._hold(o.netns, o.address.network, i)
+                    hold(o.netns, o.address, i)
             elif t is Namespace or (t is not Route and isinstance(o, Namespace)):
-                self.namespaces.append(o)
-                self.ns_index[o.name] = i
+                namespaces.append(o)
+                ns_index[o.name] = i
             elif t is Route or isinstance(o, Route):
-                self.routes.append(o)
+                routes.append(o)
+                route_indices.append(i)
             elif isinstance(o, Bridge):
                 self.bridges.append(o)
-                self.bridges_and_veths.append(o)
-                self.creators[(None, o.name)] = i
+                bridges_and_veths.append(o)
+                creators[(None, o.name)] = i
                 self.br_index[o.name] = i
             elif isinstance(o, Address):
                 self.addresses.append(o)
-                self.links_and_addresses.append(o)
-                self._hold(o.netns, o.address.network, i)
+                links_and_addresses.append(o)
+                hold(o.netns, o.address, i)
             elif isinstance(o, (ForwardRule, Isolation)):
                 self.rules.append(o)
             elif isinstance(o, FilterChain):
                 self.chains.append(o)
                 self.chain_index.setdefault(o.netns, []).append(i)
 
-    def _hold(self, netns: str | None, net: IPv4Network, i: int) -> None:
-        self.holders.setdefault(netns, []).append((int(net.network_address), int(net.netmask), i, net))
+    def _hold(self, netns: str | None, address: IPv4Interface, i: int) -> None:
+        net = address.network
+        self.holders.setdefault(netns, []).append((int(net.network_address), int(net.netmask), i, net, int(address)))
 
 
 def with_chains(objs: Sequence[NetworkObject], inventory: Inventory | None = None) -> Sequence[NetworkObject]:
@@ -121,9 +132,9 @@ def _needs(o: NetworkObject, inv: Inventory) -> list[int]:
         via = o.via
         if type(via) is IPv4Address:  # ``via in network``, in integers
             v = int(via)
-            d.extend(j for first, mask, j, _ in inv.holders.get(o.netns, ()) if v & mask == first)
+            d.extend(j for first, mask, j, _, _ in inv.holders.get(o.netns, ()) if v & mask == first)
         else:
-            d.extend(j for _, _, j, net in inv.holders.get(o.netns, ()) if via in net)
+            d.extend(j for _, _, j, net, _ in inv.holders.get(o.netns, ()) if via in net)
     if isinstance(o, NatRule) and o.out_interface and (None, o.out_interface) in inv.creators:
         d.append(inv.creators[(None, o.out_interface)])
     if isinstance(o, (ForwardRule, Isolation)):
@@ -150,7 +161,7 @@ def _in_order(objs: Sequence[NetworkObject], inv: Inventory) -> bool:
             if ns is not None and ns_index.get(ns, -1) > i:
                 return False
             v = int(o.via)
-            for first, mask, j, _ in holders.get(ns, ()):
+            for first, mask, j, _, _ in holders.get(ns, ()):
                 if j > i and v & mask == first:
                     return False
         elif any(j > i for j in _needs(o, inv)):
@@ -208,7 +219,8 @@ def coverage(objs: Sequence[NetworkObject], inventory: Inventory | None = None) 
         i = inv.creators.get((a.netns, a.dev))
         if i is not None:
             out[a.step_key] = objs[i].step_key
-    for r in inv.routes:
+    keys = inv.keys
+    for i, r in zip(inv.route_indices, inv.routes):
         if r.netns in namespaces:
-            out[r.step_key] = f"netns {r.netns}"
+            out[keys[i] if keys is not None else r.step_key] = f"netns {r.netns}"
     return out
