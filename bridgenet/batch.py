@@ -222,29 +222,41 @@ def _alone(c: Command) -> Invocation:
     return Invocation(c.argv, None, (c,), "alone")
 
 
-def _batch_text(cmds: list[Command]) -> str:
-    """The ``ip -batch`` file of ``cmds``: :func:`ip_batch_line` of each, each ending in a newline.
+def _plain_lines(cmds: list[Command]) -> list[str] | None:
+    """``[ip_batch_line(c) for c in cmds]`` when no word needs quoting or is refused, else None.
 
-    When no word needs quoting or is refused, that is the words joined by
-    spaces, and one look at the whole text tells (no character of those,
-    exactly one newline per command and one space between words, no empty
-    word); else each command is written (or refused) on its own.
+    Then each line is the words joined by spaces, and one look at all the
+    lines tells: no character of those, exactly one newline per command and
+    one space between words, no empty word.
     """
     try:
         args = [c.args for c in cmds]
-        text = "\n".join([" ".join(a) for a in args]) + "\n"
+        lines = [" ".join(a) for a in args]
     except TypeError:  # not all text: the per-command path says how
-        text = None
+        return None
+    text = "\n".join(lines) + "\n"
     # the counts leave no room for a newline or a space inside a word, or for a command without one;
     # an empty word then shows as a line starting or ending with a space, two spaces, or an empty line
-    if text is not None and _PLAIN_TEXT(text) is not None and text.count("\n") == len(args) \
+    if _PLAIN_TEXT(text) is not None and text.count("\n") == len(args) \
             and text.count(" ") == sum(map(len, args)) - len(args) and _EMPTY_WORD(text) is None:
-        return text
+        return lines
+    return None
+
+
+def _batch_text(cmds: list[Command], lines: list[str] | None = None) -> str:
+    """The ``ip -batch`` file of ``cmds``: :func:`ip_batch_line` of each, each ending in a newline.
+
+    ``lines``: those lines if already known to be plain (:func:`_plain_lines`).
+    """
+    if lines is None:
+        lines = _plain_lines(cmds)
+    if lines is not None:
+        return "\n".join(lines) + "\n"
     return "".join([ip_batch_line(c) + "\n" for c in cmds])
 
 
-def _ip_phase(cmds: list[Command], netns: str | None) -> Invocation:
-    text = _batch_text(cmds)
+def _ip_phase(cmds: list[Command], netns: str | None, lines: list[str] | None = None) -> Invocation:
+    text = _batch_text(cmds, lines)
     if netns is None:
         return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip")
     return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")
@@ -335,9 +347,18 @@ def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]
             rules.append(c)
         else:
             other.append(c)
-    p_host = [_ip_phase(host, None)] if host else []
-    p_plug = [_ip_phase(plug, None)] if plug else []
-    p_inside = [_ip_phase(cmds, ns) for ns, cmds in inside.items()]
+    # all ip lines looked at once: when they are all plain, each batch file is its lines joined
+    groups = [g for g in (host, plug, *inside.values()) if g]
+    lines = _plain_lines([c for g in groups for c in g])
+    at = 0
+    parts: list[list[str] | None] = []
+    for g in groups:
+        parts.append(lines[at:at + len(g)] if lines is not None else None)
+        at += len(g)
+    part = iter(parts)
+    p_host = [_ip_phase(host, None, next(part))] if host else []
+    p_plug = [_ip_phase(plug, None, next(part))] if plug else []
+    p_inside = [_ip_phase(cmds, ns, next(part)) for ns, cmds in inside.items()]
     p_sysctl = _merged_phase(sysctls, _sysctl_settings, _sysctl_merge)
     p_rules = _merged_phase(rules, iptables_restore_rule, _restore)
     p_other = [_alone(c) for c in other]

@@ -155,6 +155,13 @@ def test_ip_batch_line_is_the_word_by_word_line(args):
 def test_a_batch_file_is_its_lines(lines):
     cmds = [Command("ip", args) for args in lines]
     assert _outcome(batch._batch_text, cmds) == _outcome(lambda: "".join(batch.ip_batch_line(c) + "\n" for c in cmds))
+    # and in a plan (host and namespaces): each batch file is its commands' lines, or the first bad one is refused
+    cmds += [Command("ip", args, netns=f"n{i % 2}") for i, args in enumerate(lines)]
+    want = _outcome(lambda: [(("ip", "-batch", "-"), "".join(batch.ip_batch_line(c) + "\n" for c in cmds[:len(lines)]))]
+                    + [(("ip", "-n", ns, "-batch", "-"), "".join(batch.ip_batch_line(c) + "\n" for c in cmds
+                                                                  if c.netns == ns))
+                       for ns in dict.fromkeys(c.netns for c in cmds[len(lines):])])
+    assert _outcome(lambda: [(inv.argv, inv.input) for inv in batch.plan(cmds)]) == want
 
 
 # --- order ------------------------------------------------------------------------------
