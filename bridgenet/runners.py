@@ -245,9 +245,14 @@ def step_comment(step: Step, number: int | None = None) -> list[str]:
     return [*_comment(head), *_comment(step.why)]
 
 
-def undo_steps(steps: Iterable[Step]) -> list[Step]:
-    """Steps retitled for the down transcript (``--explain`` with ``down``): what each removal does."""
+def undo_steps(steps: Iterable[Step], *, group: int | None = None) -> list[Step]:
+    """Steps retitled for the down transcript (``--explain`` with ``down``): what each removal does.
+
+    ``group``: the links are deleted as one link group (``teardown.py``);
+    their steps say so, and the group's own step is added.
+    """
     out = []
+    into = " into the group of links to delete" if group is not None else ""
     for s in steps:
         if not s.down:
             out.append(s)
@@ -265,15 +270,19 @@ def undo_steps(steps: Iterable[Step]) -> list[Step]:
             title = f"delete the namespace {args[2]}"
             why = "Deleting the namespace removes what is left in it: lo, its routes."
         elif args[:2] == ("link", "del") and "veth pair" in s.title:
-            title = f"delete the veth {args[2]} and with it its peer"
+            title = f"put the veth {args[2]}{into}" if into else f"delete the veth {args[2]} and with it its peer"
             why = ("Deleting a veth's host end removes its peer at once, before its namespace goes, so "
                    "both names are free right away (deleting only the namespace frees the host end later).")
         elif args[:2] == ("link", "del"):
-            title = f"delete the link {args[2]}"
+            title = f"put the link {args[2]}{into}" if into else f"delete the link {args[2]}"
             why = "Deleting a bridge removes its address and its connected route, and unplugs its ports."
         else:
             title, why = f"undo: {s.title}", "Undo the step."
         out.append(attrs.evolve(s, title=title, why=why))
+    if group is not None:
+        from .teardown import group_step
+
+        out.append(group_step(group))
     return out
 
 
