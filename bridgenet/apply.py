@@ -352,15 +352,11 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str
     listed.
     """
     cmds = removals(entries)
-    state = _read_for_undo(runner, cmds)
-    todo: list[Command] = []
-    gone_now: list[str] = []
-    for c in cmds:
-        why = gone(c.effect, state)
-        if why is not None:
-            gone_now.append(f"{c.shell()}: {why}")
-        elif not satisfied(c.effect, state):
-            todo.append(c)
+    # Links, namespaces and addresses are read first; sysctl writes and iptables deletes are run
+    # without reading them (an iptables read costs ≈20 ms): a rule already gone makes the batch
+    # fail before anything else ran, and then everything is read and classified below.
+    state = _read_for_undo(runner, cmds, optimistic=True)
+    todo, gone_now = _classify(cmds, state, optimistic=True)
     busy = _busy_netns(runner, [c.effect.name for c in todo if isinstance(c.effect, NetnsAbsent)])
     if busy and not force:
         name, pids = next(iter(busy.items()))
@@ -379,8 +375,7 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str
             BatchRunner(runner).execute(fast, direction="down")
             return fast, [], gone_now
         except CommandError:
-            state = _read_for_undo(runner, cmds)
-            todo = [c for c in todo if not satisfied(c.effect, state) and gone(c.effect, state) is None]
+            todo, gone_now = _classify(cmds, _read_for_undo(runner, cmds), optimistic=False)
     for c in todo:
         try:
             runner.run(c)
@@ -401,7 +396,27 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str
     return ran, leftovers, gone_now
 
 
-def _read_for_undo(runner: Runner, cmds: Iterable[Command]) -> LiveState:
+_UNREAD = (SysctlValue, RuleAbsent, ChainAbsent)
+"""Effects an optimistic teardown does not read before it runs their commands."""
+
+
+def _classify(cmds: Sequence[Command], state: LiveState, *, optimistic: bool) -> tuple[list[Command], list[str]]:
+    """(the commands still to run, what is already gone) in ``state``; optimistic: ``_UNREAD`` ones all run."""
+    todo: list[Command] = []
+    gone_now: list[str] = []
+    for c in cmds:
+        if optimistic and isinstance(c.effect, _UNREAD):
+            todo.append(c)
+            continue
+        why = gone(c.effect, state)
+        if why is not None:
+            gone_now.append(f"{c.shell()}: {why}")
+        elif not satisfied(c.effect, state):
+            todo.append(c)
+    return todo, gone_now
+
+
+def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool = False) -> LiveState:
     netns, sysctls, rules = [], [], []
     for c in cmds:
         e = c.effect
@@ -410,9 +425,9 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command]) -> LiveState:
         n = getattr(e, "netns", None)
         if n:
             netns.append(n)
-        if isinstance(e, SysctlValue):
+        if isinstance(e, SysctlValue) and not optimistic:
             sysctls.append((e.key, e.netns))
-        if isinstance(e, (RuleAbsent, ChainAbsent)):
+        if isinstance(e, (RuleAbsent, ChainAbsent)) and not optimistic:
             rules.append((e.table, e.chain, e.netns))
     return read(runner, netns=netns, sysctls=sysctls, rules=rules)
 
