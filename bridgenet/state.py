@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
 import attrs
@@ -116,6 +116,8 @@ class LiveState:
         chains: ``{(table, netns): names}``: every chain (built-in and
             user-defined) of each table that was read; a table missing here
             was not read (or could not be), so nothing is known of its chains.
+        extra: (exit code, stdout) of each of the ``extra`` reads given to
+            :func:`read`, in order.
     """
 
     host: NsState
@@ -125,6 +127,7 @@ class LiveState:
     sysctls: dict[tuple[str, str | None], str]
     rules: dict[tuple[str, str, str | None], list[tuple[str, ...]]]
     chains: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
+    extra: tuple[tuple[int, str], ...] = ()
 
     def chain_exists(self, table: str, chain: str, netns: str | None = None) -> bool | None:
         """Whether ``chain`` exists in ``table`` of ``netns``; None when that table was not read."""
@@ -385,7 +388,7 @@ def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None)
 
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
-         rules: Iterable[tuple[str, str, str | None]] = ()) -> LiveState:
+         rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = ()) -> LiveState:
     """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
 
     Args:
@@ -395,6 +398,8 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         rules: ``(table, chain, netns)`` triples. Each table named is read
             whole, once per namespace (``iptables -S``), which also tells
             which chains exist there (``LiveState.chains``).
+        extra: more reads to run in the same shell; their results are
+            ``LiveState.extra`` (e.g. ``hostcheck.READS``).
 
     Cost: one process through ``runner`` (see :func:`gather`).
     """
@@ -403,7 +408,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     chains = list(dict.fromkeys(rules))
     tables = list(dict.fromkeys((t, n) for t, _, n in chains))
     reads = [*_NETNS_READS, _show_read(None), *(_show_read(n) for n in spaces),
-             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables)]
+             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables), *extra]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
@@ -428,7 +433,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
             text = table_text[(table, ns)]
             rule_map[(table, chain, ns)] = parse_rules(text, chain) if text is not None else []
     return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
-                     chain_map)
+                     chain_map, tuple(results))
 
 
 # --- snapshots for before/after comparisons ------------------------------------
