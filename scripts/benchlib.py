@@ -13,7 +13,6 @@ Run as a script it is one of the bench's children::
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
