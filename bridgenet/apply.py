@@ -226,7 +226,8 @@ def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | N
                     if s.step.key in new_keys:
                         _trim(ledger, s, done_here, p.state)
                     raise
-                ledger.mark_done([s.step.key])
+                ledger.mark_done([s.step.key], save=False)  # written with the next step's intent
+            ledger.save()
         interrupts.check()
     except BaseException as cause:
         with interrupts.shielded():

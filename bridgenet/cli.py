@@ -133,7 +133,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     require_privileges("up")
     from . import apply
 
-    runner = ShRunner(echo=None if args.batch else _echo(args))
+    # step by step: one process per command, started by one long-lived shell (session.py)
+    runner = ShRunner(echo=None if args.batch else _echo(args), session=not args.batch)
     progress = _Progress("up", not args.quiet)
     try:
         # no progress shown: the whole batch runs in one shell
@@ -141,6 +142,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                           force=args.force, jobs=args.jobs)  # warnings go to the log
     finally:
         progress.close()
+        runner.close()
     if args.batch and not args.quiet and report.ran:
         _print_commands(args, list(report.ran), "up")
     _print_gone(report)
