@@ -319,13 +319,14 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
     """
     name = network if isinstance(network, str) else network.name
     with interrupts.deferred(raise_pending=False), locked(runner.fs_root, name), interrupts.shielded():
+        ledger = Ledger.open(runner.fs_root, name)
         if not isinstance(network, str):  # not another file's network of that name
-            check_identity(network, Ledger.open(runner.fs_root, name), sources_only=True)
-        return _down(name, runner, batch=batch, force=force)
+            check_identity(network, ledger, sources_only=True)
+        return _down(name, runner, batch=batch, force=force, ledger=ledger)
 
 
-def _down(name: str, runner: Runner, *, batch: bool, force: bool) -> Report:
-    ledger = Ledger.open(runner.fs_root, name)
+def _down(name: str, runner: Runner, *, batch: bool, force: bool, ledger: Ledger | None = None) -> Report:
+    ledger = ledger if ledger is not None else Ledger.open(runner.fs_root, name)
     if not ledger.entries:
         return Report(note=f"no record of {name} on this host (never brought up by bridgenet, or already "
                            "down); nothing to take down")
