@@ -19,7 +19,6 @@ from .errors import (
 )
 from .model import Address, Bridge, ForwardRule, Namespace, NatRule, Route, Sysctl, VethPair, ip_forward
 from .network import Container, Network, bridge_network
-from .sandbox import Sandbox
 from .tutorial import tutorial
 
 __all__ = [
@@ -28,3 +27,17 @@ __all__ = [
     "RolledBackError", "Route", "Sandbox", "SandboxError", "Step", "Sysctl", "ValidationError", "VethPair",
     "bridge_network", "ip_forward", "tutorial",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``bridgenet.Sandbox``, imported on first use (with subprocess and the rest), not with bridgenet."""
+    if name == "Sandbox":
+        from .sandbox import Sandbox
+
+        globals()["Sandbox"] = Sandbox
+        return Sandbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Sandbox"})

@@ -54,13 +54,14 @@ which would wipe other networks' rules in a shared chain: it is never used.
 from __future__ import annotations
 
 import math
-import shlex
+import re
 from collections.abc import Callable, Sequence
 
 import attrs
 
-from .commands import Command
+from .commands import Command, shell_join
 from .errors import BatchError, CommandError, ValidationError
+from .gcpause import paused
 from .jobs import JOBS, partition
 from .runners import Runner
 
@@ -123,6 +124,17 @@ def _unbatchable(command: Command, arg: str, why: str) -> ValidationError:
     return ValidationError(f"Command {command.shell()}", "args", why, arg)
 
 
+_PLAIN_LINE = re.compile(r"[^#\n\0\t\r\v\f'\"]*").fullmatch
+"""Matches a line with no character that makes ``ip_batch_line`` quote a word or refuse it, but space."""
+
+
+_PLAIN_TEXT = re.compile(r"[^#\0\t\r\v\f'\"]*").fullmatch
+"""The same for a batch file of such lines (newlines allowed)."""
+
+_EMPTY_WORD = re.compile(r"(?:^|\n)[ \n]|  | \n").search
+"""Finds an empty word in lines of words joined by single spaces."""
+
+
 def ip_batch_line(command: Command) -> str:
     """``command``'s arguments as one line of an ``ip -batch`` file (no trailing newline).
 
@@ -134,6 +146,21 @@ def ip_batch_line(command: Command) -> str:
             there), a newline or NUL, or needs quoting but holds both kinds
             of quote.
     """
+    args = command.args
+    try:
+        line = " ".join(args)
+    except TypeError:  # not all text: the loop below says how
+        line = None
+    # Fast path: no argument needs quoting or is refused (none is empty, none holds a space: the
+    # line has exactly the spaces that join the words), so the line is the words as they are.
+    if line is not None and _PLAIN_LINE(line) is not None and line.count(" ") == len(args) - 1 \
+            and "" not in args:
+        return line
+    return _quoted_line(command)
+
+
+def _quoted_line(command: Command) -> str:
+    """:func:`ip_batch_line`, word by word."""
     words = []
     for a in command.args:
         if "#" in a or "\n" in a or "\0" in a:
@@ -202,8 +229,29 @@ def _alone(c: Command) -> Invocation:
     return Invocation(c.argv, None, (c,), "alone")
 
 
+def _batch_text(cmds: list[Command]) -> str:
+    """The ``ip -batch`` file of ``cmds``: :func:`ip_batch_line` of each, each ending in a newline.
+
+    When no word needs quoting or is refused, that is the words joined by
+    spaces, and one look at the whole text tells (no character of those,
+    exactly one newline per command and one space between words, no empty
+    word); else each command is written (or refused) on its own.
+    """
+    try:
+        args = [c.args for c in cmds]
+        text = "\n".join([" ".join(a) for a in args]) + "\n"
+    except TypeError:  # not all text: the per-command path says how
+        text = None
+    # the counts leave no room for a newline or a space inside a word, or for a command without one;
+    # an empty word then shows as a line starting or ending with a space, two spaces, or an empty line
+    if text is not None and _PLAIN_TEXT(text) is not None and text.count("\n") == len(args) \
+            and text.count(" ") == sum(map(len, args)) - len(args) and _EMPTY_WORD(text) is None:
+        return text
+    return "".join([ip_batch_line(c) + "\n" for c in cmds])
+
+
 def _ip_phase(cmds: list[Command], netns: str | None) -> Invocation:
-    text = "".join(ip_batch_line(c) + "\n" for c in cmds)
+    text = _batch_text(cmds)
     if netns is None:
         return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip")
     return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")
@@ -270,9 +318,14 @@ def plan(commands: Sequence[Command], *, direction: str = "up", jobs: int = JOBS
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction is 'up' or 'down', not {direction!r}")
-    split = partition(commands, jobs) if direction == "up" else None
-    if split is not None:
-        return _plan_in_jobs(commands, *split)
+    with paused():
+        split = partition(commands, jobs) if direction == "up" else None
+        if split is not None:
+            return _plan_in_jobs(commands, *split)
+        return _plan(commands, direction)
+
+
+def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]:
     host: list[Command] = []
     plug: list[Command] = []
     inside: dict[str, list[Command]] = {}
@@ -351,6 +404,8 @@ def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job:
 
 
 def _delimiter(text: str) -> str:
+    if "EOF" not in text:  # then no line is EOF, EOF1, ...
+        return "EOF"
     lines = set(text.splitlines())
     word, n = "EOF", 0
     while word in lines:
@@ -361,7 +416,7 @@ def _delimiter(text: str) -> str:
 
 def _render_one(inv: Invocation, i: int, *, marks: bool, sudo: bool) -> str:
     out = f"echo '{_MARK} {i}' >&2\n" if marks else ""
-    line = shlex.join(("sudo", *inv.argv) if sudo else inv.argv)
+    line = shell_join(("sudo", *inv.argv) if sudo else inv.argv)
     if inv.input is None and marks:
         line += " </dev/null"
     if marks and inv.job is not None:

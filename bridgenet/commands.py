@@ -12,7 +12,9 @@ form (ip-netns(8)); the batch runner instead groups such commands into one
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
 import attrs
@@ -218,10 +220,25 @@ class Command:
     def shell(self, *, sudo: bool = False) -> str:
         """The command as one shell-quoted line (``shlex.join``), optionally behind ``sudo``."""
         argv = ("sudo", *self.argv) if sudo else self.argv
-        return shlex.join(argv)
+        return shell_join(argv)
 
     def __str__(self) -> str:
         return self.shell()
+
+
+_SAFE_LINE = re.compile(r"[\w@%+=:,./ -]*", re.ASCII).fullmatch
+"""A line of words that ``shlex.quote`` leaves as they are (its ``_find_unsafe``), and spaces."""
+
+
+def shell_join(argv: Sequence[str]) -> str:
+    """``shlex.join(argv)``: the words shell-quoted, joined by spaces (faster when none needs quotes)."""
+    try:
+        line = " ".join(argv)
+    except TypeError:
+        return shlex.join(argv)
+    if _SAFE_LINE(line) is not None and line.count(" ") == len(argv) - 1 and "" not in argv:
+        return line
+    return shlex.join(argv)
 
 
 @attrs.frozen

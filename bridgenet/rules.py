@@ -47,6 +47,18 @@ IP_LINK_KEYWORDS = (
 )
 """Keywords of ``ip link add``/``ip link set`` (ip-link(8), iproute2 6.1 iplink.c)."""
 
+
+def _keyword_prefixes() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for keyword in IP_LINK_KEYWORDS:
+        for end in range(1, len(keyword) + 1):
+            out.setdefault(keyword[:end], keyword)
+    return out
+
+
+_KEYWORD_OF_PREFIX = _keyword_prefixes()
+"""Every non-empty prefix of a keyword, to the first keyword (in :data:`IP_LINK_KEYWORDS` order) it begins."""
+
 RESERVED_IFNAMES = {
     "lo": "every network namespace already has its loopback link 'lo'",
     "all": "the kernel keeps /proc/sys/net/ipv4/conf/all, so a link cannot be named 'all'",
@@ -70,6 +82,10 @@ RESERVED_NETWORK_NAMES = {
 """Network names only bridgenet's own networks use, with the reason."""
 
 _BATCH_UNSAFE = re.compile(r"[#\"']")
+_PLAIN_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+"""Names that break none of the character or length rules of :func:`ifname_problem` (a fast path only)."""
+_PLAIN_NETNS = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}")
+"""Names that break none of the rules of :func:`netns_problem` but ``.``/``..`` (a fast path only)."""
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SYSCTL_KEY = re.compile(r"^net\.(ipv4|ipv6)(\.[A-Za-z0-9_-]+)+$")
 
@@ -83,6 +99,15 @@ def describe(instance: Any) -> str:
 
 def ifname_problem(name: object) -> str | None:
     """Return the rule ``name`` breaks as an interface name, or None if it is valid."""
+    if isinstance(name, str) and _PLAIN_IFNAME.fullmatch(name) is not None:
+        # ASCII letters, digits and _.- only, 1-15 of them: only these rules remain
+        if name in (".", "..") or name in RESERVED_IFNAMES or name in _KEYWORD_OF_PREFIX:
+            return _ifname_rules(name)
+        return None
+    return _ifname_rules(name)
+
+
+def _ifname_rules(name: object) -> str | None:
     if not isinstance(name, str):
         return "an interface name is a string"
     if not name:
@@ -108,17 +133,20 @@ def ifname_problem(name: object) -> str | None:
                 "number: ip link add br%d creates br0; dev_alloc_name in net/core/dev.c)")
     if name in RESERVED_IFNAMES:
         return RESERVED_IFNAMES[name]
-    for keyword in IP_LINK_KEYWORDS:
-        if keyword.startswith(name):
-            return (
-                f"an interface name must not read as an ip-link keyword: "
-                f"ip would take {name!r} for {keyword!r}"
-            )
+    keyword = _KEYWORD_OF_PREFIX.get(name)
+    if keyword is not None:
+        return f"an interface name must not read as an ip-link keyword: ip would take {name!r} for {keyword!r}"
     return None
 
 
 def netns_problem(name: object) -> str | None:
     """Return the rule ``name`` breaks as a network namespace name, or None."""
+    if isinstance(name, str) and _PLAIN_NETNS.fullmatch(name) is not None and name not in (".", ".."):
+        return None  # ASCII letters, digits and _.-, not starting with '-', at most NAME_MAX
+    return _netns_rules(name)
+
+
+def _netns_rules(name: object) -> str | None:
     if not isinstance(name, str):
         return "a netns name is a string"
     if not name:
@@ -236,13 +264,16 @@ def sysctl_key(instance: Any, attribute: Any, value: Any) -> None:
 
 
 def _address_problem(addr: ipaddress.IPv4Address) -> str | None:
-    if addr.is_loopback:
+    """The range ``addr`` must not be in, by its first octet (``is_loopback``, ``is_multicast``,
+    ``is_unspecified``, ``is_reserved`` of :mod:`ipaddress`, and 0.0.0.0/8; RFC 6890)."""
+    first = int(addr) >> 24
+    if first == 127:
         return "an address is not a loopback address (127.0.0.0/8)"
-    if addr.is_multicast:
+    if 224 <= first < 240:
         return "an address is not a multicast address (224.0.0.0/4)"
-    if addr.is_unspecified or addr in ipaddress.IPv4Network("0.0.0.0/8"):
+    if first == 0:
         return "an address is not in 0.0.0.0/8"
-    if addr.is_reserved:
+    if first >= 240:
         return "an address is not in the reserved range 240.0.0.0/4"
     return None
 
@@ -254,11 +285,21 @@ def to_interface(value: Any) -> Any:
     validator can say what is missing.
     """
     if isinstance(value, str) and "/" in value:
+        m = _DOTTED_PREFIX.fullmatch(value)
+        if m is not None:  # the plain form, parsed ≈4 times faster than IPv4Interface(text) does
+            a, b, c, d, prefix = map(int, m.groups())
+            if a <= 255 and b <= 255 and c <= 255 and d <= 255 and prefix <= 32:
+                return ipaddress.IPv4Interface((a << 24 | b << 16 | c << 8 | d, prefix))
         try:
             return ipaddress.IPv4Interface(value)
         except ValueError:
             return value
     return value
+
+
+_DOTTED_PREFIX = re.compile(r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})/([0-9]{1,2})")
+"""``A.B.C.D/P`` without leading zeros in the octets, as ``ipaddress`` reads it (a fast path only: anything
+else, and out-of-range numbers, go to ``IPv4Interface``, which decides)."""
 
 
 def interface(instance: Any, attribute: Any, value: Any) -> None:
@@ -278,7 +319,7 @@ def interface(instance: Any, attribute: Any, value: Any) -> None:
             describe(instance), attribute.name,
             "an address has a prefix length of 1-32: with /0 its connected route would be 0.0.0.0/0, "
             "every address at once", str(value))
-    problem = _address_problem(value.ip)
+    problem = _address_problem(value)  # an IPv4Interface is an IPv4Address of its own address
     if problem:
         raise ValidationError(describe(instance), attribute.name, problem, str(value))
 

@@ -16,7 +16,10 @@ from . import rules
 from .errors import ValidationError
 from .firewall import Isolation
 from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair, ip_forward
-from .network import _ROOMLESS_GATEWAY, Network, _gc_paused, _too_many_ports
+from .crosscheck import ROOMLESS_GATEWAY as _ROOMLESS_GATEWAY
+from .crosscheck import too_many_ports as _too_many_ports
+from .gcpause import paused as _gc_paused
+from .network import Network
 
 
 @attrs.frozen

@@ -9,19 +9,22 @@ what the lesson says a person would see.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import attrs
 
-from . import checks, state
 from .commands import Step
 from .errors import CommandError
 from .network import Network
 from .shape import Container, build_bridge_network
-from .sandbox import Sandbox
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sandbox import Sandbox
+
+# checks, state, json and the sandbox are imported where the lesson runs for real, so that
+# `bridgenet up --dry-run` (which only needs tutorial()) does not load them
 
 BRIDGE = "br0"
 GATEWAY = "10.201.0.1/24"
@@ -80,6 +83,8 @@ class Check:
 
 def _ping(dst: str, *, src: str | None = None, reaches: bool = True) -> Probe:
     def probe(sb: Sandbox) -> tuple[bool, str]:
+        from . import checks
+
         r = checks.ping(sb, dst, netns=src)
         return r.ok == reaches, r.summary
     return probe
@@ -87,6 +92,8 @@ def _ping(dst: str, *, src: str | None = None, reaches: bool = True) -> Probe:
 
 def _unreachable(dst: str, src: str) -> Probe:
     def probe(sb: Sandbox) -> tuple[bool, str]:
+        from . import checks
+
         r = checks.ping(sb, dst, netns=src)
         return not r.ok and "Network is unreachable" in r.output, r.summary
     return probe
@@ -94,6 +101,8 @@ def _unreachable(dst: str, src: str) -> Probe:
 
 def _link(name: str, netns: str | None, operstate: str | None) -> Probe:
     def probe(sb: Sandbox) -> tuple[bool, str]:
+        import json
+
         link = json.loads(sb.run(["ip", "-json", "link", "show", "dev", name], netns=netns).stdout)[0]
         seen = link.get("operstate")
         return operstate is None or seen == operstate, f"{name} is {seen} <{','.join(link.get('flags', []))}>"
@@ -101,6 +110,8 @@ def _link(name: str, netns: str | None, operstate: str | None) -> Probe:
 
 
 def _connected_route(sb: Sandbox) -> tuple[bool, str]:
+    import json
+
     routes = json.loads(sb.run(["ip", "-json", "route", "show", SUBNET]).stdout or "[]")
     hit = [r for r in routes if r.get("dst") == SUBNET and r.get("dev") == BRIDGE]
     return bool(hit), (f"{SUBNET} dev {BRIDGE} proto {hit[0].get('protocol')}" if hit
@@ -108,6 +119,8 @@ def _connected_route(sb: Sandbox) -> tuple[bool, str]:
 
 
 def _masquerade_rule(sb: Sandbox) -> tuple[bool, str]:
+    from . import state
+
     rules = state.read_rules(sb.runner(), "nat", "POSTROUTING")
     want = ("-s", SUBNET, "-j", "MASQUERADE")
     return want in rules, ("-A POSTROUTING -s 10.201.0.0/24 -j MASQUERADE" if want in rules else f"rules: {rules}")
@@ -115,6 +128,8 @@ def _masquerade_rule(sb: Sandbox) -> tuple[bool, str]:
 
 def _peer_seen(server_netns: str, address: str, port: int, client_netns: str, expect: str) -> Probe:
     def probe(sb: Sandbox) -> tuple[bool, str]:
+        from . import checks
+
         with checks.tcp_server(sb, address, port, netns=server_netns, mode="whois") as srv:
             checks.tcp_request(sb, address, port, netns=client_netns)
             peers = srv.seen_peers()
@@ -243,6 +258,8 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
             talk.check(check, None, "")
         return 0
 
+    from .sandbox import Sandbox
+
     with Sandbox(upstream=True, userns=userns) as sb:
         _live(sb, net, steps, talk)
     talk.say()
@@ -254,6 +271,8 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
 
 
 def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator) -> None:
+    from . import state
+
     runner = sb.runner()
     before = state.snapshot(runner)
     ran = []
