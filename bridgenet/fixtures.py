@@ -29,6 +29,7 @@ sandbox closes, the kernel ends every process in it and frees its namespaces.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import inspect
 import os
@@ -50,6 +51,7 @@ from .errors import BridgenetError, CommandError, SandboxError
 from .faults import Faults
 from .model import Address, VethPair
 from .network import Container, Network, bridge_network
+from .plan import Plan
 from .reach import Reach, netns_names
 from .runners import REQUIRE_SANDBOX_ENV, Result
 from .sandbox import Sandbox
@@ -190,6 +192,21 @@ class Registry:
 
     def __init__(self) -> None:
         self._infos: dict[int, SandboxInfo] = {}
+        self._closing: list[Sandbox] = []
+
+    def closing(self, sb: Sandbox) -> None:
+        """``sb`` was closed without waiting; :meth:`reap` finishes it."""
+        self._closing.append(sb)
+
+    def reap(self, *, wait: bool = False) -> None:
+        """Finish closing the sandboxes whose holders have exited (with ``wait``: all of them)."""
+        left = []
+        for sb in self._closing:
+            if wait or sb.ended:
+                sb.wait_closed()
+            else:
+                left.append(sb)
+        self._closing = left
 
     def add(self, info: SandboxInfo) -> None:
         self._infos[id(info.sandbox)] = info
@@ -209,6 +226,7 @@ class Registry:
 
 
 _REGISTRY = pytest.StashKey[Registry]()
+_PLANS = pytest.StashKey["FreshPlans"]()
 _SAVED_ENV = pytest.StashKey["str | None"]()
 
 
@@ -218,6 +236,14 @@ def registry(config: pytest.Config) -> Registry:
     if reg is None:
         reg = config.stash[_REGISTRY] = Registry()
     return reg
+
+
+def fresh_plans(config: pytest.Config) -> FreshPlans:
+    """The :class:`FreshPlans` of ``config`` (made on first use)."""
+    plans = config.stash.get(_PLANS, None)
+    if plans is None:
+        plans = config.stash[_PLANS] = FreshPlans()
+    return plans
 
 
 def require_sandbox(config: pytest.Config) -> None:
@@ -239,6 +265,7 @@ def unconfigure(config: pytest.Config) -> None:
     for info in registry(config):
         if not info.kept:
             release_sandbox(config, info.sandbox)
+    registry(config).reap(wait=True)
     if _SAVED_ENV in config.stash:
         old = config.stash[_SAVED_ENV]
         if old is None:
@@ -266,6 +293,7 @@ def open_sandbox(config: pytest.Config, *, fixture: str, scope: str, upstream: b
             creation (no ``unshare``, no user namespaces...), message unchanged.
         pytest.fail.Exception: the same, with ``--bridgenet-no-skip``.
     """
+    registry(config).reap()
     sb = Sandbox(upstream=upstream, keep=keep)
     try:
         sb.start()
@@ -291,7 +319,10 @@ def release_sandbox(config: pytest.Config, sb: Sandbox) -> None:
     if sb.keep:
         _end_holder(sb)
         sb.keep = False
-    sb.close()
+    # Not waiting for the holder to exit: the kernel ends the sandbox meanwhile; the next
+    # open_sandbox (or the end of the session) reaps it.
+    sb.close(wait=False)
+    registry(config).closing(sb)
 
 
 def kept_text(sb: Sandbox) -> str:
@@ -562,6 +593,45 @@ class LiveNetwork:
         return report
 
 
+_lesson = functools.cache(_tutorial)
+"""The lesson's network, built once (a frozen value: every test can share it)."""
+
+
+class FreshPlans:
+    """Plans made in a brand-new sandbox, reused in the next brand-new sandbox of the same kind.
+
+    Planning reads live state (two processes through ``nsenter``: links,
+    addresses, routes, sysctls, iptables rules, host warnings). A sandbox
+    that nothing has run in yet (:attr:`bridgenet.sandbox.Sandbox.pristine`)
+    is in the same state as every other one made with the same arguments
+    (``upstream``, user namespace), so the plan made in the first one is the
+    plan for all of them: the same commands, the same undo (``ip_forward``
+    back to 0, the kernel's default in a new network namespace). Any other
+    sandbox is planned for as ``apply.up`` always plans.
+    """
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[object, ...], Plan] = {}
+
+    def __repr__(self) -> str:
+        return f"<FreshPlans: {len(self._plans)} plan(s)>"
+
+    def up(self, network: Network, sandbox: Sandbox) -> apply.Report:
+        """``apply.up(network, sandbox.runner(), batch=True)``, with the stored plan when ``sandbox`` is pristine.
+
+        Raises: as :func:`bridgenet.apply.up`.
+        """
+        fresh = sandbox.pristine
+        runner = sandbox.runner()
+        if not fresh:
+            return apply.up(network, runner, batch=True)
+        key = (network, network.source, sandbox.upstream, sandbox.userns)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = apply.plan(network, runner, batch=True)
+        return apply.up(network, runner, batch=True, plan=plan)
+
+
 class NetworkFactory:
     """Builds networks inside one sandbox (the ``bridgenet_network`` fixture).
 
@@ -575,8 +645,9 @@ class NetworkFactory:
         ValidationError: the network breaks a rule of the model.
     """
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, *, plans: FreshPlans | None = None) -> None:
         self.sandbox = sandbox
+        self.plans = plans
         self.built: list[LiveNetwork] = []
 
     def __repr__(self) -> str:
@@ -585,14 +656,17 @@ class NetworkFactory:
     def __call__(self, network: Network) -> LiveNetwork:
         if not isinstance(network, Network):
             raise TypeError(f"bridgenet_network() takes a bridgenet.Network, got {type(network).__name__}")
-        report = apply.up(network, self.sandbox.runner(), batch=True)
+        if self.plans is not None:
+            report = self.plans.up(network, self.sandbox)
+        else:
+            report = apply.up(network, self.sandbox.runner(), batch=True)
         live = LiveNetwork(network, self.sandbox, report)
         self.built.append(live)
         return live
 
     def tutorial(self) -> LiveNetwork:
         """The lesson's network: br0 10.201.0.1/24, container4 (10.201.0.4), container5 (10.201.0.5), NAT."""
-        return self(_tutorial())
+        return self(_lesson())
 
     def bridge(self, name: str, containers: Sequence[Container], **kwargs: object) -> LiveNetwork:
         """``bridge_network(name, containers, **kwargs)``, brought up."""
@@ -614,7 +688,7 @@ def network_factory(*, sandbox: str = "bridgenet_sandbox", scope: str = "functio
     _check_scope(scope, "fixtures.network_factory")
 
     def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[NetworkFactory]:
-        factory = NetworkFactory(sb)
+        factory = NetworkFactory(sb, plans=fresh_plans(request.config))
         yield factory
         if _outlives_test(request.config, sb):
             factory.down_all()
@@ -633,9 +707,11 @@ def network(make: Network | Callable[[], Network], *, sandbox: str = "bridgenet_
     """
     _check_scope(scope, "fixtures.network")
 
+    build = _lesson if make is _tutorial else make
+
     def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[LiveNetwork]:
-        net = make if isinstance(make, Network) else make()
-        factory = NetworkFactory(sb)
+        net = build if isinstance(build, Network) else build()
+        factory = NetworkFactory(sb, plans=fresh_plans(request.config))
         live = factory(net)
         yield live
         if _outlives_test(request.config, sb):
