@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from bridgenet import apply, runners
-from bridgenet.fixtures import FreshPlans, NetworkFactory
+from bridgenet.testing.networks import FreshPlans, NetworkFactory
 from bridgenet.sandbox import Sandbox
 from bridgenet.tutorial import tutorial
 
