@@ -62,6 +62,7 @@ import attrs
 from .commands import Command, shell_join
 from .errors import BatchError, CommandError, ValidationError
 from .gcpause import paused
+from .jobs import JOBS, partition
 from .runners import Runner
 
 DIRECTIONS = ("up", "down")
@@ -78,6 +79,9 @@ SH_C_LIMIT = 120_000
 
 _MARK = "@@bridgenet-batch"
 """Start of the line the one-shell script writes to stderr before each process."""
+
+_FAILED = "@@bridgenet-batch-failed"
+"""Start of the line a parallel job writes to stderr after a process of it failed."""
 
 _PORT_STEP = "port "
 """Steps that plug a veth's host end into its bridge (``model.VethPair.port_key``)."""
@@ -97,12 +101,15 @@ class Invocation:
         commands: the bridgenet commands it carries, in order.
         kind: ``"ip"``, ``"ip-netns"``, ``"sysctl"``, ``"iptables"`` (a
             batch), or ``"alone"`` (one command run as itself).
+        job: None for a process of the main sequence; for one of the
+            parallel jobs (``jobs.py``), the job's number (0, 1, ...).
     """
 
     argv: tuple[str, ...]
     input: str | None
     commands: tuple[Command, ...]
     kind: str
+    job: int | None = None
 
     @property
     def lines(self) -> tuple[str, ...]:
@@ -303,13 +310,16 @@ def _restore(run: list[tuple[Command, object]]) -> Invocation:
     return Invocation(IPTABLES_RESTORE, text, tuple(c for c, _ in run), "iptables")
 
 
-def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocation, ...]:
+def plan(commands: Sequence[Command], *, direction: str = "up", jobs: int = JOBS) -> tuple[Invocation, ...]:
     """The processes that run ``commands``, in order (see the module docstring for the rule).
 
     Args:
         commands: bridgenet commands, e.g. ``network.up_commands(fast=True)``
             or ``network.down_commands()``.
         direction: ``"up"`` or ``"down"``; sets the order of the groups.
+        jobs: going up, split the namespaces' processes into this many jobs
+            that run at the same time (``jobs.py``, default :data:`~bridgenet.jobs.JOBS`; 1: none). Their
+            invocations carry ``job`` and come together after the host's.
 
     Returns:
         the plan, a tuple of :class:`Invocation`; empty for no commands.
@@ -321,6 +331,9 @@ def plan(commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocat
     if direction not in DIRECTIONS:
         raise ValueError(f"direction is 'up' or 'down', not {direction!r}")
     with paused():
+        split = partition(commands, jobs) if direction == "up" else None
+        if split is not None:
+            return _plan_in_jobs(commands, *split)
         return _plan(commands, direction)
 
 
@@ -367,6 +380,47 @@ def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]
     return (*p_other, *p_rules, *p_sysctl, *p_inside, *p_host)
 
 
+def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job: dict[int, int]
+                  ) -> tuple[Invocation, ...]:
+    """The up plan with the namespaces' work in parallel jobs (see ``jobs.py``).
+
+    Order: the host's ``ip`` commands of no job; then each job (its host
+    commands, its namespaces' batches, its bridge ports); then sysctl,
+    iptables and other tools as in :func:`plan`.
+    """
+    host: list[Command] = []
+    n_jobs = max(job_of.values()) + 1
+    job_host: list[list[Command]] = [[] for _ in range(n_jobs)]
+    job_plug: list[list[Command]] = [[] for _ in range(n_jobs)]
+    job_inside: list[dict[str, list[Command]]] = [{} for _ in range(n_jobs)]
+    sysctls: list[Command] = []
+    rules: list[Command] = []
+    other: list[Command] = []
+    for i, c in enumerate(commands):
+        if c.tool == "ip":
+            if c.netns is not None:
+                job_inside[job_of[c.netns]].setdefault(c.netns, []).append(c)
+            elif i in host_job:
+                j = host_job[i]
+                (job_plug[j] if c.step.startswith(_PORT_STEP) else job_host[j]).append(c)
+            else:
+                host.append(c)
+        elif c.tool == "sysctl":
+            sysctls.append(c)
+        elif c.tool == "iptables":
+            rules.append(c)
+        else:
+            other.append(c)
+    out = [_ip_phase(host, None)] if host else []
+    for j in range(n_jobs):
+        phases = ([_ip_phase(job_host[j], None)] if job_host[j] else []) + [
+            _ip_phase(cmds, ns) for ns, cmds in job_inside[j].items()] + (
+            [_ip_phase(job_plug[j], None)] if job_plug[j] else [])
+        out += [attrs.evolve(inv, job=j) for inv in phases]
+    return (*out, *_merged_phase(sysctls, _sysctl_settings, _sysctl_merge),
+            *_merged_phase(rules, iptables_restore_rule, _restore), *(_alone(c) for c in other))
+
+
 # --- rendering as shell -----------------------------------------------------------------
 
 
@@ -381,43 +435,96 @@ def _delimiter(text: str) -> str:
     return word
 
 
+def _render_one(inv: Invocation, i: int, *, marks: bool, sudo: bool) -> str:
+    out = f"echo '{_MARK} {i}' >&2\n" if marks else ""
+    line = shell_join(("sudo", *inv.argv) if sudo else inv.argv)
+    if inv.input is None and marks:
+        line += " </dev/null"
+    if marks and inv.job is not None:
+        # in a job, set -e would end the job without saying which process failed
+        eof = _delimiter(inv.input) if inv.input is not None else ""
+        heredoc = f" <<'{eof}'" if inv.input is not None else ""
+        line += f"{heredoc} || {{ rc=$?; echo \"{_FAILED} {i} $rc\" >&2; exit $rc; }}"
+        return out + line + "\n" + (f"{inv.input}{eof}\n" if inv.input is not None else "")
+    if inv.input is None:
+        return out + line + "\n"
+    eof = _delimiter(inv.input)
+    return out + f"{line} <<'{eof}'\n{inv.input}{eof}\n"
+
+
 def render_shell(invocations: Sequence[Invocation], *, marks: bool = False, start: int = 0,
                  sudo: bool = False) -> str:
     """The plan as POSIX shell text: ``set -e``, then each process, input as a quoted here-document.
 
+    Invocations of parallel jobs (``Invocation.job``) become one subshell per
+    job started in the background (``( ... ) &``), then a ``wait`` for each;
+    the script fails if any job failed.
+
     Args:
         marks: for execution: before each process write ``@@bridgenet-batch I``
-            to stderr (I counts from ``start``), and give processes without
-            input ``</dev/null`` so none can read the script itself.
+            to stderr (I counts from ``start``), after a failing process in a
+            job ``@@bridgenet-batch-failed I CODE``, and give processes
+            without input ``</dev/null`` so none can read the script itself.
         sudo: put ``sudo`` in front of each process (for printing).
     """
     out = ["set -e\n"]
-    for i, inv in enumerate(invocations, start):
-        if marks:
-            out.append(f"echo '{_MARK} {i}' >&2\n")
-        line = shell_join(("sudo", *inv.argv) if sudo else inv.argv)
-        if inv.input is None:
-            out.append(line + (" </dev/null\n" if marks else "\n"))
-        else:
-            eof = _delimiter(inv.input)
-            out.append(f"{line} <<'{eof}'\n{inv.input}{eof}\n")
+    invs = list(invocations)
+    k = 0
+    while k < len(invs):
+        if invs[k].job is None:
+            out.append(_render_one(invs[k], start + k, marks=marks, sudo=sudo))
+            k += 1
+            continue
+        section: list[tuple[int, Invocation]] = []
+        while k < len(invs) and invs[k].job is not None:
+            section.append((start + k, invs[k]))
+            k += 1
+        jobs = sorted({inv.job for _, inv in section})  # type: ignore[type-var]
+        out.append(f"# {len(jobs)} jobs at once, each in a subshell of its own; then wait for every one\n")
+        for j in jobs:
+            out.append("(\n")
+            out.extend(_render_one(inv, i, marks=marks, sudo=sudo) for i, inv in section if inv.job == j)
+            out.append(f") &\njob{j + 1}=$!\n")
+        out.append("failed=\n")
+        out.extend(f'wait "$job{j + 1}" || failed=1\n' for j in jobs)
+        out.append('[ -z "$failed" ] || exit 1\n')
     return "".join(out)
 
 
 def _after_last_mark(stderr: str) -> tuple[int | None, str]:
-    """``(index of the last process marked, what was written to stderr after it)``."""
+    """``(index of the process that failed, what it wrote to stderr)``, as far as the marks tell.
+
+    A failure mark (from a job) names the process; its stderr is what came
+    after that process's own mark, other marks left out (processes that
+    succeed write nothing there). Without one, the failed process is the
+    last marked.
+    """
+    lines = stderr.splitlines(keepends=True)
+    failed: int | None = None
+    end = len(lines)
+    for n, line in enumerate(lines):
+        if line.startswith(_FAILED + " "):
+            try:
+                failed = int(line[len(_FAILED) + 1:].split()[0])
+            except (ValueError, IndexError):
+                continue
+            end = n
+            break
     index: int | None = None
     tail: list[str] = []
-    for line in stderr.splitlines(keepends=True):
+    for line in lines[:end]:
         if line.startswith(_MARK + " "):
             try:
-                index = int(line[len(_MARK) + 1:].strip())
+                i = int(line[len(_MARK) + 1:].strip())
             except ValueError:
                 tail.append(line)
                 continue
-            tail = []
-        else:
+            if failed is None or i == failed:
+                index, tail = i, []
+        elif not line.startswith(_FAILED + " "):
             tail.append(line)
+    if failed is not None:
+        index = failed
     return index, "".join(tail)
 
 
@@ -438,7 +545,9 @@ class BatchRunner:
             shell, ≈1.5 ms each instead of ≈5 ms through ``sh`` and
             ``nsenter``; measured by ``scripts/bench``). False: one
             ``runner.exec`` per process of the plan (``runner.run`` for a
-            command that runs alone).
+            command that runs alone), jobs one after the other.
+        jobs: going up, how many parallel jobs configure the namespaces
+            (``jobs.py``; 1: none). Default :data:`bridgenet.jobs.JOBS`.
 
     Example::
 
@@ -446,13 +555,14 @@ class BatchRunner:
             BatchRunner(sb.runner()).execute(net.up_commands(fast=True))
     """
 
-    def __init__(self, runner: Runner, *, one_shell: bool = True) -> None:
+    def __init__(self, runner: Runner, *, one_shell: bool = True, jobs: int = JOBS) -> None:
         self.runner = runner
         self.one_shell = one_shell
+        self.jobs = jobs
 
     def plan(self, commands: Sequence[Command], *, direction: str = "up") -> tuple[Invocation, ...]:
         """See :func:`plan`."""
-        return plan(commands, direction=direction)
+        return plan(commands, direction=direction, jobs=self.jobs)
 
     def script(self, commands: Sequence[Command], *, direction: str = "up", sudo: bool = False) -> str:
         """The dry-run: what :meth:`execute` runs, as copy-pasteable shell (``set -e`` first).
@@ -460,7 +570,7 @@ class BatchRunner:
         Raises:
             ValueError, ValidationError: as :func:`plan`.
         """
-        return render_shell(plan(commands, direction=direction), sudo=sudo)
+        return render_shell(plan(commands, direction=direction, jobs=self.jobs), sudo=sudo)
 
     def execute(self, commands: Sequence[Command], *, direction: str = "up",
                 progress: Callable[[int, int], None] | None = None) -> None:
@@ -483,7 +593,7 @@ class BatchRunner:
                 may have taken effect (``ip -batch``): re-read live state.
             ValueError, ValidationError: as :func:`plan`, before anything runs.
         """
-        invocations = plan(commands, direction=direction)
+        invocations = plan(commands, direction=direction, jobs=self.jobs)
         total = len(invocations)
         if progress is not None:
             progress(0, total)
@@ -496,11 +606,15 @@ class BatchRunner:
                     progress(i + 1, total)
             return
         size = total if progress is None else max(1, math.ceil(total / PROGRESS_UPDATES))
-        for start in range(0, total, size):
-            chunk = invocations[start:start + size]
-            self._run_shell(chunk, start)
+        start = 0
+        while start < total:
+            end = min(total, start + size)
+            while end < total and invocations[end].job is not None and invocations[end - 1].job is not None:
+                end += 1  # the jobs run together, in one shell
+            self._run_shell(invocations[start:end], start)
+            start = end
             if progress is not None:
-                progress(start + len(chunk), total)
+                progress(start, total)
 
     def _run_one(self, inv: Invocation) -> None:
         try:

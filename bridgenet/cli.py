@@ -23,6 +23,7 @@ from .errors import (
     ValidationError,
 )
 from .interrupts import Interrupted
+from .jobs import JOBS, PARALLEL_MIN
 from .network import Network
 from .runners import DryRunRunner, ShRunner, run_all, undo_steps
 
@@ -117,7 +118,8 @@ def _print_commands(args: argparse.Namespace, commands: list, direction: str, st
     if args.batch:
         from .batch import plan, render_shell
 
-        sys.stdout.write(render_shell(plan(commands, direction=direction), sudo=getattr(args, "sudo", False)))
+        jobs = getattr(args, "jobs", 1)
+        sys.stdout.write(render_shell(plan(commands, direction=direction, jobs=jobs), sudo=getattr(args, "sudo", False)))
         return
     if not args.explain:  # what DryRunRunner prints, in one write
         sys.stdout.write("".join([c.shell(sudo=args.sudo) + "\n" for c in commands]))
@@ -135,13 +137,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     require_privileges("up")
     from . import apply
 
-    runner = ShRunner(echo=None if args.batch else _echo(args))
+    # step by step: one process per command, started by one long-lived shell (session.py)
+    runner = ShRunner(echo=None if args.batch else _echo(args), session=not args.batch)
     progress = _Progress("up", not args.quiet)
     try:
-        report = apply.up(net, runner, batch=args.batch, progress=progress,  # warnings go to the log
-                          force=args.force)
+        # no progress shown: the whole batch runs in one shell
+        report = apply.up(net, runner, batch=args.batch, progress=progress if progress.enabled else None,
+                          force=args.force, jobs=args.jobs)  # warnings go to the log
     finally:
         progress.close()
+        runner.close()
     if args.batch and not args.quiet and report.ran:
         _print_commands(args, list(report.ran), "up")
     _print_gone(report)
@@ -160,14 +165,17 @@ def cmd_down(args: argparse.Namespace) -> int:
     net = _network(args)
     if args.dry_run:
         steps = net.steps()
-        _print_commands(args, net.down_commands(steps), "down", undo_steps(steps))
+        from .teardown import default_group, will_group
+
+        group = default_group(net.name) if will_group(net.down_commands(steps, group=False)) else None
+        _print_commands(args, net.down_commands(steps), "down", undo_steps(steps, group=group))
         return 0
     require_privileges("down")
     from . import apply
 
-    runner = ShRunner(echo=None if args.batch else _echo(args))
-    report = apply.down(net, runner, batch=args.batch, force=args.force)
-    if args.batch and not args.quiet and report.ran:
+    # down always runs as a batch (the links go in one kernel request): what ran is printed after
+    report = apply.down(net, ShRunner(), batch=args.batch, force=args.force)
+    if not args.quiet and report.ran:
         _print_commands(args, list(report.ran), "down")
     _print_gone(report)
     if not report.networks:
@@ -210,6 +218,16 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     return run_tutorial(dry_run=args.dry_run)
 
 
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"--jobs takes a whole number from 1 to 64, not {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bridgenet",
@@ -250,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(up)
     up.add_argument("--force", action="store_true",
                     help="kill processes in a namespace the network no longer has, to remove it (default: refuse)")
+    up.add_argument("--jobs", type=_jobs, default=JOBS, metavar="N",
+                    help=f"with --batch: configure the namespaces in N shells at once (default {JOBS}; 1: one "
+                    f"after the other); networks of fewer than {PARALLEL_MIN} namespaces use one")
     up.set_defaults(func=cmd_up, parser=up)
 
     down = sub.add_parser("down", help="take down what up created",

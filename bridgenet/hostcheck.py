@@ -34,6 +34,7 @@ Checked (facts measured here, KERNEL-NOTES):
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 
 from .firewall import FORWARD_CHAIN
 from .model import ForwardRule
@@ -46,20 +47,25 @@ LEGACY_MARK = "iptables-legacy tables present"
 
 _BLOCKING = ("DROP", "REJECT")
 
-_READS = [
+READS = [
     (("sh", "-c", "iptables -w -t filter -S 2>&1"), None),
     (("ip", "-d", "-json", "link", "show"), None),
     (("sysctl", "-n", "net.bridge.bridge-nf-call-iptables"), None),
 ]
+"""What the checks read (``state.Read`` values): planning reads them with the rest, in one shell."""
 
 
-def warnings(network: Network, runner: Runner) -> list[str]:
+def warnings(network: Network, runner: Runner, results: Sequence[tuple[int, str]] | None = None) -> list[str]:
     """The warnings for bringing ``network`` up on the host ``runner`` acts on, each one sentence or two.
 
-    One process through ``runner`` (see :func:`bridgenet.state.gather`);
-    where nothing can be read (a dry-run), no warnings.
+    ``results``: what :data:`READS` gave, read already (``LiveState.extra``);
+    default: read them now, in one process through ``runner`` (see
+    :func:`bridgenet.state.gather`). Where nothing can be read (a dry-run),
+    no warnings.
     """
-    (code, filter_text), (lcode, links_text), (_, nf_call) = gather(runner, _READS)
+    if results is None or len(results) != len(READS):
+        results = gather(runner, READS)
+    (code, filter_text), (lcode, links_text), (_, nf_call) = results
     out: list[str] = []
     bridges = [b.name for b in network.bridges]
     lines = filter_text.splitlines() if code == 0 else []

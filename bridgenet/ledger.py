@@ -34,6 +34,19 @@ LEDGER_DIR = "run/bridgenet"
 VERSION = 1
 
 
+_JSON: dict[int, tuple[Command, str]] = {}
+"""``id(command) -> (command, its JSON)``; holding the command keeps its id from being reused."""
+
+
+def _command_json(c: Command) -> str:
+    hit = _JSON.get(id(c))
+    if hit is None or hit[0] is not c:
+        if len(_JSON) > 200_000:
+            _JSON.clear()
+        hit = _JSON[id(c)] = (c, json.dumps(command_to_dict(c)))
+    return hit[1]
+
+
 @attrs.define
 class Entry:
     """One step that bridgenet ran (or was about to run) for a network.
@@ -51,6 +64,12 @@ class Entry:
     owns: bool
     status: str
     undo: list[Command]
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_dict())``, with each undo command's text made once (saves are frequent)."""
+        undo = ", ".join(_command_json(c) for c in self.undo)
+        return (f'{{"key": {json.dumps(self.key)}, "covered_by": {json.dumps(self.covered_by)}, '
+                f'"owns": {json.dumps(self.owns)}, "status": {json.dumps(self.status)}, "undo": [{undo}]}}')
 
     def to_dict(self) -> dict:
         return {
@@ -134,12 +153,15 @@ class Ledger:
                 old.undo = [*(u for u in e.undo if u not in old.undo), *old.undo]
         self.save()
 
-    def mark_done(self, keys: Iterable[str]) -> None:
+    def mark_done(self, keys: Iterable[str], *, save: bool = True) -> None:
+        """Mark entries done; ``save=False`` leaves the write to the next save (an entry still
+        marked ``intent`` on disk is undone the same way: undo reads live state)."""
         keys = set(keys)
         for e in self.entries:
             if e.key in keys:
                 e.status = "done"
-        self.save()
+        if save:
+            self.save()
 
     def drop(self, keys: Iterable[str]) -> None:
         """Forget entries (their steps have been undone) and save; delete the file when empty."""
@@ -160,11 +182,13 @@ class Ledger:
             return
         os.makedirs(self.directory, mode=0o755, exist_ok=True)  # type: ignore[arg-type]
         tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
-        data = {"version": VERSION, "network": self.network, "identity": self.identity,
-                "entries": [e.to_dict() for e in self.entries]}
+        head = json.dumps({"version": VERSION, "network": self.network, "identity": self.identity})
+        # one entry per line, through json's C encoder (indent= takes the pure-Python one: ≈10x slower,
+        # 0.14 s per save at 100 containers, measured here)
+        text = head[:-1] + ', "entries": [\n' + ",\n".join(e.to_json() for e in self.entries) + "\n]}\n"
         try:
             with open(tmp, "w") as f:
-                json.dump(data, f, indent=1)
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

@@ -109,5 +109,6 @@ def clean_tagged(runner: Runner, *, force: bool) -> list[Command]:
     cmds = leftover_commands(runner)
     if not cmds:
         return []
-    ran, _, _ = _undo(runner, [Entry("clean", None, False, "intent", cmds)], force=force, strict=True)
+    ran, _, _ = _undo(runner, [Entry("clean", None, False, "intent", cmds)], force=force, network="clean",
+                      strict=True)
     return ran

@@ -161,8 +161,14 @@ class Network:
                         out.extend(s.up)
             return out
 
-    def down_commands(self, steps: Sequence[Step] | None = None) -> list[Command]:
+    def down_commands(self, steps: Sequence[Step] | None = None, *, group: bool = True) -> list[Command]:
         """The commands that take down ``steps`` (default: all), in reverse order.
+
+        With ``group`` (default), the host's links are deleted in one
+        request as a link group (``teardown.py``): ``ip link set dev X group
+        G`` for each, then ``ip link del group G``, then the namespaces; G is
+        ``teardown.default_group(name)`` (``down`` picks one no link of the
+        host is in). ``group=False``: one ``ip link del`` per link, as below.
 
         A step whose ``covered_by`` step is also taken down is skipped: its
         objects vanish with the other (an address with its link, a route with
@@ -179,6 +185,10 @@ class Network:
             if s.covered_by is not None and s.covered_by in keys:
                 continue
             out.extend(s.down)
+        if group:
+            from .teardown import default_group, grouped
+
+            return grouped(out, default_group(self.name))
         return out
 
     def sysctls(self) -> list[Sysctl]:

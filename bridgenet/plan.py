@@ -121,8 +121,10 @@ def wanted_reads(network: Network) -> dict:
 
 
 def read_for(network: Network, runner: Runner) -> LiveState:
-    """Read the live state ``network`` needs for planning."""
-    return read(runner, **wanted_reads(network))
+    """Read the live state ``network`` needs for planning, and what its warnings need (one shell)."""
+    from .hostcheck import READS
+
+    return read(runner, **wanted_reads(network), extra=READS)
 
 
 SETTLE_SECONDS = 3.0
@@ -208,7 +210,8 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
         out.append(PlannedStep(step, run, owns, undo))
     keys = {s.key for s in steps}
     orphans = tuple(e for e in ledger.entries if e.key not in keys)
-    return Plan(network, tuple(out), state, tuple(_warnings(network, runner)), orphans, tuple(removals(orphans)))
+    return Plan(network, tuple(out), state, tuple(_warnings(network, runner, state)), orphans,
+                tuple(removals(orphans)))
 
 
 def _created_links(steps) -> set[tuple[str | None, str]]:  # noqa: ANN001
@@ -255,9 +258,9 @@ def _warnings(network: Network, runner: Runner, state: LiveState | None = None) 
     iptables-nft tables both in use. One process through ``runner``;
     ``state`` is not needed (the checks read what they need themselves).
     """
-    from .hostcheck import warnings
+    from .hostcheck import READS, warnings
 
-    return warnings(network, runner)
+    return warnings(network, runner, state.extra if state is not None and len(state.extra) == len(READS) else None)
 
 
 def _move_stranded_peer(step: Step, run: tuple[Command, ...], state: LiveState) -> tuple[Command, ...]:

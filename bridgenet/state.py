@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
 import attrs
@@ -47,6 +47,9 @@ class Link:
             centiseconds (clock_t, USER_HZ = 100: ``ip`` prints the value of
             /sys/class/net/BR/bridge/forward_delay, 1500 = 15 s by default;
             measured here); None for other links.
+        group: the link group (ip-link(8) ``group``) as ``ip -json`` prints
+            it: ``"default"`` for group 0, else its number (or its name from
+            ``/etc/iproute2/group``).
     """
 
     name: str
@@ -64,6 +67,7 @@ class Link:
     broadcasts: tuple[IPv4Address | None, ...] = ()
     stp_state: int | None = None
     forward_delay: int | None = None
+    group: str | None = None
 
     @property
     def up(self) -> bool:
@@ -112,6 +116,8 @@ class LiveState:
         chains: ``{(table, netns): names}``: every chain (built-in and
             user-defined) of each table that was read; a table missing here
             was not read (or could not be), so nothing is known of its chains.
+        extra: (exit code, stdout) of each of the ``extra`` reads given to
+            :func:`read`, in order.
     """
 
     host: NsState
@@ -121,6 +127,7 @@ class LiveState:
     sysctls: dict[tuple[str, str | None], str]
     rules: dict[tuple[str, str, str | None], list[tuple[str, ...]]]
     chains: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
+    extra: tuple[tuple[int, str], ...] = ()
 
     def chain_exists(self, table: str, chain: str, netns: str | None = None) -> bool | None:
         """Whether ``chain`` exists in ``table`` of ``netns``; None when that table was not read."""
@@ -183,6 +190,7 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
             broadcasts=tuple(bcasts),
             stp_state=_int_or_none(data.get("stp_state")),
             forward_delay=_int_or_none(data.get("forward_delay")),
+            group=str(item["group"]) if item.get("group") is not None else None,
         )
     return links
 
@@ -214,8 +222,10 @@ def gather(runner: Runner, reads: list[Read]) -> list[tuple[int, str]]:
     of its own through ``sh`` and ``nsenter`` (measured here). The script
     goes to ``sh -s`` on standard input, so its size is not bounded by
     ARG_MAX; every read gets its own input (or /dev/null) so none can read
-    the script. Where the runner runs nothing (a dry-run), every read comes
-    back as (1, "").
+    the script. A read inside a namespace whose ``/run/netns`` entry does not
+    exist is not started and comes back as (1, ""): planning a network of
+    100 new containers costs no process per container. Where the runner runs
+    nothing (a dry-run), every read comes back as (1, "").
     """
     if not reads:
         return []
@@ -223,12 +233,27 @@ def gather(runner: Runner, reads: list[Read]) -> list[tuple[int, str]]:
     for i, (argv, text) in enumerate(reads):
         cmd = shlex.join(argv)
         cmd = f"printf %s {shlex.quote(text)} | {cmd}" if text is not None else f"{cmd} </dev/null"
-        lines.append(f"echo '{_MARK} {i}'; {cmd} 2>/dev/null; rc=$?; echo; echo \"{_MARK}-end {i} $rc\"")
+        netns = _netns_of(argv)
+        if netns is not None:
+            # a namespace that does not exist costs no process: ``[`` is built into sh
+            cmd = f"if [ -e {shlex.quote(NETNS_DIR + '/' + netns)} ]; then {cmd} 2>/dev/null; rc=$?; else rc=1; fi"
+        else:
+            cmd = f"{cmd} 2>/dev/null; rc=$?"
+        lines.append(f"echo '{_MARK} {i}'; {cmd}; echo; echo \"{_MARK}-end {i} $rc\"")
     out = runner.exec(["sh", "-s"], input="\n".join(lines) + "\n", check=False).stdout
     results: list[tuple[int, str]] = [(1, "")] * len(reads)
     for m in re.finditer(rf"^{_MARK} (\d+)\n(.*?)\n{_MARK}-end \1 (\d+)$", out, re.M | re.S):
         results[int(m.group(1))] = (int(m.group(3)), m.group(2))
     return results
+
+
+def _netns_of(argv: tuple[str, ...]) -> str | None:
+    """The namespace a read runs in: ``ip ... -n NS ...`` or ``ip netns exec NS ...``; None for the host."""
+    if argv[:3] == ("ip", "netns", "exec") and len(argv) > 3:
+        return argv[3]
+    if argv[:1] == ("ip",) and "-n" in argv[:-1]:
+        return argv[argv.index("-n") + 1]
+    return None
 
 
 def _show_read(netns: str | None) -> Read:
@@ -363,7 +388,7 @@ def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None)
 
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
-         rules: Iterable[tuple[str, str, str | None]] = ()) -> LiveState:
+         rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = ()) -> LiveState:
     """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
 
     Args:
@@ -373,6 +398,8 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         rules: ``(table, chain, netns)`` triples. Each table named is read
             whole, once per namespace (``iptables -S``), which also tells
             which chains exist there (``LiveState.chains``).
+        extra: more reads to run in the same shell; their results are
+            ``LiveState.extra`` (e.g. ``hostcheck.READS``).
 
     Cost: one process through ``runner`` (see :func:`gather`).
     """
@@ -381,7 +408,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     chains = list(dict.fromkeys(rules))
     tables = list(dict.fromkeys((t, n) for t, _, n in chains))
     reads = [*_NETNS_READS, _show_read(None), *(_show_read(n) for n in spaces),
-             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables)]
+             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables), *extra]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
@@ -406,7 +433,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
             text = table_text[(table, ns)]
             rule_map[(table, chain, ns)] = parse_rules(text, chain) if text is not None else []
     return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
-                     chain_map)
+                     chain_map, tuple(results))
 
 
 # --- snapshots for before/after comparisons ------------------------------------

@@ -39,7 +39,7 @@ import bridgenet
 from bridgenet.apply import up
 from bridgenet.errors import SandboxError
 from bridgenet.faults import Faults, qdisc_stats, tbf_args, veth_ends
-from bridgenet.fixtures import NetnsProcesses, NetnsRunner, PortNotReady, ProcessExitedError, listening
+from bridgenet.testing.processes import NetnsProcesses, NetnsRunner, PortNotReady, ProcessExitedError, listening
 from bridgenet.reach import assert_reachable, assert_unreachable
 from bridgenet.runners import REQUIRE_SANDBOX_ENV
 from bridgenet.sandbox import Sandbox
@@ -52,10 +52,14 @@ RUN_MARK = "BRIDGENET_PLUGIN_TEST_RUN"
 """Environment variable every process of a run inherits; how its leftovers are found."""
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+PLUGIN = "bridgenet.testing.plugin"
+PLUGIN_ENTRY_POINTS = (PLUGIN, "bridgenet.pytest_plugin")
+"""The plugin's entry point, and the one an older install of bridgenet has (it loads the same plugin)."""
+
 _SEES_ENTRY_POINT = (
     "import importlib.metadata as m, os\n"
     "print(not os.environ.get('PYTEST_DISABLE_PLUGIN_AUTOLOAD') and any("
-    "e.value == 'bridgenet.pytest_plugin' for e in m.entry_points(group='pytest11')))"
+    f"e.value in {PLUGIN_ENTRY_POINTS!r} for e in m.entry_points(group='pytest11')))"
 )
 
 
@@ -63,22 +67,19 @@ _SEES_ENTRY_POINT = (
 
 
 def plugin_args_here() -> list[str]:
-    """``-p bridgenet.pytest_plugin`` unless this process's pytest would load it from its entry point.
-
-    Passing both registers the module twice ("Plugin already registered").
-    """
+    """``-p bridgenet.testing.plugin`` unless this process's pytest would load it from its entry point."""
     if not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") and any(
-        e.value == "bridgenet.pytest_plugin" for e in importlib.metadata.entry_points(group="pytest11")
+        e.value in PLUGIN_ENTRY_POINTS for e in importlib.metadata.entry_points(group="pytest11")
     ):
         return []
-    return ["-p", "bridgenet.pytest_plugin"]
+    return ["-p", PLUGIN]
 
 
 def plugin_args_for(argv_prefix: list[str]) -> list[str]:
     """The same, asked of the python that ``argv_prefix`` starts (with its own environment)."""
     r = subprocess.run([*argv_prefix, "-c", _SEES_ENTRY_POINT], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    return [] if r.stdout.strip() == "True" else ["-p", "bridgenet.pytest_plugin"]
+    return [] if r.stdout.strip() == "True" else ["-p", PLUGIN]
 
 
 def host_links() -> list[str]:

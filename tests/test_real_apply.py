@@ -19,6 +19,8 @@ from bridgenet.runners import run_all
 from bridgenet.sandbox import Sandbox
 from helpers import bridgenet_cli, diff, snap
 
+from bridgenet.teardown import default_group
+
 pytestmark = pytest.mark.real
 
 LESSON_LINES = [c.shell() for c in bridgenet.tutorial().up_commands()]
@@ -173,8 +175,10 @@ def test_a_failing_command_rolls_back_everything(sb):
     assert err.cause.exit_code != 0
     assert "File exists" in err.cause.stderr
     assert err.leftovers == ()
-    assert [c.shell() for c in err.undone] == ["ip netns del container5", "ip link del brid4",
-                                               "ip netns del container4", "ip link del br0"]
+    g = default_group("tutorial")  # brid5 is the user's: not in the group
+    assert [c.shell() for c in err.undone] == ["ip netns del container5", f"ip link set dev brid4 group {g}",
+                                               f"ip link set dev br0 group {g}", f"ip link del group {g}",
+                                               "ip netns del container4"]
     assert snap(sb) == before_with_brid5, diff(before_with_brid5, snap(sb))
     assert not Ledger.open(r.fs_root, "tutorial").entries
     sb.run(["ip", "link", "del", "brid5"], check=True)

@@ -59,7 +59,7 @@ def test_one_network_going_down_while_another_comes_up_keeps_ip_forward(sb):
         all_ok(run_at_once(sb, [["down", "-q", "-f", paths["na"]], ["up", "-q", "--batch", "-f", paths["nb"]]]))
         assert snap(sb)["ip_forward"] == "1"
         assert apply.plan(config.load(paths["nb"]), sb.runner()).empty
-        assert sb.run(["ping", "-c", "1", "-W", "2", "198.51.100.1"], netns="nb0").ok  # routed: forwarding is on
+        assert sb.run(["ping", "-c", "3", "-i", "0.2", "-W", "3", "198.51.100.1"], netns="nb0").ok  # routed
         all_ok(run_at_once(sb, [["down", "-q", "-f", paths["nb"]]]))
         assert snap(sb) == before, diff(before, snap(sb))
         assert state_files(sb) == []

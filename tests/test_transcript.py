@@ -10,6 +10,7 @@ import pytest
 import bridgenet
 from bridgenet.cli import main
 from bridgenet.runners import DryRunRunner, RecordingRunner, run_all
+from bridgenet.teardown import default_group
 
 GOLDEN = Path(__file__).parent / "golden"
 LESSON = """\
@@ -82,16 +83,18 @@ def test_sudo_prefixes_every_command(capsys):
     assert out == "".join(f"sudo {line}\n" for line in LESSON.splitlines())
 
 
-def test_down_transcript_deletes_host_end_before_namespace():
+def test_down_transcript_deletes_links_in_one_request_before_the_namespaces():
     lines = (GOLDEN / "tutorial-down.txt").read_text().splitlines()
+    g = default_group("tutorial")
     assert lines == [
         "iptables -t nat -D POSTROUTING -s 10.201.0.0/24 -j MASQUERADE",
         "sysctl -w net.ipv4.ip_forward=0",
-        "ip link del brid5",
+        f"ip link set dev brid5 group {g}",
+        f"ip link set dev brid4 group {g}",
+        f"ip link set dev br0 group {g}",
+        f"ip link del group {g}",
         "ip netns del container5",
-        "ip link del brid4",
         "ip netns del container4",
-        "ip link del br0",
     ]
 
 

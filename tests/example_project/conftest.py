@@ -6,7 +6,8 @@ Here the project adds its own network, built once per test module in a sandbox o
 its own that also has an "internet" (the upstream namespace, 198.51.100.1, RFC 5737).
 """
 
-from bridgenet import Container, bridge_network, fixtures
+from bridgenet import Container, bridge_network
+from bridgenet.testing import factories
 
 
 def shop():
@@ -19,7 +20,7 @@ def shop():
     )
 
 
-shop_sandbox = fixtures.sandbox(scope="module", upstream=True)
-shop_network = fixtures.network(shop, sandbox="shop_sandbox", scope="module")
-shop_reach = fixtures.reach(sandbox="shop_sandbox")
+shop_sandbox = factories.sandbox(scope="module", upstream=True)
+shop_network = factories.network(shop, sandbox="shop_sandbox", scope="module")
+shop_reach = factories.reach(sandbox="shop_sandbox")
 

@@ -1,0 +1,19 @@
+"""bridgenet's pytest side: the plugin, its fixture factories, and what they give a test.
+
+Nothing in bridgenet's core imports this package (it needs pytest; the core
+does not). Its modules, one idea each:
+
+* :mod:`~bridgenet.testing.plugin`: the pytest plugin (entry point
+  ``pytest11``): options, marker, hooks, the default fixtures;
+* :mod:`~bridgenet.testing.factories`: the factories that make those
+  fixtures and your own variants (``sandbox()``, ``network()``, ...);
+* :mod:`~bridgenet.testing.settings`: marker > command line > ini file;
+* :mod:`~bridgenet.testing.janitor`: the session's sandboxes: made, shared,
+  kept for inspection, closed and reaped;
+* :mod:`~bridgenet.testing.networks`: ``LiveNetwork``, ``NetworkFactory``,
+  and the plans reused in brand-new sandboxes;
+* :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``.
+
+``bridgenet.fixtures`` and ``bridgenet.pytest_plugin`` are the older names
+of the factories and of the plugin; they still work.
+"""

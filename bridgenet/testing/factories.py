@@ -1,0 +1,264 @@
+"""Fixture factories: bridgenet's pytest fixtures, and the means to make your own variants.
+
+Each factory returns a pytest fixture; assign it to a name in a
+``conftest.py`` (or a test module) and that name becomes the fixture, the way
+``pytest-postgresql``'s ``factories`` work::
+
+    from bridgenet import Container, bridge_network
+    from bridgenet.testing import factories
+
+    shop_sandbox = factories.sandbox(scope="module", upstream=True)
+    shop = factories.network(
+        lambda: bridge_network("shop", [Container("web", "10.88.0.10"), Container("db", "10.88.0.20")],
+                               gateway="10.88.0.1/24"),
+        sandbox="shop_sandbox", scope="module",
+    )
+
+(``bridgenet.fixtures`` is the same module under its older name.) The plugin
+(:mod:`bridgenet.testing.plugin`) defines the default fixtures with these
+same factories: ``bridgenet_sandbox = sandbox()``, ``bridgenet_network =
+network_factory()``, ``bridgenet_tutorial = network(tutorial)``,
+``netns_run = netns_run()``, ``netns_process = netns_process()``,
+``bridgenet_faults = faults()``, ``bridgenet_reach = reach()``.
+
+What a sandbox is: :class:`bridgenet.sandbox.Sandbox`, new network, mount
+and PID namespaces (plus a user namespace when not root). Nothing a test does
+in it reaches the machine's own network namespace or its ``/run``; when the
+sandbox closes, the kernel ends every process in it and frees its namespaces.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from ..faults import Faults
+from ..network import Network
+from ..reach import Reach
+from ..sandbox import Sandbox
+from ..tutorial import tutorial
+from .janitor import SandboxPool, open_sandbox, outlives_test, release_sandbox
+from .networks import LiveNetwork, NetworkFactory, fresh_plans, lesson
+from .processes import NetnsProcesses, NetnsRunner
+from .settings import SCOPES, check_scope, config_settings, settings_for
+
+POOL_FIXTURES = {s: f"_bridgenet_pool_{s}" for s in SCOPES if s != "function"}
+"""Fixture names of the shared sandboxes behind a wider scope (defined by the plugin)."""
+
+
+def _make_fixture(name: str, scope: str, deps: Sequence[str], body: Callable[..., Iterator[object]],
+                  doc: str) -> object:
+    """A pytest fixture of ``scope`` that depends on the fixtures named in ``deps``.
+
+    The dependencies are declared in the fixture's signature (not fetched
+    with ``getfixturevalue``), so pytest orders setup and teardown by them,
+    checks scopes, and lists them in ``--setup-show``.
+    """
+
+    def fixture_function(**kwargs: object) -> Iterator[object]:
+        yield from body(kwargs["request"], *(kwargs[d] for d in deps))
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("request", *deps)]
+    fixture_function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    fixture_function.__name__ = fixture_function.__qualname__ = name
+    fixture_function.__doc__ = doc
+    return pytest.fixture(scope=scope)(fixture_function)
+
+
+def sandbox_pool(scope: str) -> object:
+    """The fixture holding the shared sandboxes of ``scope`` (the plugin defines one per scope)."""
+    check_scope(scope, "sandbox_pool")
+
+    def body(request: pytest.FixtureRequest) -> Iterator[SandboxPool]:
+        pool = SandboxPool(request.config, scope)
+        try:
+            yield pool
+        finally:
+            pool.close()
+
+    return _make_fixture(POOL_FIXTURES[scope], scope, (), body, f"The bridgenet sandboxes shared per {scope}.")
+
+
+def sandbox(*, scope: str | None = None, upstream: bool | None = None, keep: bool | None = None) -> object:
+    """Make a fixture that gives a test a :class:`~bridgenet.sandbox.Sandbox`, a throwaway host.
+
+    Args:
+        scope: None (default): a function-scoped fixture whose sandbox lives
+            as long as the test's ``@pytest.mark.bridgenet(scope=...)``, else
+            ``--bridgenet-scope``, else the ``bridgenet_scope`` ini value,
+            else ``"function"`` says; with a wider scope the tests share one
+            sandbox and each test's networks, faults and processes are
+            removed after it. A scope from :data:`SCOPES` makes a fixture of
+            that fixed pytest scope (what a fixture of the same or narrower
+            scope can depend on).
+        upstream: also make the ``upstream`` namespace (198.51.100.1/24); None:
+            as the marker says (default no).
+        keep: keep the sandbox alive when a test using it fails; None: as
+            the marker, ``--bridgenet-keep`` or the ``bridgenet_keep`` ini say.
+
+    The fixture skips the test with the exact reason when no sandbox can be
+    made (``--bridgenet-no-skip`` turns that into a failure).
+    """
+    doc = ("A throwaway host (bridgenet.sandbox.Sandbox): new network, mount and PID namespaces "
+           "(plus a user namespace when not root).")
+    if scope is None:
+        def dynamic(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+            s = settings_for(request.node, upstream=upstream, keep=keep)
+            if s.scope == "function":
+                sb = open_sandbox(request.config, fixture=request.fixturename, scope="function",
+                                  upstream=s.upstream, keep=s.keep, static=False, nodeid=request.node.nodeid)
+                try:
+                    yield sb
+                finally:
+                    release_sandbox(request.config, sb)
+                return
+            pool: SandboxPool = request.getfixturevalue(POOL_FIXTURES[s.scope])
+            sb = pool.acquire(fixture=request.fixturename, upstream=s.upstream, keep=s.keep,
+                              nodeid=request.node.nodeid)
+            try:
+                yield sb
+            finally:
+                pool.done(sb)
+
+        return _make_fixture("bridgenet_sandbox", "function", (), dynamic,
+                             doc + " Lives per test unless @pytest.mark.bridgenet(scope=...) or "
+                             "--bridgenet-scope say otherwise.")
+
+    check_scope(scope, "factories.sandbox")
+
+    def static(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+        base = config_settings(request.config)
+        sb = open_sandbox(request.config, fixture=request.fixturename, scope=scope, upstream=bool(upstream),
+                          keep=base.keep if keep is None else keep, static=True)
+        try:
+            yield sb
+        finally:
+            release_sandbox(request.config, sb)
+
+    return _make_fixture("bridgenet_sandbox", scope, (), static, doc + f" One per {scope}.")
+
+
+# --- networks -----------------------------------------------------------------------
+
+
+def network_factory(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
+    """Make a fixture giving a :class:`NetworkFactory` bound to the sandbox fixture named ``sandbox``.
+
+    Networks are taken down after the fixture's scope when the sandbox is
+    shared beyond it (with a per-test sandbox they simply vanish with it).
+    """
+    check_scope(scope, "factories.network_factory")
+
+    def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[NetworkFactory]:
+        factory = NetworkFactory(sb, plans=fresh_plans(request.config))
+        yield factory
+        if outlives_test(request.config, sb):
+            factory.down_all()
+
+    return _make_fixture("bridgenet_network", scope, (sandbox,), body,
+                         "Build bridgenet Networks in the test's sandbox: bridgenet_network(net), "
+                         ".tutorial(), .bridge(name, containers, ...); returns a LiveNetwork.")
+
+
+def network(make: Network | Callable[[], Network], *, sandbox: str = "bridgenet_sandbox",
+            scope: str = "function") -> object:
+    """Make a fixture giving the :class:`LiveNetwork` of ``make`` (a Network, or a callable returning one).
+
+    ``bridgenet_tutorial = factories.network(bridgenet.tutorial)`` is the
+    lesson's network, up. ``scope`` may not be wider than the sandbox's.
+    """
+    check_scope(scope, "factories.network")
+
+    build = lesson if make is tutorial else make
+
+    def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[LiveNetwork]:
+        net = build if isinstance(build, Network) else build()
+        factory = NetworkFactory(sb, plans=fresh_plans(request.config))
+        live = factory(net)
+        yield live
+        if outlives_test(request.config, sb):
+            factory.down_all()
+
+    what = (make.__doc__ or "").strip().splitlines()[0] if callable(make) and make.__doc__ else f"{make!r}"
+    return _make_fixture("bridgenet_live_network", scope, (sandbox,), body,
+                         f"Up in the sandbox, as a LiveNetwork: {what}")
+
+
+# --- running programs -------------------------------------------------------------------
+
+
+def netns_run(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
+    """Make a fixture giving a :class:`NetnsRunner` for the sandbox fixture named ``sandbox``."""
+    check_scope(scope, "factories.netns_run")
+
+    def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[NetnsRunner]:
+        yield NetnsRunner(sb)
+
+    return _make_fixture("netns_run", scope, (sandbox,), body,
+                         "Run a program to completion in a namespace of the sandbox: "
+                         "netns_run(netns, argv, input=, timeout=, check=) -> Result(exit_code, stdout, stderr).")
+
+
+def netns_process(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
+    """Make a fixture giving a :class:`NetnsProcesses`; every process it started is ended at teardown."""
+    check_scope(scope, "factories.netns_process")
+
+    def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[NetnsProcesses]:
+        directory = Path(tempfile.mkdtemp(prefix="bridgenet-proc-"))
+        procs = NetnsProcesses(sb, directory)
+        try:
+            yield procs
+        finally:
+            try:
+                procs.stop_all()
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    return _make_fixture("netns_process", scope, (sandbox,), body,
+                         "Start a background program in a namespace of the sandbox: "
+                         "netns_process(netns, argv) -> NetnsProcess (.wait_for_port(port), .stop()); "
+                         "all are ended at teardown.")
+
+
+# --- faults and reachability -------------------------------------------------------
+
+
+def faults(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
+    """Make a fixture giving a :class:`bridgenet.faults.Faults` for the sandbox fixture named ``sandbox``.
+
+    Faults still in place are undone after the fixture's scope when the
+    sandbox is shared beyond it (a per-test sandbox simply vanishes), and
+    left in place when the sandbox is kept for inspection.
+    """
+    check_scope(scope, "factories.faults")
+
+    def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Faults]:
+        f = Faults(sb)
+        yield f
+        if outlives_test(request.config, sb):
+            left = f.restore()
+            if left:
+                warnings.warn(pytest.PytestWarning("bridgenet could not undo these faults in the shared sandbox: "
+                                                   + "; ".join(left)), stacklevel=1)
+
+    return _make_fixture("bridgenet_faults", scope, (sandbox,), body,
+                         "Inject faults in the sandbox: partition(netns)/heal(netns), link_down/link_up, "
+                         "rate_limit(netns, rate=, burst=, latency=) with tc tbf.")
+
+
+def reach(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
+    """Make a fixture giving a :class:`bridgenet.reach.Reach` for the sandbox fixture named ``sandbox``."""
+    check_scope(scope, "factories.reach")
+
+    def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Reach]:
+        yield Reach(sb)
+
+    return _make_fixture("bridgenet_reach", scope, (sandbox,), body,
+                         "assert_reachable(a, b, port=None) / assert_unreachable(a, b) between namespaces "
+                         "of the sandbox; a failure shows links, routes, neighbours and iptables counters.")

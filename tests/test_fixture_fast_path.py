@@ -1,0 +1,159 @@
+"""The fixtures' fast path: a brand-new sandbox is planned for once, and closed without waiting.
+
+A sandbox is *pristine* while nothing can have run in it; every pristine
+sandbox made with the same arguments is in the same state, so the plan made
+in the first one is reused in the next ones (one process to bring the lesson
+up instead of three). Whatever was done to a sandbox first, it is planned
+for as ``apply.up`` always plans.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from bridgenet import apply, runners
+from bridgenet.testing.networks import FreshPlans, NetworkFactory
+from bridgenet.sandbox import Sandbox
+from bridgenet.tutorial import tutorial
+
+from helpers import diff, snap
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture
+def processes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The argv of every process bridgenet's runners start (the real ones still run)."""
+    seen: list[tuple[str, ...]] = []
+    real = runners.ShRunner.exec
+
+    def spy(self, argv, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen.append(tuple(argv))
+        return real(self, argv, **kwargs)
+
+    monkeypatch.setattr(runners.ShRunner, "exec", spy)
+    return seen
+
+
+def state_file(sb: Sandbox, name: str = "tutorial") -> dict:
+    with open(f"/proc/{sb.pid}/root/run/bridgenet/{name}.json") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("use", ["run", "runner", "popen", "nsenter_prefix", "enter_command"])
+def test_a_sandbox_is_pristine_until_a_way_to_run_something_in_it_is_handed_out(use: str) -> None:
+    with Sandbox() as sb:
+        assert sb.pristine
+        if use == "run":
+            sb.run(["true"])
+        elif use == "popen":
+            sb.popen(["true"]).wait()
+        elif use == "enter_command":
+            assert sb.enter_command
+        else:
+            getattr(sb, use)()
+        assert not sb.pristine
+    assert not sb.pristine  # closed
+
+
+def test_a_change_made_by_hand_is_seen_without_starting_a_process() -> None:
+    with Sandbox(upstream=True) as sb:
+        assert sb.pristine
+        # a link added behind the sandbox's back (nsenter by hand, not through the sandbox's API)
+        subprocess.run([*sb._nsenter_prefix(), "ip", "link", "add", "br9", "type", "bridge"], check=True)
+        assert not sb.pristine
+    with Sandbox() as sb:
+        open(f"/proc/{sb.pid}/root/run/netns/by-hand", "x").close()
+        assert not sb.pristine
+
+
+def test_a_second_new_sandbox_is_brought_up_with_one_process_and_ends_the_same(processes: list) -> None:
+    plans = FreshPlans()
+    net = tutorial()
+    with Sandbox() as first:
+        plans.up(net, first)
+        built, recorded = snap(first), state_file(first)
+    with Sandbox() as fresh:
+        empty = snap(fresh)
+    with Sandbox() as sb:
+        processes.clear()
+        live = NetworkFactory(sb, plans=plans)(net)
+        assert [argv[:2] for argv in processes] == [("sh", "-c")], processes  # the batch, nothing read
+        assert live.report.ran and live.report.in_place == 0
+        assert snap(sb) == built, diff(built, snap(sb))
+        assert state_file(sb) == recorded  # the same undo: ip_forward back to 0, the objects deleted
+        live.down()
+        assert snap(sb) == empty, diff(empty, snap(sb))
+        assert os.listdir(f"/proc/{sb.pid}/root/run/bridgenet") == [".sandbox"]
+
+
+def test_a_sandbox_changed_first_is_planned_for_as_usual() -> None:
+    plans = FreshPlans()
+    net = tutorial()
+    with Sandbox() as first:
+        plans.up(net, first)
+    with Sandbox() as sb:
+        sb.run(["ip", "link", "add", "br0", "type", "bridge"], check=True)  # someone's bridge br0
+        report = plans.up(net, sb)  # a stored plan would run `ip link add br0` again: File exists
+        assert report.in_place >= 1
+        assert not any(c.argv[:3] == ("ip", "link", "add") and "br0" in c.argv[3:4] for c in report.ran)
+        apply.down(net, sb.runner(), batch=True)
+        assert "br0" in sb.run(["ip", "-br", "link"]).stdout  # the user's bridge stays
+
+
+def test_the_upstream_comes_ready_with_distinct_ifindexes_on_its_uplink() -> None:
+    with Sandbox(upstream=True) as sb:
+        assert sb.pristine  # made by the holder itself, before start() returned
+        host = json.loads(sb.run(["ip", "-json", "link", "show", "dev", "uplink"], check=True).stdout)[0]
+        peer = json.loads(sb.run(["ip", "-json", "link", "show", "dev", "eth0"], netns="upstream",
+                                 check=True).stdout)[0]
+        # equal ifindexes on the two ends make the kernel delay the link-up (KERNEL-NOTES)
+        assert host["ifindex"] != peer["ifindex"]
+        assert host["operstate"] == "UP" and "UP" in peer["flags"]
+        assert sb.run(["ip", "route", "show", "default"]).stdout.startswith("default via 198.51.100.1 dev uplink")
+        assert sb.run(["ping", "-c", "1", "-W", "1", "198.51.100.1"]).exit_code == 0
+
+
+def test_close_without_waiting_ends_the_sandbox_all_the_same() -> None:
+    sb = Sandbox().start()
+    server = sb.popen(["sleep", "300"])
+    pid = sb.pid
+    sb.close(wait=False)
+    assert not sb.alive
+    assert server.wait(timeout=5) is not None  # the kernel ended it
+    sb.wait_closed()
+    assert sb.ended and not os.path.exists(f"/proc/{pid}")
+
+
+PRISTINE_FILE = '''
+import pytest
+
+@pytest.fixture
+def users_bridge(bridgenet_sandbox):
+    bridgenet_sandbox.run(["ip", "link", "add", "br0", "type", "bridge"], check=True)
+
+
+def test_first(bridgenet_tutorial, netns_run):
+    assert netns_run("container4", ["ping", "-c", "1", "-W", "2", "10.201.0.5"]).exit_code == 0
+
+
+def test_after_a_fixture_of_its_own(users_bridge, bridgenet_tutorial, netns_run):
+    # the lesson's network reuses the bridge this test made first
+    assert netns_run("container4", ["ping", "-c", "1", "-W", "2", "10.201.0.5"]).exit_code == 0
+
+
+def test_again(bridgenet_tutorial, bridgenet_sandbox, netns_run):
+    assert netns_run("container5", ["ping", "-c", "1", "-W", "2", "10.201.0.4"]).exit_code == 0
+'''
+
+
+def test_the_plugin_plans_once_and_still_meets_what_a_test_did_first(pytester: pytest.Pytester) -> None:
+    from test_plugin import plugin_args_here
+
+    pytester.makepyfile(test_pristine=PRISTINE_FILE)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)

@@ -1,0 +1,78 @@
+"""bridgenet.testing: the pytest side in a package of its own, which the core never imports.
+
+The older module names (``bridgenet.fixtures``, ``bridgenet.pytest_plugin``)
+go on working: the same objects, and the plugin registered once however it
+is asked for.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bridgenet
+from bridgenet import fixtures
+from bridgenet.testing import factories, janitor, networks, processes, settings
+
+SOURCE_ROOT = Path(bridgenet.__file__).resolve().parent.parent
+CORE = sorted(p.stem for p in (SOURCE_ROOT / "bridgenet").glob("*.py")
+              if p.stem not in ("fixtures", "pytest_plugin", "__main__"))
+
+
+def test_the_core_imports_neither_pytest_nor_bridgenet_testing() -> None:
+    code = ("import sys\n"
+            f"for m in {CORE!r}:\n"
+            "    __import__('bridgenet' if m == '__init__' else 'bridgenet.' + m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest')"
+            " or m.startswith('bridgenet.testing')))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={"PYTHONPATH": str(SOURCE_ROOT), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_no_file_of_the_package_is_long() -> None:
+    for path in (SOURCE_ROOT / "bridgenet" / "testing").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 500, path
+
+
+def test_the_older_module_offers_the_same_objects() -> None:
+    homes = (factories, janitor, networks, processes, settings)
+    for name in fixtures.__all__:
+        home = next(m for m in homes if hasattr(m, name))
+        assert getattr(fixtures, name) is getattr(home, name), name
+
+
+ONE_TEST = "def test_it(bridgenet_sandbox):\n    assert bridgenet_sandbox.pristine\n"
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("args", [
+    ["-p", "bridgenet.pytest_plugin"],
+    ["-p", "bridgenet.testing.plugin"],
+    ["-p", "bridgenet.pytest_plugin", "-p", "bridgenet.testing.plugin"],
+    ["-p", "bridgenet.testing.plugin", "-p", "bridgenet.pytest_plugin"],
+])
+def test_the_plugin_is_registered_once_whatever_name_asks_for_it(pytester: pytest.Pytester,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  args: list[str]) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(test_one=ONE_TEST)
+    result = pytester.runpytest_inprocess(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["bridgenet: sandbox scope function, *"])
+    assert result.stdout.str().count("bridgenet: sandbox scope") == 1
+
+
+def test_the_older_plugin_module_still_names_the_fixtures() -> None:
+    from bridgenet import pytest_plugin
+    from bridgenet.testing import plugin
+
+    assert pytest_plugin.bridgenet_tutorial is plugin.bridgenet_tutorial
+    assert pytest_plugin.pytest_plugins == ["bridgenet.testing.plugin"]
+    assert "bridgenet_tutorial" not in dir(pytest_plugin)  # so pytest sees the fixtures once
+    with pytest.raises(AttributeError):
+        pytest_plugin.no_such_name  # noqa: B018
