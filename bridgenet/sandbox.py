@@ -160,6 +160,7 @@ class Sandbox:
         self.pid: int | None = None
         self._runner: ShRunner | None = None
         self._closed = False
+        self._ready = False
         self._pristine = False
 
     # --- life cycle -------------------------------------------------------
@@ -172,8 +173,39 @@ class Sandbox:
         self.close()
 
     def start(self) -> Sandbox:
-        """Create the namespaces and wait until the sandbox host is ready."""
-        if self._proc is not None:
+        """Create the namespaces and wait until the sandbox host is ready (:meth:`launch`, then wait)."""
+        if self._ready:
+            return self
+        self.launch()
+        assert self._proc is not None and self._proc.stdout is not None
+        line = self._proc.stdout.readline().decode(errors="replace").strip()
+        if line != "ready":
+            self._proc.wait(timeout=5)
+            err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
+            self._proc = None
+            raise SandboxError(self._explain_failure(err))
+        self.pid = self._find_holder()
+        try:
+            self._make_run_dirs()
+        except (OSError, SandboxError) as e:
+            self.keep = False
+            self._kill()
+            raise SandboxError(f"cannot make a sandbox: cannot make its /run/netns and /run/bridgenet ({e})") from e
+        self._runner = ShRunner(self._nsenter_prefix(), sandbox=self, fs_root=f"/proc/{self.pid}/root")
+        self._ready = self._pristine = True
+        return self
+
+    def launch(self) -> Sandbox:
+        """Start making the sandbox and return at once; :meth:`start` waits until it is ready.
+
+        The holder sets the sandbox up (mounts, ``lo``, the upstream) while
+        this process does something else: the pytest fixtures launch the
+        next test's sandbox while the current test runs.
+
+        Raises:
+            SandboxError: ``unshare``, ``nsenter`` or ``ip`` is not installed.
+        """
+        if self._proc is not None or self._closed:
             return self
         for tool, package in (("unshare", "util-linux"), ("nsenter", "util-linux"), ("ip", "iproute2")):
             if _which(tool) is None:
@@ -191,22 +223,6 @@ class Sandbox:
             stderr=subprocess.PIPE,
             start_new_session=self.keep,
         )
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline().decode(errors="replace").strip()
-        if line != "ready":
-            self._proc.wait(timeout=5)
-            err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
-            self._proc = None
-            raise SandboxError(self._explain_failure(err))
-        self.pid = self._find_holder()
-        try:
-            self._make_run_dirs()
-        except (OSError, SandboxError) as e:
-            self.keep = False
-            self._kill()
-            raise SandboxError(f"cannot make a sandbox: cannot make its /run/netns and /run/bridgenet ({e})") from e
-        self._runner = ShRunner(self._nsenter_prefix(), sandbox=self, fs_root=f"/proc/{self.pid}/root")
-        self._pristine = True
         return self
 
     def _make_run_dirs(self) -> None:

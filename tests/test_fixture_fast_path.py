@@ -151,6 +151,57 @@ def test_again(bridgenet_tutorial, bridgenet_sandbox, netns_run):
 '''
 
 
+SPARE_FILE = '''
+import os
+import time
+
+import pytest
+
+SEEN = {}
+
+
+def boot_ticks():
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) * os.sysconf("SC_CLK_TCK")
+
+
+def started(pid):
+    """When the process started, in clock ticks since boot (proc(5), /proc/PID/stat field 22)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[19])
+
+
+def test_a(bridgenet_sandbox):
+    SEEN["a"] = bridgenet_sandbox.pid
+    SEEN["a ran at"] = boot_ticks()
+    time.sleep(0.3)
+
+
+def test_b(bridgenet_sandbox):
+    assert bridgenet_sandbox.pristine and bridgenet_sandbox.pid != SEEN["a"]
+    # this sandbox was launched before test_a ran (and got ready meanwhile), not when test_b asked
+    assert started(bridgenet_sandbox.pid) <= SEEN["a ran at"] + 1
+
+
+@pytest.mark.bridgenet(upstream=True)
+def test_c(bridgenet_sandbox, bridgenet_reach):
+    assert bridgenet_sandbox.upstream and bridgenet_sandbox.pristine  # not the spare: another kind
+    bridgenet_reach.assert_reachable(None, "198.51.100.1")
+'''
+
+
+def test_the_next_tests_sandbox_is_made_while_a_test_runs(pytester: pytest.Pytester,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_plugin import Leftovers, RUN_MARK, plugin_args_here
+
+    watch = Leftovers()
+    monkeypatch.setenv(RUN_MARK, watch.mark)
+    pytester.makepyfile(test_spare=SPARE_FILE)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    watch.check()  # the last spare too is gone after the session
+
+
 def test_the_plugin_plans_once_and_still_meets_what_a_test_did_first(pytester: pytest.Pytester) -> None:
     from test_plugin import plugin_args_here
 

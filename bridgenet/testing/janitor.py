@@ -1,5 +1,10 @@
 """The sandboxes of a pytest session: made, shared, kept for inspection, closed and reaped.
 
+Sandboxes for single tests are pipelined: when a test gets one, the next
+one is launched (:meth:`~bridgenet.sandbox.Sandbox.launch`) and gets ready
+while the test runs; a test whose settings differ (``upstream``) closes that
+spare and gets its own.
+
 What is left after a test is the janitor's: a per-test sandbox is closed
 (without waiting: the kernel ends it while the next test starts; the next
 sandbox made, or the end of the session, reaps it); a failed test's sandbox
@@ -61,13 +66,38 @@ class Registry:
     def __init__(self) -> None:
         self._infos: dict[int, SandboxInfo] = {}
         self._closing: list[Sandbox] = []
+        self._spare: Sandbox | None = None
+
+    def take_spare(self, *, upstream: bool) -> Sandbox | None:
+        """The sandbox launched for the next test, if it has these settings (else it is closed)."""
+        sb, self._spare = self._spare, None
+        if sb is not None and sb.upstream != upstream:
+            sb.close(wait=False)
+            self.closing(sb)
+            return None
+        return sb
+
+    def launch_spare(self, *, upstream: bool) -> None:
+        """Launch a per-test sandbox for the next test now (:meth:`Sandbox.launch`): it gets ready meanwhile."""
+        if self._spare is not None:
+            return
+        sb = Sandbox(upstream=upstream)
+        try:
+            sb.launch()
+        except SandboxError:
+            return  # the next test's own start says why
+        self._spare = sb
 
     def closing(self, sb: Sandbox) -> None:
         """``sb`` was closed without waiting; :meth:`reap` finishes it."""
         self._closing.append(sb)
 
     def reap(self, *, wait: bool = False) -> None:
-        """Finish closing the sandboxes whose holders have exited (with ``wait``: all of them)."""
+        """Finish closing the sandboxes whose holders have exited (with ``wait``: all of them, and the spare)."""
+        if wait and self._spare is not None:
+            self._spare.close(wait=False)
+            self.closing(self._spare)
+            self._spare = None
         left = []
         for sb in self._closing:
             if wait or sb.ended:
@@ -152,8 +182,10 @@ def open_sandbox(config: pytest.Config, *, fixture: str, scope: str, upstream: b
             creation (no ``unshare``, no user namespaces...), message unchanged.
         pytest.fail.Exception: the same, with ``--bridgenet-no-skip``.
     """
-    registry(config).reap()
-    sb = Sandbox(upstream=upstream, keep=keep)
+    reg = registry(config)
+    reg.reap()
+    spare = reg.take_spare(upstream=upstream) if scope == "function" and not keep else None
+    sb = spare if spare is not None else Sandbox(upstream=upstream, keep=keep)
     try:
         sb.start()
     except SandboxError as e:
@@ -164,7 +196,9 @@ def open_sandbox(config: pytest.Config, *, fixture: str, scope: str, upstream: b
     except BaseException:
         _end_holder(sb)
         raise
-    registry(config).add(SandboxInfo(sb, fixture, scope, keep, static, nodeid))
+    reg.add(SandboxInfo(sb, fixture, scope, keep, static, nodeid))
+    if scope == "function" and not keep:
+        reg.launch_spare(upstream=upstream)  # the next test's, made while this one runs
     return sb
 
 
