@@ -496,15 +496,19 @@ def render_shell(invocations: Sequence[Invocation], *, marks: bool = False, star
             out.append(_render_one(invs[k], start + k, marks=marks, sudo=sudo))
             k += 1
             continue
-        section: list[tuple[int, Invocation]] = []
+        section: dict[int, list[str]] = {}  # each job's processes, rendered, in order
         while k < len(invs) and invs[k].job is not None:
-            section.append((start + k, invs[k]))
+            inv = invs[k]
+            rendered = section.get(inv.job)  # type: ignore[arg-type]
+            if rendered is None:
+                rendered = section[inv.job] = []  # type: ignore[index]
+            rendered.append(_render_one(inv, start + k, marks=marks, sudo=sudo))
             k += 1
-        jobs = sorted({inv.job for _, inv in section})  # type: ignore[type-var]
+        jobs = sorted(section)
         out.append(f"# {len(jobs)} jobs at once, each in a subshell of its own; then wait for every one\n")
         for j in jobs:
             out.append("(\n")
-            out.extend(_render_one(inv, i, marks=marks, sudo=sudo) for i, inv in section if inv.job == j)
+            out.extend(section[j])
             out.append(f") &\njob{j + 1}=$!\n")
         out.append("failed=\n")
         out.extend(f'wait "$job{j + 1}" || failed=1\n' for j in jobs)

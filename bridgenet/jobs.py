@@ -154,8 +154,9 @@ def _partition_apart(commands: Sequence[Command], jobs: int) -> tuple[dict[str, 
     link_netns: dict[str, str] = {}
     owner = link_netns.get
     # A command's namespace: its own, or that of a link it names (None: none); two of them: _TIED.
+    linked = [(links, space) for _i, links, space in named if links]  # the others tie no link
     for _ in range(2):
-        for _i, links, space in named:
+        for links, space in linked:
             t = space
             for n in links:
                 other = owner(n)
@@ -175,7 +176,7 @@ def _partition_apart(commands: Sequence[Command], jobs: int) -> tuple[dict[str, 
     host_job: dict[int, int] = {}
     for i, links, space in named:
         t = space
-        for n in links:
+        for n in links:  # usually one
             other = owner(n)
             if other is not None and other != t:
                 if t is not None:
