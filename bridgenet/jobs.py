@@ -153,35 +153,54 @@ def _partition_apart(commands: Sequence[Command], jobs: int) -> tuple[dict[str, 
         return None
     link_netns: dict[str, str] = {}
     owner = link_netns.get
-    # A command's namespace: its own, or that of a link it names (None: none); two of them: _TIED.
-    linked = [(links, space) for _i, links, space in named if links]  # the others tie no link
-    for _ in range(2):
-        for links, space in linked:
-            t = space
+
+    def namespace_of(links: Collection[str], space: str | None) -> str | None | object:
+        """A command's namespace: its own, or that of a link it names (None: none); two of them: _TIED."""
+        for n in links:
+            other = owner(n)
+            if other is not None and other != space:
+                if space is not None:
+                    return _TIED
+                space = other
+        return space
+
+    # _partition's two passes. A command that found its namespace in the first pass left every link
+    # it names belonging to it, and a link never changes hands: the second pass and the jobs below
+    # find the same again. So only those that found none look again, and the others keep theirs.
+    found: list[str | None] = []
+    again: list[int] = []
+    for k, (_i, links, space) in enumerate(named):
+        t = namespace_of(links, space) if links else space
+        if t is _TIED:
+            return _TIED
+        if t is None and links:
+            again.append(k)
+        elif links:
             for n in links:
-                other = owner(n)
-                if other is not None and other != t:
-                    if t is not None:
-                        return _TIED
-                    t = other
-            if t is not None:
-                for n in links:
-                    link_netns.setdefault(n, t)
+                link_netns.setdefault(n, t)  # type: ignore[arg-type]
+        found.append(t)  # type: ignore[arg-type]
+    for k in again:
+        _i, links, space = named[k]
+        t = namespace_of(links, space)
+        if t is _TIED:
+            return _TIED
+        if t is not None:
+            for n in links:
+                link_netns.setdefault(n, t)  # type: ignore[arg-type]
     load = [0] * jobs
     job_of: dict[str, int] = {}
     for ns in sorted(weight, key=lambda n: -weight[n]):
         j = load.index(min(load))
         load[j] += weight[ns]
         job_of[ns] = j
+    for k in again:
+        _i, links, space = named[k]
+        t = namespace_of(links, space)
+        if t is _TIED:
+            return _TIED
+        found[k] = t  # type: ignore[call-overload]
     host_job: dict[int, int] = {}
-    for i, links, space in named:
-        t = space
-        for n in links:  # usually one
-            other = owner(n)
-            if other is not None and other != t:
-                if t is not None:
-                    return _TIED
-                t = other
+    for (i, _links, _space), t in zip(named, found):
         if t is not None:
             host_job[i] = job_of[t]
     return job_of, host_job
