@@ -131,9 +131,6 @@ _PLAIN_LINE = re.compile(r"[^#\n\0\t\r\v\f'\"]*").fullmatch
 _PLAIN_TEXT = re.compile(r"[^#\0\t\r\v\f'\"]*").fullmatch
 """The same for a batch file of such lines (newlines allowed)."""
 
-_EMPTY_WORD = re.compile(r"(?:^|\n)[ \n]|  | \n").search
-"""Finds an empty word in lines of words joined by single spaces."""
-
 
 def ip_batch_line(command: Command) -> str:
     """``command``'s arguments as one line of an ``ip -batch`` file (no trailing newline).
@@ -245,9 +242,15 @@ def _plain_lines(cmds: list[Command]) -> list[str] | None:
     # the counts leave no room for a newline or a space inside a word, or for a command without one;
     # an empty word then shows as a line starting or ending with a space, two spaces, or an empty line
     if _PLAIN_TEXT(text) is not None and text.count("\n") == len(args) \
-            and text.count(" ") == sum(map(len, args)) - len(args) and _EMPTY_WORD(text) is None:
+            and text.count(" ") == sum(map(len, args)) - len(args) and not _has_empty_word(text):
         return lines
     return None
+
+
+def _has_empty_word(text: str) -> bool:
+    """Whether lines of words joined by single spaces (each line ending in a newline) hold an empty word:
+    a line that is empty, starts or ends with a space, or has two spaces in a row."""
+    return text.startswith((" ", "\n")) or "\n\n" in text or "\n " in text or " \n" in text or "  " in text
 
 
 def _batch_text(cmds: list[Command], lines: list[str] | None = None) -> str:
@@ -262,11 +265,26 @@ def _batch_text(cmds: list[Command], lines: list[str] | None = None) -> str:
     return "".join([ip_batch_line(c) + "\n" for c in cmds])
 
 
-def _ip_phase(cmds: list[Command], netns: str | None, lines: list[str] | None = None) -> Invocation:
+def _ip_phase(cmds: list[Command], netns: str | None, lines: list[str] | None = None,
+              job: int | None = None) -> Invocation:
     text = _batch_text(cmds, lines)
     if netns is None:
-        return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip")
-    return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns")
+        return Invocation(("ip", "-batch", "-"), text, tuple(cmds), "ip", job)
+    return Invocation(("ip", "-n", netns, "-batch", "-"), text, tuple(cmds), "ip-netns", job)
+
+
+def _plain_parts(groups: list[list[Command]]) -> list[list[str] | None]:
+    """For each group of ``ip`` commands, its lines when all of the plan's are plain (one look at all
+    of them, :func:`_plain_lines`), else None for each (then each group is written on its own)."""
+    lines = _plain_lines([c for g in groups for c in g])
+    if lines is None:
+        return [None] * len(groups)
+    parts: list[list[str] | None] = []
+    at = 0
+    for g in groups:
+        parts.append(lines[at:at + len(g)])
+        at += len(g)
+    return parts
 
 
 def _merged_phase(cmds: list[Command], translate: Callable[[Command], object | None],
@@ -361,14 +379,7 @@ def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]
         else:
             other.append(c)
     # all ip lines looked at once: when they are all plain, each batch file is its lines joined
-    groups = [g for g in (host, plug, *inside.values()) if g]
-    lines = _plain_lines([c for g in groups for c in g])
-    at = 0
-    parts: list[list[str] | None] = []
-    for g in groups:
-        parts.append(lines[at:at + len(g)] if lines is not None else None)
-        at += len(g)
-    part = iter(parts)
+    part = iter(_plain_parts([g for g in (host, plug, *inside.values()) if g]))
     p_host = [_ip_phase(host, None, next(part))] if host else []
     p_plug = [_ip_phase(plug, None, next(part))] if plug else []
     p_inside = [_ip_phase(cmds, ns, next(part)) for ns, cmds in inside.items()]
@@ -398,8 +409,13 @@ def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job:
     other: list[Command] = []
     for i, c in enumerate(commands):
         if c.tool == "ip":
-            if c.netns is not None:
-                job_inside[job_of[c.netns]].setdefault(c.netns, []).append(c)
+            ns = c.netns
+            if ns is not None:
+                cmds_of = job_inside[job_of[ns]]
+                cmds = cmds_of.get(ns)
+                if cmds is None:
+                    cmds = cmds_of[ns] = []
+                cmds.append(c)
             elif i in host_job:
                 j = host_job[i]
                 (job_plug[j] if c.step.startswith(_PORT_STEP) else job_host[j]).append(c)
@@ -411,12 +427,17 @@ def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job:
             rules.append(c)
         else:
             other.append(c)
-    out = [_ip_phase(host, None)] if host else []
+    # all ip lines looked at once, in the order the processes come (which is the order errors come in)
+    groups = [host] if host else []
     for j in range(n_jobs):
-        phases = ([_ip_phase(job_host[j], None)] if job_host[j] else []) + [
-            _ip_phase(cmds, ns) for ns, cmds in job_inside[j].items()] + (
-            [_ip_phase(job_plug[j], None)] if job_plug[j] else [])
-        out += [attrs.evolve(inv, job=j) for inv in phases]
+        groups += ([job_host[j]] if job_host[j] else []) + list(job_inside[j].values()) + (
+            [job_plug[j]] if job_plug[j] else [])
+    part = iter(_plain_parts(groups))
+    out = [_ip_phase(host, None, next(part))] if host else []
+    for j in range(n_jobs):
+        out += ([_ip_phase(job_host[j], None, next(part), j)] if job_host[j] else []) + [
+            _ip_phase(cmds, ns, next(part), j) for ns, cmds in job_inside[j].items()] + (
+            [_ip_phase(job_plug[j], None, next(part), j)] if job_plug[j] else [])
     return (*out, *_merged_phase(sysctls, _sysctl_settings, _sysctl_merge),
             *_merged_phase(rules, iptables_restore_rule, _restore), *(_alone(c) for c in other))
 
@@ -475,15 +496,19 @@ def render_shell(invocations: Sequence[Invocation], *, marks: bool = False, star
             out.append(_render_one(invs[k], start + k, marks=marks, sudo=sudo))
             k += 1
             continue
-        section: list[tuple[int, Invocation]] = []
+        section: dict[int, list[str]] = {}  # each job's processes, rendered, in order
         while k < len(invs) and invs[k].job is not None:
-            section.append((start + k, invs[k]))
+            inv = invs[k]
+            rendered = section.get(inv.job)  # type: ignore[arg-type]
+            if rendered is None:
+                rendered = section[inv.job] = []  # type: ignore[index]
+            rendered.append(_render_one(inv, start + k, marks=marks, sudo=sudo))
             k += 1
-        jobs = sorted({inv.job for _, inv in section})  # type: ignore[type-var]
+        jobs = sorted(section)
         out.append(f"# {len(jobs)} jobs at once, each in a subshell of its own; then wait for every one\n")
         for j in jobs:
             out.append("(\n")
-            out.extend(_render_one(inv, i, marks=marks, sudo=sudo) for i, inv in section if inv.job == j)
+            out.extend(section[j])
             out.append(f") &\njob{j + 1}=$!\n")
         out.append("failed=\n")
         out.extend(f'wait "$job{j + 1}" || failed=1\n' for j in jobs)

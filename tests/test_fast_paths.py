@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 import bridgenet
 from bridgenet import Address, Bridge, Container, Namespace, NatRule, Network, Route, VethPair, bridge_network
 from bridgenet import batch, ordering, rules
+from bridgenet import jobs as jobs_mod
 from bridgenet.cli import main
-from bridgenet.commands import Command, shell_join
+from bridgenet.commands import Command, LinkInNetns, LinkMaster, LinkPresent, LinkUp, NetnsPresent, shell_join
 from bridgenet.firewall import FilterChain, Isolation
 from bridgenet.model import ForwardRule, Sysctl
 
@@ -162,6 +163,57 @@ def test_a_batch_file_is_its_lines(lines):
                                                                   if c.netns == ns))
                        for ns in dict.fromkeys(c.netns for c in cmds[len(lines):])])
     assert _outcome(lambda: [(inv.argv, inv.input) for inv in batch.plan(cmds)]) == want
+
+
+# --- parallel jobs ---------------------------------------------------------------------
+
+_spaces = [f"n{i}" for i in range(10)]
+_links = ["a", "b", "c", "d", "e"]
+host_effects = st.one_of(
+    st.builds(NetnsPresent, st.sampled_from(_spaces)),
+    st.builds(LinkPresent, st.sampled_from(_links), st.just("veth"), st.one_of(st.none(), st.sampled_from(_spaces)),
+              st.one_of(st.none(), st.sampled_from(_links)), st.one_of(st.none(), st.sampled_from(_spaces))),
+    st.builds(LinkInNetns, st.sampled_from(_links), st.sampled_from(_spaces)),
+    st.builds(LinkMaster, st.sampled_from(_links), st.sampled_from(["br0", None])),
+    st.builds(LinkUp, st.sampled_from(_links + ["br0"])),
+    st.builds(LinkUp, st.sampled_from(["lo"]), st.sampled_from(_spaces)),
+    st.none(),
+)
+one_command = st.one_of(
+    st.builds(lambda e: Command("ip", ("link", "set", "x"), None, "k", e), host_effects),
+    st.builds(lambda ns: Command("ip", ("link", "set", "dev", "lo", "up"), ns, "k"), st.sampled_from(_spaces)),
+    st.builds(lambda e: Command("sysctl", ("-w", "x=1"), None, "k", e), st.none()),
+)
+
+
+@settings(max_examples=1000)
+@given(cmds=st.lists(one_command, max_size=40), jobs=st.integers(min_value=1, max_value=3))
+def test_jobs_split_as_the_union_find_splits(cmds, jobs):
+    want = jobs_mod._partition(cmds, jobs) if jobs >= 2 else None
+    assert jobs_mod.partition(cmds, jobs) == want
+
+
+def test_jobs_of_a_large_network_split_as_the_union_find_splits():
+    for net in [_many(30), _many(30, lesson_form=True)]:
+        cmds = net.up_commands(fast=True)
+        assert jobs_mod._partition_apart(cmds, 2) == jobs_mod._partition(cmds, 2) is not None
+    cmds = _many(30, lesson_form=True).up_commands()  # peers moved: the moves tie a link to a namespace
+    assert jobs_mod.partition(cmds, 3) == jobs_mod._partition(cmds, 3)
+
+
+def test_a_link_tied_to_a_namespace_by_a_later_command_follows_it_into_its_job():
+    spaces = [Command("ip", ("link", "set", "dev", "lo", "up"), f"n{i}", "k") for i in range(9)]
+    pair = Command("ip", ("link", "add", "a", "type", "veth", "peer", "name", "b"), None, "k",
+                   LinkPresent("a", "veth", None, "b", None))  # both ends in the host, a namespace's later
+    move = Command("ip", ("link", "set", "a", "netns", "n3"), None, "k", LinkInNetns("a", "n3"))
+    up = Command("ip", ("link", "set", "dev", "b", "up"), None, "k", LinkUp("b"))
+    job_of, host_job = jobs_mod.partition([*spaces, pair, move, up], 2)
+    assert host_job[11] == job_of["n3"]
+    assert (job_of, host_job) == jobs_mod._partition([*spaces, pair, move, up], 2)
+
+
+def _many(n, **kw):
+    return bridge_network("many", [Container(f"c{i}", f"10.201.0.{10 + i}") for i in range(n)], **kw)
 
 
 # --- order ------------------------------------------------------------------------------
