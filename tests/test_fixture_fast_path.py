@@ -202,6 +202,42 @@ def test_the_next_tests_sandbox_is_made_while_a_test_runs(pytester: pytest.Pytes
     watch.check()  # the last spare too is gone after the session
 
 
+SHARED_FILE = '''
+import pytest
+from bridgenet import state
+
+pytestmark = pytest.mark.bridgenet(scope="module", upstream=True)
+SNAPSHOTS = []
+
+
+def test_before(bridgenet_sandbox):
+    SNAPSHOTS.append(state.snapshot(bridgenet_sandbox.runner()))
+
+
+def test_lesson(bridgenet_tutorial, bridgenet_reach):
+    bridgenet_reach.assert_reachable("container4", "198.51.100.1")
+
+
+def test_lesson_by_the_factory(bridgenet_network, bridgenet_reach):
+    bridgenet_network.tutorial()
+    bridgenet_reach.assert_reachable("container5", "container4")
+
+
+def test_after(bridgenet_sandbox):
+    # the shared sandbox lives on: the networks of the tests before were taken down exactly
+    assert state.snapshot(bridgenet_sandbox.runner()) == SNAPSHOTS[0]
+    assert bridgenet_sandbox.run(["ls", "-A", "/run/bridgenet"]).stdout.split() == [".sandbox"]
+'''
+
+
+def test_a_shared_sandbox_is_left_exactly_as_before_after_each_test(pytester: pytest.Pytester) -> None:
+    from test_plugin import plugin_args_here
+
+    pytester.makepyfile(test_shared=SHARED_FILE)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+
+
 def test_the_plugin_plans_once_and_still_meets_what_a_test_did_first(pytester: pytest.Pytester) -> None:
     from test_plugin import plugin_args_here
 
