@@ -308,6 +308,8 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
     What an undo step acts on may already be gone (a reused bridge someone
     deleted): that step counts as done and is listed in ``Report.gone``.
     Once started, ``down`` finishes: SIGINT/SIGTERM are reported and wait.
+    It always runs as a batch, links deleted in one request (``teardown.py``);
+    ``batch`` is accepted for compatibility and changes nothing.
 
     Raises:
         NamespaceBusyError: a namespace to delete still has processes in it
@@ -322,10 +324,10 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
         ledger = Ledger.open(runner.fs_root, name)
         if not isinstance(network, str):  # not another file's network of that name
             check_identity(network, ledger, sources_only=True)
-        return _down(name, runner, batch=batch, force=force, ledger=ledger)
+        return _down(name, runner, force=force, ledger=ledger)
 
 
-def _down(name: str, runner: Runner, *, batch: bool, force: bool, ledger: Ledger | None = None) -> Report:
+def _down(name: str, runner: Runner, *, force: bool, ledger: Ledger | None = None) -> Report:
     ledger = ledger if ledger is not None else Ledger.open(runner.fs_root, name)
     if not ledger.entries:
         return Report(note=f"no record of {name} on this host (never brought up by bridgenet, or already "
@@ -336,12 +338,12 @@ def _down(name: str, runner: Runner, *, batch: bool, force: bool, ledger: Ledger
                            "came up), so nothing is removed; `bridgenet down --dry-run` prints the commands "
                            "that would remove it by hand")
     _hand_over_shared(runner, ledger)
-    ran, _, gone = _undo(runner, ledger.entries, force=force, network=name, batch=batch, strict=True)
+    ran, _, gone = _undo(runner, ledger.entries, force=force, network=name, strict=True)
     ledger.drop([e.key for e in ledger.entries])
     return Report(tuple(ran), networks=(name,), gone=tuple(gone))
 
 
-def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str, batch: bool = False,
+def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str,
           strict: bool = False) -> tuple[list[Command], list[str], list[str]]:
     """Undo ``entries`` in reverse, skipping what their covering step removes and what is already undone.
 
@@ -368,7 +370,7 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str
     ran: list[Command] = []
     leftovers: list[str] = []
     fast = grouped(todo, pick_group(network, state))
-    if todo and (batch or fast != todo):
+    if todo:
         # One shell, and the links in one kernel request (teardown.py): ≈1 ms per container
         # instead of ≈31. Whatever fails there is finished below, one command at a time.
         from .batch import BatchRunner
@@ -480,7 +482,7 @@ def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report
     gone_all: list[str] = []
     with interrupts.deferred(raise_pending=False), locked(runner.fs_root, None), interrupts.shielded():
         for name in Ledger.names(runner.fs_root):
-            r = _down(name, runner, force=force, batch=batch)
+            r = _down(name, runner, force=force)
             ran.extend(r.ran)
             gone_all.extend(r.gone)
             names.append(name)

@@ -165,10 +165,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     net = _network(args)
     if args.dry_run:
         steps = net.steps()
-        from .teardown import default_group, will_group
+        from .teardown import default_group, grouped, will_group
 
-        group = default_group(net.name) if will_group(net.down_commands(steps, group=False)) else None
-        _print_commands(args, net.down_commands(steps), "down", undo_steps(steps, group=group))
+        raw, group = net.down_commands(steps, group=False), default_group(net.name)
+        _print_commands(args, grouped(raw, group), "down", undo_steps(steps, group=group if will_group(raw) else None))
         return 0
     require_privileges("down")
     from . import apply

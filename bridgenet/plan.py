@@ -258,9 +258,9 @@ def _warnings(network: Network, runner: Runner, state: LiveState | None = None) 
     iptables-nft tables both in use. One process through ``runner``;
     ``state`` is not needed (the checks read what they need themselves).
     """
-    from .hostcheck import READS, warnings
+    from .hostcheck import warnings
 
-    return warnings(network, runner, state.extra if state is not None and len(state.extra) == len(READS) else None)
+    return warnings(network, runner, state.extra if state is not None else None)  # it checks their count
 
 
 def _move_stranded_peer(step: Step, run: tuple[Command, ...], state: LiveState) -> tuple[Command, ...]:
