@@ -172,6 +172,26 @@ def test_plan_of_a_network_up_and_down():
     assert "*nat" in down[0].lines and down[0].lines[-1] == "COMMIT"
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_many_namespaces_enter_with_nsenter(jobs):
+    """From NSENTER_MIN namespaces on, each namespace batch is ``nsenter --net=/run/netns/NS ip -batch -``
+    (``ip -n`` copies a mount table that grows with the namespaces); below it, ``ip -n NS -batch -``."""
+    from bridgenet.batch import NSENTER_MIN
+
+    def namespaced(n: int) -> list[Invocation]:
+        cs = [bridgenet.Container(f"c{i}", f"10.202.{i // 200}.{10 + i % 200}") for i in range(n)]
+        net = bridgenet.bridge_network("many", cs, gateway="10.202.255.254/16")
+        return [i for i in plan(net.up_commands(fast=True), jobs=jobs) if i.kind == "ip-netns"]
+
+    few = namespaced(NSENTER_MIN - 1)
+    assert {i.argv[:2] for i in few} == {("ip", "-n")}
+    assert [i.argv for i in few[:1]] == [("ip", "-n", "c0", "-batch", "-")]
+    many = namespaced(NSENTER_MIN)
+    assert len(many) == NSENTER_MIN
+    assert all(i.argv == ("nsenter", f"--net=/run/netns/{i.netns}", "ip", "-batch", "-") for i in many)
+    assert sorted(i.netns for i in many) == sorted(f"c{i}" for i in range(NSENTER_MIN))
+
+
 def test_plan_rejects_bad_direction_and_empty_is_empty():
     with pytest.raises(ValueError):
         plan([], direction="sideways")
@@ -519,6 +539,24 @@ def awkward() -> list[Command]:
                  "--comment", 'say "hi" \\ twice', "-j", "MASQUERADE"),
         iptables("-A", "FORWARD", "-m", "comment", "--comment", "it's here", "-j", "ACCEPT"),
     ]
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("one_shell", [True, False], ids=["one-shell", "exec-each"])
+def test_nsenter_batches_equal_step_by_step(monkeypatch, one_shell):
+    """Above NSENTER_MIN namespaces, ``nsenter --net=... ip -batch -`` builds the same network."""
+    from bridgenet import batch as batch_module
+
+    monkeypatch.setattr(batch_module, "NSENTER_MIN", 2)
+    ref = stepwise("twenty")
+    net = NETWORKS["twenty"]()
+    with Sandbox() as sb:
+        b = BatchRunner(sb.runner(), one_shell=one_shell)
+        assert any(i.argv[0] == "nsenter" for i in b.plan(net.up_commands(fast=True)))
+        b.execute(net.up_commands(fast=True))
+        assert settled(sb) == ref["up"]
+        b.execute(net.down_commands(), direction="down")
+        assert settled(sb) == ref["down"]
 
 
 @pytest.mark.real
