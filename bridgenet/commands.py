@@ -93,6 +93,15 @@ class LinkMaster:
 
 
 @attrs.frozen
+class LinkMtu:
+    """Link ``name`` in ``netns`` has the MTU ``mtu`` (bytes; ip-link(8) ``mtu``)."""
+
+    name: str
+    mtu: int
+    netns: str | None = None
+
+
+@attrs.frozen
 class LinkAlias:
     """Link ``name`` carries the alias ``alias`` (ip-link(8) ``alias``)."""
 
@@ -187,7 +196,7 @@ class ChainAbsent:
 
 Effect = (
     NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
-    | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
+    | LinkMtu | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
     | RulePresent | RuleAbsent | ChainPresent | ChainAbsent
 )
 
@@ -285,7 +294,7 @@ EFFECTS: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
-        LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
+        LinkMtu, LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
         ChainPresent, ChainAbsent,
     )
 }

@@ -19,6 +19,16 @@ Example (``bridgenet up --file demo.toml``)::
     veth = "v-web"             # host end (default "v-" + netns)
     peer = "eth0"              # container end (default "eth0")
 
+Beyond one bridge (``topology.py``): ``[[bridges]]`` (name, address, mtu,
+masquerade), containers with ``bridge``, ``mtu``, ``routes``, ``forward``,
+``default_route`` or several ``[[containers.interfaces]]`` (bridge, address,
+peer, veth, mtu), bare veths in ``[[links]]`` (``ends = [{netns, name,
+address}, {...}]``, mtu) and the host's own ``routes = [{to, via}]``. A file
+that uses none of these keys is read exactly as before (the lesson's shape,
+:func:`bridgenet.shape.bridge_network`); one that does is built by
+:func:`bridgenet.topology.topology`, with the top-level ``bridge`` and
+``gateway`` as a shorthand for one ``[[bridges]]`` entry (both cannot be given).
+
 Parsed with ``tomllib`` (stdlib); every error is a
 :class:`bridgenet.errors.ValidationError` naming the file and the key.
 """
@@ -33,8 +43,10 @@ from .network import Network
 from .shape import Container, bridge_network
 
 _TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "accept_forward",
-        "isolate", "lesson_form", "containers"}
-_CONTAINER = {"netns", "address", "veth", "peer"}
+        "isolate", "lesson_form", "containers", "bridges", "links", "routes"}
+_CONTAINER = {"netns", "address", "veth", "peer", "bridge", "mtu", "routes", "forward", "default_route", "interfaces"}
+_LESSON_CONTAINER = {"netns", "address", "veth", "peer"}
+_TOPOLOGY_TOP = {"bridges", "links", "routes"}
 _BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "isolate", "lesson_form")
 
 
@@ -70,6 +82,10 @@ def from_dict(data: dict, where: str = "network", *, source: str | None = None) 
     unknown = sorted(set(data) - _TOP)
     if unknown:
         raise ValidationError(where, unknown[0], f"known keys are {', '.join(sorted(_TOP))}")
+    if _uses_topology(data):
+        from .topology_file import from_topology_dict
+
+        return from_topology_dict(data, where, source=source)
     for key in ("name", "containers"):
         if key not in data:
             raise ValidationError(where, key, "this key is required")
@@ -84,7 +100,7 @@ def from_dict(data: dict, where: str = "network", *, source: str | None = None) 
         here = f"{where} containers[{i}]"
         if not isinstance(item, dict):
             raise ValidationError(here, "containers", "each container is a table")
-        extra = sorted(set(item) - _CONTAINER)
+        extra = sorted(set(item) - _LESSON_CONTAINER)
         if extra:
             raise ValidationError(here, extra[0], f"known keys are {', '.join(sorted(_CONTAINER))}")
         for key in ("netns", "address"):
@@ -100,3 +116,11 @@ def from_dict(data: dict, where: str = "network", *, source: str | None = None) 
         return bridge_network(data["name"], containers, source=source, **kwargs)
     except ValidationError as e:
         raise ValidationError(f"{where}: {e.obj}", e.field, e.rule, e.value) from None
+
+
+def _uses_topology(data: dict) -> bool:
+    """Whether a parsed file uses a key beyond the lesson's shape (then ``topology_file`` reads it)."""
+    if _TOPOLOGY_TOP & set(data):
+        return True
+    items = data.get("containers")
+    return isinstance(items, list) and any(isinstance(i, dict) and set(i) - _LESSON_CONTAINER for i in items)

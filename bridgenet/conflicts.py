@@ -120,6 +120,8 @@ def check_conflicts(network: Network, state: LiveState, *, moves_peers: bool | N
     for v in network.veths:
         if v.netns is not None:
             ours_in.setdefault(v.netns, set()).add(v.peer)
+        if v.name_netns is not None:
+            ours_in.setdefault(v.name_netns, set()).add(v.name)
     host = state.host.links
     for b in network.bridges:
         link = host.get(b.name)
@@ -139,7 +141,9 @@ def check_conflicts(network: Network, state: LiveState, *, moves_peers: bool | N
 
 def _check_veth(v: VethPair, state: LiveState, moves_peers: bool) -> None:
     host = state.host.links
-    link = host.get(v.name)
+    home = host if v.name_netns is None else (
+        state.ns(v.name_netns).links if _ns_ok(state, v.name_netns) else {})  # where the name end lives
+    link = home.get(v.name)
     where_peer = _where(v.netns)
     peer_links = state.ns(v.netns).links if _ns_ok(state, v.netns) else {}
     peer = peer_links.get(v.peer)
@@ -155,7 +159,7 @@ def _check_veth(v: VethPair, state: LiveState, moves_peers: bool) -> None:
         raise ConflictError(f"link {v.name}", f"a veth whose peer is {v.peer}",
                             f"a link of kind {link.kind or 'unknown'} named {v.name}")
     # brid4 exists as a veth: its peer must be ours, in the host or in the namespace.
-    in_host = host.get(v.peer)
+    in_host = host.get(v.peer) if v.name_netns is None else None
     if in_host is not None and in_host.peer == link.name and link.peer == in_host.name:
         pass  # not moved yet (both ends in the host): the plan moves it
     elif peer is not None and peer.peer_index == link.ifindex and link.peer_index == peer.ifindex:

@@ -84,6 +84,7 @@ class Checker:
         self.refs()
         self.names()
         self.bridge_rules()
+        self.mtus()
         self.addresses()
         self.routes()
 
@@ -137,6 +138,18 @@ class Checker:
                               f"of them", str(second.address))
             stack.append(o)
 
+    def mtus(self) -> None:
+        """A bridge port's MTU is at most its bridge's (a larger one takes frames the bridge's other ports
+        cannot carry; the kernel accepts it). Given lower on purpose is allowed: the kernel then lowers the
+        bridge's own MTU to its smallest port's, unless the bridge's MTU is set (``Bridge.mtu``)."""
+        mtu = {o.name: o.mtu for o in self.inv.bridges if o.mtu is not None}
+        if not mtu:
+            return
+        for o in self.inv.veths:
+            top = mtu.get(o.master)
+            if top is not None and o.mtu is not None and o.mtu > top:
+                self.fail(o, "mtu", f"a bridge port's MTU is at most its bridge's: {o.master} has {top}", o.mtu)
+
     def unique_keys(self) -> None:
         keys = self.inv.keys = [o.step_key for o in self.objs]
         if len(set(keys)) == len(keys):
@@ -158,6 +171,9 @@ class Checker:
             ns = o.netns if t is VethPair or t is Route else getattr(o, "netns", None)
             if ns is not None and ns not in namespaces:
                 self.fail(o, "netns", f"netns {ns!r} is not a Namespace of this network", ns)
+            ends = getattr(o, "name_netns", None)
+            if ends is not None and ends not in namespaces:
+                self.fail(o, "name_netns", f"netns {ends!r} is not a Namespace of this network", ends)
             if t is Route:
                 continue
             if isinstance(o, VethPair) and o.master is not None and o.master not in bridges:
@@ -179,7 +195,10 @@ class Checker:
             table[key] = o
 
         for o in self.inv.bridges_and_veths:
-            claim(host, o.name, o.name, o, "name")
+            if getattr(o, "name_netns", None) is None:
+                claim(host, o.name, o.name, o, "name")
+            else:
+                claim(inside, (o.name_netns, o.name), o.name, o, "name")
         for o in self.inv.veths:
             # With move_peers the peer is born in the host (the lesson
             # creates it there and moves it), so it must not clash with a

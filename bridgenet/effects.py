@@ -19,6 +19,7 @@ from .commands import (
     LinkDown,
     LinkInNetns,
     LinkMaster,
+    LinkMtu,
     LinkPresent,
     LinkUp,
     NetnsAbsent,
@@ -68,6 +69,8 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         return link is not None and link.master == e.master
     if isinstance(e, LinkAlias):
         return link is not None and (link.alias or None) == (e.alias or None)
+    if isinstance(e, LinkMtu):
+        return link is not None and link.mtu == e.mtu
     if isinstance(e, AddrPresent):
         return link is not None and e.address in link.addresses
     if isinstance(e, AddrAbsent):
@@ -101,7 +104,7 @@ def gone(effect: Effect | None, state: LiveState) -> str | None:
     netns = getattr(effect, "netns", None)
     if netns is not None and not state.netns_exists(netns):
         return f"netns {netns} is gone"
-    if isinstance(effect, (LinkAlias, LinkDown, LinkMaster, LinkUp)):
+    if isinstance(effect, (LinkAlias, LinkDown, LinkMaster, LinkMtu, LinkUp)):
         name = effect.name
     elif isinstance(effect, (AddrAbsent, AddrPresent)):
         name = effect.dev
@@ -136,6 +139,12 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
         old = (link.alias if link else None) or ""
         return [ip("link", "set", "dev", e.name, "alias", old, netns=e.netns, step=k,
                    effect=LinkAlias(e.name, old or None, e.netns))]
+    if isinstance(e, LinkMtu):
+        link = state.ns(e.netns).links.get(e.name)
+        if link is None or not link.mtu:
+            return []
+        return [ip("link", "set", "dev", e.name, "mtu", str(link.mtu), netns=e.netns, step=k,
+                   effect=LinkMtu(e.name, link.mtu, e.netns))]
     if isinstance(e, AddrPresent):
         return [ip("addr", "del", str(e.address), "dev", e.dev, netns=e.netns, step=k,
                    effect=AddrAbsent(e.dev, e.address, e.netns))]

@@ -153,11 +153,23 @@ class Isolation:
         comment: stored with both rules (``-m comment``), or None (a tagged
             network sets ``bridgenet:NAME``).
         netns: where (None: the host).
+        siblings: the other bridges of the same network: what the host routes
+            from ``bridge`` to one of them is not isolated (``-I
+            BRIDGENET-ISOLATION -i BRIDGE -o SIBLING -j RETURN``, before every
+            DROP), so one network's subnets reach each other through the host.
     """
 
     bridge: str = attrs.field(validator=rules.ifname)
     comment: str | None = attrs.field(default=None)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+    siblings: tuple[str, ...] = attrs.field(default=(), converter=tuple, kw_only=True)
+
+    @siblings.validator
+    def _check_siblings(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+        for name in value:
+            rules.ifname(self, attribute, name)
+            if name == self.bridge:
+                raise rules.ValidationError(rules.describe(self), "siblings", "a sibling is another bridge", name)
 
     @comment.validator
     def _check(self, attribute: attrs.Attribute, value: str | None) -> None:
@@ -178,11 +190,12 @@ class Isolation:
         return [
             (ISOLATION_CHAIN, ("-o", self.bridge, *tag, "-j", "DROP")),
             (FORWARD_CHAIN, ("-i", self.bridge, "!", "-o", self.bridge, *tag, "-j", ISOLATION_CHAIN)),
+            *((ISOLATION_CHAIN, ("-i", self.bridge, "-o", other, *tag, "-j", "RETURN")) for other in self.siblings),
         ]
 
     def steps(self, ctx: RenderContext) -> list[Step]:
         k, ns = self.step_key, self.netns
-        (drop_chain, drop), (jump_chain, jump) = self.rules(ctx.tag)
+        (drop_chain, drop), (jump_chain, jump), *returns = self.rules(ctx.tag)
         return [
             Step(
                 key=k,
@@ -197,8 +210,12 @@ class Isolation:
                              effect=RulePresent("filter", drop_chain, drop, ns)),
                     iptables("-I", jump_chain, *jump, netns=ns, step=k,
                              effect=RulePresent("filter", jump_chain, jump, ns)),
+                    *(iptables("-I", chain, *rule, netns=ns, step=k, effect=RulePresent("filter", chain, rule, ns))
+                      for chain, rule in returns),
                 ),
                 down=(
+                    *(iptables("-D", chain, *rule, netns=ns, step=k, effect=RuleAbsent("filter", chain, rule, ns))
+                      for chain, rule in reversed(returns)),
                     iptables("-D", jump_chain, *jump, netns=ns, step=k,
                              effect=RuleAbsent("filter", jump_chain, jump, ns)),
                     iptables("-D", drop_chain, *drop, netns=ns, step=k,

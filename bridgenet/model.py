@@ -22,6 +22,7 @@ from .commands import (
     LinkAlias,
     LinkInNetns,
     LinkMaster,
+    LinkMtu,
     LinkPresent,
     LinkUp,
     NetnsAbsent,
@@ -82,11 +83,14 @@ class RenderContext:
             of creating it in the host and moving it (≈16 ms, the lesson's way).
         brings_lo_up: for each namespace, the veth whose container side also
             brings ``lo`` up (the first one into it).
+        end_brings_lo_up: for each namespace reached first by a veth's
+            ``name`` end (:attr:`VethPair.name_netns`), that veth.
     """
 
     tag: str | None = None
     fast: bool = False
     brings_lo_up: dict[str, str] = attrs.field(factory=dict)
+    end_brings_lo_up: dict[str, str] = attrs.field(factory=dict)
 
 
 _ADDRESS_TEXTS: dict[int, str] = {}
@@ -110,10 +114,17 @@ def _address_text(address: IPv4Address) -> str:
     return text
 
 
-def _alias(name: str, tag: str | None, step: str) -> list[Command]:
+def _alias(name: str, tag: str | None, step: str, netns: str | None = None) -> list[Command]:
     if not tag:
         return []
-    return [ip("link", "set", "dev", name, "alias", tag, step=step, effect=LinkAlias(name, tag))]
+    return [ip("link", "set", "dev", name, "alias", tag, netns=netns, step=step, effect=LinkAlias(name, tag, netns))]
+
+
+def _mtu(name: str, mtu: int | None, step: str, netns: str | None = None) -> tuple[Command, ...]:
+    """``ip link set dev NAME mtu MTU`` (ip-link(8)) when ``mtu`` is given, else nothing."""
+    if mtu is None:
+        return ()
+    return (Command("ip", ("link", "set", "dev", name, "mtu", str(mtu)), netns, step, LinkMtu(name, mtu, netns)),)
 
 
 @attrs.frozen
@@ -122,9 +133,14 @@ class Bridge:
 
     Attributes:
         name: interface name, 1-15 bytes, e.g. ``"br0"``.
+        mtu: the bridge's MTU in bytes (68-65535), set explicitly after it is
+            created; None: the kernel's default (1500), which the kernel then
+            lowers to its smallest port's MTU as ports join (net/bridge/br_if.c
+            ``br_mtu_auto_adjust``; an MTU set by hand stays, measured here).
     """
 
     name: str = attrs.field(validator=rules.ifname)
+    mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu, kw_only=True)
 
     @property
     def step_key(self) -> str:
@@ -144,6 +160,7 @@ class Bridge:
                 up=(
                     ip("link", "add", self.name, "type", "bridge", step=k, effect=LinkPresent(self.name, "bridge")),
                     *_alias(self.name, ctx.tag, k),
+                    *_mtu(self.name, self.mtu, k),
                     ip("link", "set", self.name, "up", step=k, effect=LinkUp(self.name)),
                 ),
                 down=(ip("link", "del", self.name, step=k, effect=LinkAbsent(self.name)),),
@@ -195,7 +212,7 @@ class Namespace:
 
 @attrs.frozen
 class VethPair:
-    """A veth pair: ``name`` stays in the host, ``peer`` goes into ``netns``.
+    """A veth pair: ``name`` stays in the host (or goes into ``name_netns``), ``peer`` goes into ``netns``.
 
     Attributes:
         name: the host end, e.g. ``"brid4"``.
@@ -203,6 +220,14 @@ class VethPair:
         netns: the namespace the peer lives in (None: the peer stays in the host).
         master: the bridge the host end is plugged into as a bridge port, or None.
         address: the peer's address with prefix length, e.g. ``10.201.0.4/24``, or None.
+        mtu: both ends' MTU in bytes (68-65535; the two ends of a veth carry
+            the same frames); None: the kernel's default, 1500.
+        name_netns: the namespace the ``name`` end lives in, for a veth
+            straight between two namespaces (None: the host). Such an end is
+            no bridge port (``master`` must be None); its address, if any, is
+            an :class:`Address` on it. Created in one request from the host:
+            ``ip link add NAME netns NS1 type veth peer name PEER netns NS2``
+            (ip-link(8): ``netns`` places each end).
     """
 
     name: str = attrs.field(validator=rules.ifname)
@@ -212,11 +237,19 @@ class VethPair:
     address: IPv4Interface | None = attrs.field(
         default=None, converter=rules.to_interface, validator=rules.optional_interface
     )
+    mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu, kw_only=True)
+    name_netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        if self.peer == self.name:
+        if self.peer == self.name and self.netns == self.name_netns:
             raise rules.ValidationError(
-                rules.describe(self), "peer", "the two ends of a veth pair have different names", self.peer
+                rules.describe(self), "peer", "the two ends of a veth pair in one namespace have different names",
+                self.peer
+            )
+        if self.name_netns is not None and self.master is not None:
+            raise rules.ValidationError(
+                rules.describe(self), "master", "a bridge port is a link of the host: a veth whose name end is "
+                f"in netns {self.name_netns} has no master", self.master
             )
         if self.master is not None and self.master == self.name:
             raise rules.ValidationError(
@@ -225,7 +258,7 @@ class VethPair:
 
     @property
     def step_key(self) -> str:
-        return f"link {self.name}"
+        return f"link {self.name}" if self.name_netns is None else f"link {self.name}@{self.name_netns}"
 
     @property
     def peer_key(self) -> str:
@@ -236,9 +269,12 @@ class VethPair:
         return f"port {self.name}"
 
     def steps(self, ctx: RenderContext) -> list[Step]:
-        k, ns = self.step_key, self.netns
+        k, ns, ends = self.step_key, self.netns, self.name_netns
         address = str(self.address) if self.address is not None else None
-        if ns is None:
+        if ends is not None:
+            where = (f"{self.name} is created directly inside {ends} and {self.peer} inside "
+                     f"{ns or 'the host'}: a cable straight between the two, no bridge")
+        elif ns is None:
             where = "Both ends stay in the host"
         elif ctx.fast:
             where = f"{self.peer} is created directly inside {ns} (no move needed)"
@@ -248,6 +284,8 @@ class VethPair:
             Step(
                 key=k,
                 title=(
+                    f"create the veth pair {self.name} in {ends} and {self.peer} in {ns or 'the host'}"
+                    if ends is not None else
                     f"create the veth pair {self.name} (host end) and {self.peer}"
                     + (f", and put {self.peer} into {ns}" if ns else "")
                 ),
@@ -255,9 +293,11 @@ class VethPair:
                     "A veth pair is a virtual cable: what goes in one end comes out of the other. "
                     f"{where}. "
                     f"Deleting {self.name} deletes {self.peer} too."
+                    + (f" Both ends have the MTU {self.mtu}: a frame one end sends is one the other must take."
+                       if self.mtu is not None else "")
                 ),
                 up=self._link_commands(ctx, k),
-                down=(ip("link", "del", self.name, step=k, effect=LinkAbsent(self.name)),),
+                down=(ip("link", "del", self.name, netns=ends, step=k, effect=LinkAbsent(self.name, ends)),),
             )
         ]
         pk = self.peer_key
@@ -294,7 +334,7 @@ class VethPair:
                         f"{self.name} becomes a bridge port of {self.master}, so the container "
                         f"behind it is on the same layer-2 segment as every other port."
                     ),
-                    up=self._port_commands(qk),
+                    up=self._port_commands(qk, ctx),
                     down=(
                         ip("link", "set", "dev", self.name, "nomaster", step=qk,
                            effect=LinkMaster(self.name, None)),
@@ -303,13 +343,13 @@ class VethPair:
                 )
             )
         else:
-            qk = f"up {self.name}"
+            qk = f"up {self.name}" if ends is None else f"up {self.name}@{ends}"
             out.append(
                 Step(
                     key=qk,
-                    title=f"bring up the host end {self.name}",
+                    title=f"bring up the host end {self.name}" if ends is None else f"bring up {self.name} in {ends}",
                     why=f"{self.peer} only carries traffic once {self.name} is up as well.",
-                    up=self._port_commands(qk),
+                    up=self._port_commands(qk, ctx),
                     down=(),
                     covered_by=k,
                 )
@@ -319,14 +359,25 @@ class VethPair:
     def _up_commands(self, ctx: RenderContext) -> tuple[Command, ...]:
         """The ``up`` of :meth:`steps` (all of them, in order), without making the steps."""
         address = str(self.address) if self.address is not None else None
-        qk = self.port_key if self.master is not None else f"up {self.name}"
+        if self.master is not None:
+            qk = self.port_key
+        else:
+            qk = f"up {self.name}" if self.name_netns is None else f"up {self.name}@{self.name_netns}"
         return (*self._link_commands(ctx, self.step_key), *self._side_commands(ctx, self.peer_key, address),
-                *self._port_commands(qk))
+                *self._port_commands(qk, ctx))
 
     def _link_commands(self, ctx: RenderContext, k: str) -> tuple[Command, ...]:
         """Create the pair (step ``k``), and tag its host end."""
         # Command("ip", args, netns, step, effect), as ip() makes it (called directly: ≈40% faster)
-        ns = self.netns
+        ns, ends = self.netns, self.name_netns
+        if ends is not None:
+            make: tuple[Command, ...] = (
+                Command("ip", ("link", "add", self.name, "netns", ends, "type", "veth", "peer", "name", self.peer,
+                               *(("netns", ns) if ns is not None else ())), None, k,
+                        LinkPresent(self.name, "veth", ends, self.peer, ns)),
+                *_mtu(self.name, self.mtu, k, ends),
+            )
+            return (*make, *_alias(self.name, ctx.tag, k, ends)) if ctx.tag else make
         if ns is None:
             make: tuple[Command, ...] = (
                 Command("ip", ("link", "add", self.name, "type", "veth", "peer", "name", self.peer), None, k,
@@ -343,6 +394,8 @@ class VethPair:
                         LinkPresent(self.name, "veth", None, self.peer, None)),
                 Command("ip", ("link", "set", self.peer, "netns", ns), None, k, LinkInNetns(self.peer, ns)),
             )
+        if self.mtu is not None:
+            make = (*make, *_mtu(self.name, self.mtu, k))
         if ctx.tag:
             return (*make, *_alias(self.name, ctx.tag, k))
         return make
@@ -359,13 +412,18 @@ class VethPair:
         if ctx.tag and ns is not None:
             side.append(Command("ip", ("link", "set", "dev", self.peer, "alias", ctx.tag), ns, pk,
                                 LinkAlias(self.peer, ctx.tag, ns)))
+        if self.mtu is not None:
+            side.extend(_mtu(self.peer, self.mtu, pk, ns))
         side.append(Command("ip", ("link", "set", "dev", self.peer, "up"), ns, pk, LinkUp(self.peer, ns)))
         return tuple(side)
 
-    def _port_commands(self, qk: str) -> tuple[Command, ...]:
+    def _port_commands(self, qk: str, ctx: RenderContext) -> tuple[Command, ...]:
         """Plug the host end into its bridge, if any, and bring it up (step ``qk``)."""
-        up = Command("ip", ("link", "set", "dev", self.name, "up"), None, qk, LinkUp(self.name))
+        ends = self.name_netns
+        up = Command("ip", ("link", "set", "dev", self.name, "up"), ends, qk, LinkUp(self.name, ends))
         if self.master is None:
+            if ends is not None and ctx.end_brings_lo_up.get(ends) == self.name:
+                return (Command("ip", ("link", "set", "dev", "lo", "up"), ends, qk, LinkUp("lo", ends)), up)
             return (up,)
         return (Command("ip", ("link", "set", self.name, "master", self.master), None, qk,
                         LinkMaster(self.name, self.master)), up)
@@ -550,26 +608,30 @@ class Sysctl:
         """``sysctl -w KEY=VALUE`` that puts ``value`` back."""
         return sysctl_w(self.key, value, netns=self.netns, step=self.step_key)
 
-    def steps(self, ctx: RenderContext) -> list[Step]:
+    def steps(self, ctx: RenderContext, covered_by: str | None = None) -> list[Step]:
         k = self.step_key
-        why = (
-            "With ip_forward=1 the kernel routes packets between its links, so what the "
-            "containers send to their gateway can leave through another link. "
-            f"Taking the network down puts back the value it had before (else {self.default})."
-            if self.key == "net.ipv4.ip_forward"
-            else f"Set {self.key}; taking the network down puts back the value it had before (else {self.default})."
-        )
+        forwarding = self.key == "net.ipv4.ip_forward"
+        if forwarding and self.netns is not None:
+            why = (f"With ip_forward=1 inside {self.netns}, it routes packets between its own links: a router. "
+                   "A packet that arrives on one link for a subnet behind another leaves there with its TTL one "
+                   "lower (a new namespace starts with forwarding off, and drops such packets). "
+                   "The namespace takes the setting with it when it is deleted.")
+        elif forwarding:
+            why = ("With ip_forward=1 the kernel routes packets between its links, so what the "
+                   "containers send to their gateway can leave through another link. "
+                   f"Taking the network down puts back the value it had before (else {self.default}).")
+        else:
+            why = f"Set {self.key}; taking the network down puts back the value it had before (else {self.default})."
+        title = (("turn on IP forwarding" + (f" in {self.netns} (a router)" if self.netns else ""))
+                 if (self.key, self.value) == ("net.ipv4.ip_forward", "1") else f"set {self.key}={self.value}")
         return [
             Step(
                 key=k,
-                title=(
-                    "turn on IP forwarding"
-                    if (self.key, self.value) == ("net.ipv4.ip_forward", "1")
-                    else f"set {self.key}={self.value}"
-                ),
+                title=title,
                 why=why,
                 up=(sysctl_w(self.key, self.value, netns=self.netns, step=k),),
                 down=(self.restore_command(self.default),),
+                covered_by=covered_by,
             )
         ]
 

@@ -61,6 +61,9 @@ class Network:
             a Python program. With the bridges it is the network's identity
             on a host (:meth:`identity`): ``up`` refuses a network whose name
             is up there with another identity.
+        advice: warnings about the network as built (e.g. a route through a
+            namespace that does not forward); ``plan`` and ``up`` show them
+            with the host's warnings.
 
     Raises:
         ValidationError: when a rule involving several objects is broken;
@@ -72,6 +75,7 @@ class Network:
     tag: bool = attrs.field(default=False, validator=rules.boolean)
     move_peers: bool = attrs.field(default=False, validator=rules.boolean)
     source: str | None = attrs.field(default=None, eq=False, kw_only=True)
+    advice: tuple[str, ...] = attrs.field(default=(), eq=False, kw_only=True, converter=tuple)
     _order: tuple[NetworkObject, ...] = attrs.field(init=False, repr=False, eq=False, default=())
     _covers: dict[str, str] = attrs.field(init=False, repr=False, eq=False, factory=dict)
 
@@ -119,10 +123,15 @@ class Network:
     def context(self, *, fast: bool = False) -> RenderContext:
         """The :class:`RenderContext` this network renders with."""
         lo: dict[str, str] = {}
+        ends: dict[str, str] = {}  # namespaces whose lo a veth's name end brings up (reached by no peer before)
         for o in self._order:
-            if isinstance(o, VethPair) and o.netns is not None:
-                lo.setdefault(o.netns, o.name)
-        return RenderContext(tag=self.tag_text, fast=fast or not self.move_peers, brings_lo_up=lo)
+            if isinstance(o, VethPair):
+                if o.name_netns is not None and o.name_netns not in lo:
+                    ends.setdefault(o.name_netns, o.name)
+                if o.netns is not None and o.netns not in ends:
+                    lo.setdefault(o.netns, o.name)
+        return RenderContext(tag=self.tag_text, fast=fast or not self.move_peers, brings_lo_up=lo,
+                             end_brings_lo_up=ends)
 
     def steps(self, *, fast: bool = False) -> list[Step]:
         """Every step, in the order ``up`` runs them.
@@ -141,7 +150,7 @@ class Network:
             yield from self._object_steps(o, ctx)
 
     def _object_steps(self, o: NetworkObject, ctx: RenderContext) -> list[Step]:
-        if isinstance(o, (Address, Route)):
+        if isinstance(o, (Address, Route, Sysctl)):
             return o.steps(ctx, covered_by=self._covers.get(o.step_key))
         return o.steps(ctx)
 

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from . import rules
 from .errors import ValidationError
 from .firewall import FilterChain, Isolation, chains_needed
-from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair
+from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, Sysctl, VethPair
 
 
 class Inventory:
@@ -70,7 +70,7 @@ class Inventory:
                 veths.append(o)
                 links_and_addresses.append(o)
                 bridges_and_veths.append(o)
-                creators[(None, o.name)] = i
+                creators[(o.name_netns, o.name)] = i
                 creators[(o.netns, o.peer)] = i
                 if o.address is not None:
                     hold(o.netns, o.address, i)
@@ -124,8 +124,11 @@ def _needs(o: NetworkObject, inv: Inventory) -> list[int]:
     ns = getattr(o, "netns", None)
     if ns is not None and ns in inv.ns_index:
         d.append(inv.ns_index[ns])
-    if isinstance(o, VethPair) and o.master in inv.br_index:
-        d.append(inv.br_index[o.master])
+    if isinstance(o, VethPair):
+        if o.master in inv.br_index:
+            d.append(inv.br_index[o.master])
+        if o.name_netns in inv.ns_index:
+            d.append(inv.ns_index[o.name_netns])
     if isinstance(o, Address) and (o.netns, o.dev) in inv.creators:
         d.append(inv.creators[(o.netns, o.dev)])
     if isinstance(o, Route):
@@ -155,6 +158,8 @@ def _in_order(objs: Sequence[NetworkObject], inv: Inventory) -> bool:
         if t is VethPair:
             ns = o.netns
             if (ns is not None and ns_index.get(ns, -1) > i) or br_index.get(o.master, -1) > i:
+                return False
+            if o.name_netns is not None and ns_index.get(o.name_netns, -1) > i:
                 return False
         elif t is Route and type(o.via) is IPv4Address:
             ns = o.netns
@@ -223,4 +228,7 @@ def coverage(objs: Sequence[NetworkObject], inventory: Inventory | None = None) 
     for i, r in zip(inv.route_indices, inv.routes):
         if r.netns in namespaces:
             out[keys[i] if keys is not None else r.step_key] = f"netns {r.netns}"
+    for o in objs:
+        if isinstance(o, Sysctl) and o.netns in namespaces:  # a router's ip_forward goes with its namespace
+            out[o.step_key] = f"netns {o.netns}"
     return out

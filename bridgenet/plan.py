@@ -260,7 +260,7 @@ def _warnings(network: Network, runner: Runner, state: LiveState | None = None) 
     """
     from .hostcheck import warnings
 
-    return warnings(network, runner, state.extra if state is not None else None)  # it checks their count
+    return [*network.advice, *warnings(network, runner, state.extra if state is not None else None)]
 
 
 def _move_stranded_peer(step: Step, run: tuple[Command, ...], state: LiveState) -> tuple[Command, ...]:

@@ -324,6 +324,29 @@ def interface(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(describe(instance), attribute.name, problem, str(value))
 
 
+MIN_MTU = 68
+"""Smallest MTU: IPv4's minimum (RFC 791; the kernel's ``ETH_MIN_MTU``, the ``min_mtu`` of a veth or bridge)."""
+
+MAX_MTU = 65535
+"""Largest MTU of a veth or bridge (``ETH_MAX_MTU``, include/uapi/linux/if_ether.h; ``max_mtu`` in ``ip -d link``)."""
+
+
+def mtu_problem(value: object) -> str | None:
+    """Why ``value`` is no MTU (bytes, an int from :data:`MIN_MTU` to :data:`MAX_MTU`), or None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTU <= value <= MAX_MTU:
+        return (f"an MTU is a whole number of bytes from {MIN_MTU} to {MAX_MTU} (the kernel's min_mtu/max_mtu "
+                "of a veth or bridge, ip -d link show)")
+    return None
+
+
+def optional_mtu(instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator: None (the kernel's default, 1500), or an MTU (:func:`mtu_problem`)."""
+    if value is not None:
+        problem = mtu_problem(value)
+        if problem:
+            raise ValidationError(describe(instance), attribute.name, problem, value)
+
+
 def optional_interface(instance: Any, attribute: Any, value: Any) -> None:
     """attrs validator: None, or a valid interface address."""
     if value is not None:

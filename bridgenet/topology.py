@@ -1,0 +1,436 @@
+"""Beyond one bridge: several bridges, routers, bare veth links, routes and MTU (:func:`topology`).
+
+The builder reads like a network file (``config.py``)::
+
+    topology("campus",
+             bridges=[BridgeSpec("lan0", address="10.10.0.1/24"), BridgeSpec("lan1", mtu=1400)],
+             containers=[
+                 Node("a", address="10.10.0.10", routes=[RouteSpec("10.20.0.0/24", "10.10.0.254")]),
+                 Node("r1", forward=True, default_route=False, interfaces=[
+                     Interface("lan0", "10.10.0.254/24"), Interface("lan1", "10.20.0.1/24")]),
+                 Node("b", bridge="lan1", address="10.20.0.10/24", default_route="10.20.0.1"),
+             ],
+             links=[LinkSpec((End("b", "to-c", "10.99.0.1/30"), End("c", "to-b", "10.99.0.2/30")), mtu=1400)],
+             routes=[RouteSpec("10.20.0.0/24", "10.10.0.254")])
+
+It makes the same model objects the lesson's shape does (:func:`bridgenet.shape.bridge_network`),
+in the same order, so a network of one bridge built either way is the same
+:class:`~bridgenet.network.Network`: the bridges; for each container its
+namespace and one veth pair per interface; for each link the namespaces
+not made yet and its veth pair; the bridges' addresses and the link ends'
+addresses; default routes, then static routes (containers', then the
+host's); ``ip_forward`` inside each router, then in the host; isolation,
+FORWARD accept rules and MASQUERADE per bridge.
+
+What is set where (MTU): a bridge's ``mtu`` is set on the bridge and is the
+default of every veth plugged into it (both ends); an interface's or a
+link's ``mtu`` is set on both ends of its veth. A port may be given a lower
+MTU than its bridge on purpose, never a higher one. Unset, the kernel's
+default (1500) applies.
+
+Every rule is checked before any command runs; a broken one raises
+:class:`bridgenet.errors.ValidationError` naming the object, the field and
+the rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import attrs
+
+from . import rules
+from .crosscheck import ROOMLESS_GATEWAY, too_many_ports
+from .errors import ValidationError
+from .firewall import Isolation
+from .gcpause import paused
+from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair, ip_forward
+from .network import Network
+
+
+def _opt_text(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(rules.describe(instance), attribute.name, "text (a string) or None", value)
+
+
+def _tuple_of(cls: type, what: str):  # noqa: ANN202
+    def check(instance: object, attribute: attrs.Attribute, value: object) -> None:
+        for i, item in enumerate(value):  # type: ignore[attr-defined]
+            if not isinstance(item, cls):
+                raise ValidationError(rules.describe(instance), f"{attribute.name}[{i}]", f"each is {what}", item)
+    return check
+
+
+def _to_tuple(value: object) -> object:
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        return value
+    return tuple(value)
+
+
+def _seq(instance: object, attribute: attrs.Attribute, value: object) -> None:
+    if not isinstance(value, tuple):
+        raise ValidationError(rules.describe(instance), attribute.name, "a list", value)
+
+
+@attrs.frozen
+class BridgeSpec:
+    """A bridge of a :func:`topology` (the file's ``[[bridges]]``).
+
+    Attributes:
+        name: the bridge, e.g. ``"lan0"``.
+        address: the host's address on it with prefix length, e.g.
+            ``"10.10.0.1/24"``: the default gateway of its containers; None:
+            a plain switch, the host is not on it.
+        mtu: bytes (68-65535), set on the bridge and, by default, on every
+            veth plugged into it; None: the kernel's default.
+        masquerade: MASQUERADE what leaves its subnet through another link;
+            None: when it has an address.
+    """
+
+    name: str = attrs.field(validator=rules.ifname)
+    address: str | None = attrs.field(default=None, validator=_opt_text)
+    mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu)
+    masquerade: bool | None = attrs.field(default=None, validator=rules.optional_boolean)
+
+
+@attrs.frozen
+class RouteSpec:
+    """A static route: ``to`` (a subnet, or ``"default"``) via the neighbour ``via`` (ip-route(8))."""
+
+    to: str = attrs.field(validator=rules.text)
+    via: str = attrs.field(validator=rules.text)
+
+
+@attrs.frozen
+class Interface:
+    """One link of a container into a bridge (the file's ``[[containers.interfaces]]``).
+
+    Attributes:
+        bridge: the bridge; None: the network's only bridge.
+        address: e.g. ``"10.10.0.254/24"``, or without prefix length to take
+            the bridge's; None: no address (required when the bridge has none).
+        peer: the name inside the namespace; default ``eth0``, ``eth1``, ... by position.
+        veth: the host end; default ``"v-NETNS"`` for the first interface and
+            ``"v-NETNS-K"`` for the K-th after it (cut to fit 15 bytes).
+        mtu: both ends' MTU; default: the bridge's.
+    """
+
+    bridge: str | None = attrs.field(default=None, validator=_opt_text)
+    address: str | None = attrs.field(default=None, validator=_opt_text)
+    peer: str | None = attrs.field(default=None, validator=_opt_text)
+    veth: str | None = attrs.field(default=None, validator=_opt_text)
+    mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu)
+
+
+@attrs.frozen
+class Node:
+    """A container of a :func:`topology` (the file's ``[[containers]]``): a namespace and its links.
+
+    Attributes:
+        netns: the namespace.
+        bridge, address, veth, peer, mtu: its one interface (see
+            :class:`Interface`), when ``interfaces`` is empty.
+        interfaces: several interfaces instead.
+        routes: static routes inside the namespace.
+        forward: ``net.ipv4.ip_forward=1`` inside it: a router.
+        default_route: None: via the address of the bridge of its first
+            interface whose bridge has one (required to be given or False when
+            none has); False: none; an address: via it.
+    """
+
+    netns: str = attrs.field(validator=rules.netns_name)
+    address: str | None = attrs.field(default=None, validator=_opt_text)
+    bridge: str | None = attrs.field(default=None, validator=_opt_text)
+    veth: str | None = attrs.field(default=None, validator=_opt_text)
+    peer: str | None = attrs.field(default=None, validator=_opt_text)
+    mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu)
+    interfaces: tuple[Interface, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=[_seq, _tuple_of(Interface, "an Interface")])
+    routes: tuple[RouteSpec, ...] = attrs.field(
+        default=(), converter=_to_tuple, validator=[_seq, _tuple_of(RouteSpec, "a RouteSpec")])
+    forward: bool = attrs.field(default=False, validator=rules.boolean)
+    default_route: str | bool | None = attrs.field(default=None)
+
+    @default_route.validator
+    def _check_default(self, attribute: attrs.Attribute, value: object) -> None:
+        if value is not None and value is not False and not isinstance(value, str):
+            raise ValidationError(rules.describe(self), "default_route",
+                                  "false, or the gateway's address as text (default: via its bridge's address)", value)
+
+    def links(self) -> tuple[Interface, ...]:
+        """Its interfaces: ``interfaces``, or the one its own fields describe."""
+        if self.interfaces:
+            for key in ("address", "bridge", "veth", "peer", "mtu"):
+                if getattr(self, key) is not None:
+                    raise ValidationError(rules.describe(self), key,
+                                          "give a container either interfaces or bridge/address/veth/peer/mtu, "
+                                          "not both", getattr(self, key))
+            return self.interfaces
+        return (Interface(self.bridge, self.address, self.peer, self.veth, self.mtu),)
+
+
+@attrs.frozen
+class End:
+    """One end of a :class:`LinkSpec`: its name, its namespace (None: the host), its address (with prefix)."""
+
+    netns: str | None = attrs.field(validator=rules.optional_netns_name)
+    name: str = attrs.field(validator=rules.ifname)
+    address: str | None = attrs.field(default=None, validator=_opt_text)
+
+
+@attrs.frozen
+class LinkSpec:
+    """A veth straight between two namespaces (or a namespace and the host), no bridge (``[[links]]``)."""
+
+    ends: tuple[End, ...] = attrs.field(converter=_to_tuple)
+    mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu)
+
+    @ends.validator
+    def _check_ends(self, attribute: attrs.Attribute, value: object) -> None:
+        if not isinstance(value, tuple) or len(value) != 2 or not all(isinstance(e, End) for e in value):
+            raise ValidationError(rules.describe(self), "ends", "a link has exactly two ends (End values)", value)
+
+
+def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Sequence[Node] = (),
+             links: Sequence[LinkSpec] = (), routes: Sequence[RouteSpec] = (), forward: bool = True,
+             default_routes: bool = True, tag: bool = True, accept_forward: bool | None = None,
+             isolate: bool | None = None, source: str | None = None) -> Network:
+    """A network of several bridges, routers, bare links and routes (see the module docstring).
+
+    Args:
+        name: the network's name.
+        bridges, containers, links: what it is made of (:class:`BridgeSpec`,
+            :class:`Node`, :class:`LinkSpec`); at least one container or link.
+        routes: the host's own static routes.
+        forward: ``net.ipv4.ip_forward=1`` in the host (the lesson's step).
+        default_routes: give containers their default routes (see :class:`Node`).
+        tag, accept_forward, isolate, source: as for :func:`bridgenet.shape.bridge_network`;
+            isolation leaves the network's own bridges reachable from each
+            other through the host (``Isolation.siblings``).
+
+    Raises:
+        ValidationError: a bad value or a broken rule, naming the object,
+            field and rule (also: a name reserved for the lesson).
+    """
+    where = f"topology {name}" if isinstance(name, str) else "topology"
+    if not isinstance(name, str):
+        raise ValidationError(where, "name", "a network name is a string", name)
+    if name in rules.RESERVED_NETWORK_NAMES:
+        raise ValidationError(where, "name", rules.RESERVED_NETWORK_NAMES[name], name)
+    for key, value in (("forward", forward), ("default_routes", default_routes), ("tag", tag)):
+        if not isinstance(value, bool):
+            raise ValidationError(where, key, "true or false (a bool)", value)
+    for key, value in (("accept_forward", accept_forward), ("isolate", isolate)):
+        if value is not None and not isinstance(value, bool):
+            raise ValidationError(where, key, "true, false or None (the default: as tag)", value)
+    with paused():
+        return _Builder(where, name, tag=tag, source=source).build(
+            _listed(where, "bridges", bridges, BridgeSpec), _listed(where, "containers", containers, Node),
+            _listed(where, "links", links, LinkSpec), _listed(where, "routes", routes, RouteSpec),
+            forward=forward, default_routes=default_routes,
+            accept_forward=tag if accept_forward is None else accept_forward,
+            isolate=tag if isolate is None else isolate)
+
+
+def _listed(where: str, key: str, value: object, cls: type) -> list:
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        raise ValidationError(where, key, f"{key} is a list of {cls.__name__}", value)
+    out = list(value)
+    for i, item in enumerate(out):
+        if not isinstance(item, cls):
+            raise ValidationError(where, f"{key}[{i}]", f"each is a {cls.__name__}", item)
+    return out
+
+
+def _cut(text: str, limit: int = 15) -> str:
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
+def _veth_name(netns: str, k: int) -> str:
+    """Default host end of a container's K-th interface: ``v-NETNS``, then ``v-NETNS-1``, ... (15 bytes)."""
+    if k == 0:
+        return _cut(f"v-{netns}")
+    suffix = f"-{k}"
+    return _cut(f"v-{netns}", 15 - len(suffix)) + suffix
+
+
+class _Builder:
+    def __init__(self, where: str, name: str, *, tag: bool, source: str | None) -> None:
+        self.where, self.name, self.tag, self.source = where, name, tag, source
+
+    def fail(self, obj: str, field: str, rule: str, value: object = None) -> None:
+        raise ValidationError(obj, field, rule, value)
+
+    def build(self, bridges: list[BridgeSpec], nodes: list[Node], links: list[LinkSpec], host_routes: list[RouteSpec],
+              *, forward: bool, default_routes: bool, accept_forward: bool, isolate: bool) -> Network:
+        if not nodes and not links:
+            self.fail(self.where, "containers", "a network has at least one container or link")
+        gateways: dict[str, IPv4Interface | None] = {}
+        by_name: dict[str, BridgeSpec] = {}
+        for b in bridges:
+            if b.name in by_name:
+                self.fail(f"BridgeSpec {b.name}", "name", "each bridge appears once", b.name)
+            by_name[b.name] = b
+            gateways[b.name] = self.gateway(b) if b.address is not None else None
+        objs: list[NetworkObject] = [Bridge(b.name, mtu=b.mtu) for b in bridges]
+        made: set[str] = set()
+        derived: dict[str, str] = {}
+        ports: dict[str, int] = {}
+        defaults: list[Route] = []
+        statics: list[Route] = []
+        routers: list[str] = []
+        for node in nodes:
+            here = f"Container {node.netns}"
+            if node.netns in made:
+                self.fail(here, "netns", "appears twice in the containers of this network (each container has "
+                          "its own namespace)", node.netns)
+            made.add(node.netns)
+            objs.append(Namespace(node.netns))
+            first_gateway: IPv4Address | None = None
+            for k, itf in enumerate(node.links()):
+                where = here if not node.interfaces else f"{here} interfaces[{k}]"
+                bridge = self.bridge_of(where, itf.bridge, by_name)
+                gw = gateways[bridge]
+                address = self.address(where, itf.address, gw, bridge)
+                if gw is not None and first_gateway is None:
+                    first_gateway = gw.ip
+                veth = itf.veth if itf.veth is not None else _veth_name(node.netns, k)
+                if itf.veth is None and veth in derived:
+                    self.fail(where, "veth", f"the host end's default name is {veth!r}, the same as for "
+                              f"{derived[veth]}; give one of them its own veth name", veth)
+                derived.setdefault(veth, where)
+                ports[bridge] = ports.get(bridge, 0) + 1
+                mtu = itf.mtu if itf.mtu is not None else by_name[bridge].mtu
+                objs.append(VethPair(veth, itf.peer if itf.peer is not None else f"eth{k}", netns=node.netns,
+                                     master=bridge, address=address, mtu=mtu))
+            if default_routes:
+                via = self.default_via(here, node, first_gateway)
+                if via is not None:
+                    defaults.append(Route(node.netns, via))
+            statics.extend(self.route(here, node.netns, r) for r in node.routes)
+            if node.forward:
+                routers.append(node.netns)
+        for bridge, n in ports.items():
+            if n > rules.MAX_BRIDGE_PORTS:
+                self.fail(f"BridgeSpec {bridge}", "ports", too_many_ports(bridge, n), n)
+        end_addresses: list[Address] = []
+        for i, link in enumerate(links):
+            here = f"link {i}"
+            a, b = link.ends
+            for end in (a, b):
+                if end.netns is not None and end.netns not in made:
+                    made.add(end.netns)
+                    objs.append(Namespace(end.netns))
+            if a.netns is None and b.netns is not None:
+                a, b = b, a  # the end in the host is the veth's peer: VethPair keeps its name end in a namespace
+            peer_address = self.link_address(here, b)
+            objs.append(VethPair(a.name, b.name, netns=b.netns, address=peer_address, mtu=link.mtu,
+                                 name_netns=a.netns))
+            name_address = self.link_address(here, a)
+            if name_address is not None:
+                end_addresses.append(Address(a.name, name_address, a.netns, brd=False))
+        objs.extend(Address(name, gw) for name, gw in gateways.items() if gw is not None)
+        objs.extend(end_addresses)
+        objs.extend(defaults)
+        objs.extend(statics)
+        objs.extend(self.route(self.where, None, r) for r in host_routes)
+        objs.extend(ip_forward(ns) for ns in routers)
+        if forward:
+            objs.append(ip_forward())
+        names = [b.name for b in bridges]
+        if isolate:
+            objs.extend(Isolation(n, siblings=[o for o in names if o != n and gateways[o] is not None]
+                                  if gateways[n] is not None else ()) for n in names)
+        if accept_forward:
+            objs.extend(ForwardRule(n) for n in names)
+        for b in bridges:
+            gw = gateways[b.name]
+            masquerade = b.masquerade if b.masquerade is not None else gw is not None
+            if masquerade:
+                if gw is None:
+                    self.fail(f"BridgeSpec {b.name}", "masquerade", "MASQUERADE needs the bridge's address (its "
+                              "subnet is what is rewritten): give it an address, or masquerade = false", True)
+                objs.append(NatRule(gw.network, not_out_interface=b.name))
+        return Network(self.name, objs, tag=self.tag, source=self.source, advice=_router_advice(objs, routers))
+
+    def gateway(self, b: BridgeSpec) -> IPv4Interface:
+        here = f"BridgeSpec {b.name}"
+        gw = rules.to_interface(b.address)
+        if not isinstance(gw, IPv4Interface):
+            rule = ("a bridge's address needs its prefix length, as in 10.10.0.1/24" if "/" not in str(b.address)
+                    else "a bridge's address is an IPv4 address with a prefix length, as in 10.10.0.1/24")
+            self.fail(here, "address", rule, b.address)
+        if gw.network.prefixlen == 0 or gw.network.prefixlen > 30:
+            self.fail(here, "address", ROOMLESS_GATEWAY, str(gw))
+        return gw
+
+    def bridge_of(self, where: str, bridge: str | None, by_name: dict[str, BridgeSpec]) -> str:
+        if bridge is None:
+            if len(by_name) != 1:
+                self.fail(where, "bridge", "a container names its bridge when the network has "
+                          + ("none" if not by_name else f"several ({', '.join(by_name)})"), None)
+            return next(iter(by_name))
+        if bridge not in by_name:
+            self.fail(where, "bridge", f"bridge {bridge!r} is not a bridge of this network "
+                      f"({', '.join(by_name) or 'none'})", bridge)
+        return bridge
+
+    def address(self, where: str, text: str | None, gw: IPv4Interface | None, bridge: str) -> IPv4Interface | None:
+        if text is None:
+            if gw is not None:
+                self.fail(where, "address", f"a container on {bridge} (which has the address {gw}) has an "
+                          "address in its subnet", None)
+            return None
+        if "/" not in text:
+            if gw is None:
+                self.fail(where, "address", f"bridge {bridge} has no address, so a container's address on it "
+                          "needs its prefix length, as in 10.20.0.10/24", text)
+            text = f"{text}/{gw.network.prefixlen}"
+        return text  # type: ignore[return-value]  # VethPair converts and checks it
+
+    def link_address(self, where: str, end: End) -> str | None:
+        if end.address is not None and "/" not in end.address:
+            self.fail(f"{where} end {end.name}", "address", "a link end's address needs its prefix length, as in "
+                      "10.99.0.1/30", end.address)
+        return end.address
+
+    def default_via(self, where: str, node: Node, gateway: IPv4Address | None) -> IPv4Address | str | None:
+        if node.default_route is False:
+            return None
+        if isinstance(node.default_route, str):
+            return node.default_route
+        if gateway is None:
+            self.fail(where, "default_route", "none of this container's bridges has an address to route "
+                      "through: give default_route an address, or false", None)
+        return gateway
+
+    def route(self, where: str, netns: str | None, r: RouteSpec) -> Route:
+        to = r.to
+        if to != "default":
+            try:
+                to = str(IPv4Network(to))
+            except ValueError:
+                self.fail(where, "routes", "a route's 'to' is 'default' or an IPv4 subnet with no host bits set, "
+                          "as in 10.20.0.0/24", r.to)
+        return Route(netns, r.via, to)
+
+
+def _router_advice(objs: list[NetworkObject], routers: list[str]) -> tuple[str, ...]:
+    """Warnings: a route whose ``via`` is an address of a namespace without ``forward = true`` (that
+    namespace drops what it is asked to forward: IPv4 forwarding is off in a new namespace)."""
+    owner: dict[IPv4Address, str] = {}
+    for o in objs:
+        if isinstance(o, VethPair) and o.address is not None and o.netns is not None:
+            owner[o.address.ip] = o.netns
+        elif isinstance(o, Address) and o.netns is not None:
+            owner[o.address.ip] = o.netns
+    out = []
+    for o in objs:
+        if isinstance(o, Route):
+            ns = owner.get(o.via)
+            if ns is not None and ns not in routers and ns != o.netns:
+                out.append(f"route {o.dst} via {o.via} in {o.netns or 'the host'}: {o.via} is netns {ns}, which "
+                           "does not forward (give it forward = true: net.ipv4.ip_forward=1 inside it; it is 0 in "
+                           "a new namespace), so what this route sends there is dropped")
+    return tuple(out)
