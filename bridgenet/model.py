@@ -156,6 +156,10 @@ class Bridge:
                     f"{self.name} is a virtual switch: every link plugged into it as a bridge "
                     "port can reach the others at layer 2. With no port yet it has nothing to carry "
                     "(the lesson's kernel showed it DOWN with NO-CARRIER)."
+                    + (f" Its MTU is set to {self.mtu}, and every veth plugged into it gets the same MTU on both "
+                       "ends: along one segment the MTU must match, or the larger frames one side sends are "
+                       "dropped by the other (and a bridge left to itself drops its MTU to its smallest port's)."
+                       if self.mtu is not None else "")
                 ),
                 up=(
                     ip("link", "add", self.name, "type", "bridge", step=k, effect=LinkPresent(self.name, "bridge")),
@@ -539,7 +543,8 @@ class Route:
                     + (
                         f"with a default route via {via}, everything else goes to the gateway."
                         if self.dst == "default"
-                        else f"this sends {self.dst} to {via}."
+                        else f"this route tells it which neighbour to hand packets for {self.dst} to: {via}, "
+                        "which must be on one of its subnets and forward them on (a router)."
                     )
                 ),
                 up=self._up_commands(ctx),

@@ -311,6 +311,7 @@ class _Builder:
             statics.extend(self.route(here, node.netns, r) for r in node.routes)
             if node.forward:
                 routers.append(node.netns)
+        self.disjoint(bridges, gateways, [o for o in objs if isinstance(o, VethPair)])
         for bridge, n in ports.items():
             if n > rules.MAX_BRIDGE_PORTS:
                 self.fail(f"BridgeSpec {bridge}", "ports", too_many_ports(bridge, n), n)
@@ -353,6 +354,25 @@ class _Builder:
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
         return Network(self.name, objs, tag=self.tag, source=self.source, advice=_router_advice(objs, routers))
+
+    def disjoint(self, bridges: list[BridgeSpec], gateways: dict[str, IPv4Interface | None],
+                 veths: list[VethPair]) -> None:
+        """Two bridges' subnets do not overlap (a namespace on both, or the host, could not tell them
+        apart): each bridge's subnet is its address's, or that of its first port with an address."""
+        subnet: dict[str, IPv4Network] = {n: gw.network for n, gw in gateways.items() if gw is not None}
+        for v in veths:
+            if v.master is not None and v.address is not None:
+                subnet.setdefault(v.master, v.address.network)
+        seen: list[tuple[str, IPv4Network]] = []
+        for b in bridges:
+            net = subnet.get(b.name)
+            if net is None:
+                continue
+            for other, onet in seen:
+                if net.overlaps(onet):
+                    self.fail(f"BridgeSpec {b.name}", "address", f"two bridges' subnets do not overlap: {b.name} "
+                              f"is on {net}, {other} on {onet}", str(net))
+            seen.append((b.name, net))
 
     def gateway(self, b: BridgeSpec) -> IPv4Interface:
         here = f"BridgeSpec {b.name}"
