@@ -136,3 +136,21 @@ def test_batch_runner_then_cli_down_leaves_nothing(sb):
     run_all(sb.runner(), net.down_commands())
     after = snap(sb)
     assert after == before, diff(before, after)
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["step", "batch"])
+def test_a_failure_late_in_up_rolls_everything_back(sb, batch):
+    """A link made in the way after planning (the bare veth's end in b): up fails there, and rolls back every
+    bridge, router, link, route and rule it made, down to the sandbox's snapshot."""
+    from bridgenet.errors import RolledBackError
+
+    net, r = config.load(CAMPUS), sb.runner()
+    before = snap(sb)
+    plan = apply.plan(net, r, batch=batch)
+    sb.run(["ip", "netns", "add", "b"], check=True)  # too late for the plan: netns add b fails
+    with pytest.raises(RolledBackError) as ei:
+        apply.up(net, r, plan=plan, batch=batch)
+    assert ei.value.leftovers == ()
+    sb.run(["ip", "netns", "del", "b"], check=True)
+    after = snap(sb)
+    assert after == before, diff(before, after)
