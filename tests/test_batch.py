@@ -545,7 +545,7 @@ def awkward() -> list[Command]:
 @pytest.mark.parametrize("one_shell", [True, False], ids=["one-shell", "exec-each"])
 def test_nsenter_batches_equal_step_by_step(monkeypatch, one_shell):
     """Above NSENTER_MIN namespaces, ``nsenter --net=... ip -batch -`` builds the same network."""
-    from bridgenet import batch as batch_module
+    from bridgenet import batchplan as batch_module
 
     monkeypatch.setattr(batch_module, "NSENTER_MIN", 2)
     ref = stepwise("twenty")

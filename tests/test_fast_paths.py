@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import bridgenet
 from bridgenet import Address, Bridge, Container, Namespace, NatRule, Network, Route, VethPair, bridge_network
-from bridgenet import batch, ordering, rules
+from bridgenet import batch, batchlines, batchplan, ordering, rules
 from bridgenet import jobs as jobs_mod
 from bridgenet.cli import main
 from bridgenet.commands import Command, LinkInNetns, LinkMaster, LinkPresent, LinkUp, NetnsPresent, shell_join
@@ -148,14 +148,14 @@ def _outcome(f, *args):
 @given(args=st.lists(words, max_size=6))
 def test_ip_batch_line_is_the_word_by_word_line(args):
     c = Command("ip", args)
-    assert _outcome(batch.ip_batch_line, c) == _outcome(batch._quoted_line, c)
+    assert _outcome(batch.ip_batch_line, c) == _outcome(batchlines._quoted_line, c)
 
 
 @settings(max_examples=1000)
 @given(lines=st.lists(st.lists(words, max_size=4), min_size=1, max_size=4))
 def test_a_batch_file_is_its_lines(lines):
     cmds = [Command("ip", args) for args in lines]
-    assert _outcome(batch._batch_text, cmds) == _outcome(lambda: "".join(batch.ip_batch_line(c) + "\n" for c in cmds))
+    assert _outcome(batchplan._batch_text, cmds) == _outcome(lambda: "".join(batch.ip_batch_line(c) + "\n" for c in cmds))
     # and in a plan (host and namespaces): each batch file is its commands' lines, or the first bad one is refused
     cmds += [Command("ip", args, netns=f"n{i % 2}") for i, args in enumerate(lines)]
     want = _outcome(lambda: [(("ip", "-batch", "-"), "".join(batch.ip_batch_line(c) + "\n" for c in cmds[:len(lines)]))]
