@@ -12,7 +12,7 @@ FORWARD -j BRIDGENET-FORWARD``, position 1), whatever else is in FORWARD.
   shared by every network that uses it. Its key starts with ``"chain "``, so
   that ``apply`` records it, like the ``"sysctl "`` steps, as found by the
   networks that find it, and only the last network going down removes it.
-* :class:`bridgenet.model.ForwardRule` puts ``-A BRIDGENET-FORWARD -i BR -j
+* :class:`ForwardRule` puts ``-A BRIDGENET-FORWARD -i BR -j
   ACCEPT`` and ``-o BR`` in it.
 * :class:`Isolation` drops traffic between two isolated networks, with
   Docker's two-stage scheme (libnetwork's ``DOCKER-ISOLATION-STAGE-1/2``):
@@ -40,7 +40,7 @@ from . import rules
 from .commands import ChainAbsent, ChainPresent, RuleAbsent, RulePresent, Step, iptables
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .model import RenderContext
+    from .render import RenderContext
 
 FORWARD_CHAIN = "BRIDGENET-FORWARD"
 """The chain holding every network's FORWARD rules, jumped to from the top of FORWARD."""
@@ -228,12 +228,10 @@ class Isolation:
 def chains_needed(objects) -> dict[int, list[FilterChain]]:  # noqa: ANN001
     """``{index: [chain, ...]}``: the chains to put before ``objects[index]`` (the first object needing them).
 
-    A :class:`bridgenet.model.ForwardRule` needs ``BRIDGENET-FORWARD``; an
+    A :class:`ForwardRule` needs ``BRIDGENET-FORWARD``; an
     :class:`Isolation` needs it and ``BRIDGENET-ISOLATION``. A chain already
     among ``objects`` is not added again.
     """
-    from .model import ForwardRule
-
     present = {o.step_key for o in objects if isinstance(o, FilterChain)}
     out: dict[int, list[FilterChain]] = {}
     for i, o in enumerate(objects):
@@ -247,3 +245,75 @@ def chains_needed(objects) -> dict[int, list[FilterChain]]:  # noqa: ANN001
                 present.add(c.step_key)
                 out.setdefault(i, []).append(c)
     return out
+
+
+@attrs.frozen
+class ForwardRule:
+    """Let a bridge's traffic through the filter table's FORWARD chain, whatever FORWARD holds (iptables(8)).
+
+    ``-A BRIDGENET-FORWARD -i BRIDGE -j ACCEPT`` and ``-A BRIDGENET-FORWARD
+    -o BRIDGE -j ACCEPT``, in bridgenet's own chain, which FORWARD jumps to
+    first thing (:class:`bridgenet.firewall.FilterChain`; a network with a
+    ForwardRule gets that shared step added before it). Appended to FORWARD
+    itself, as before, they would never match behind a final ``-j REJECT``
+    (some distributions' default). Needed where another tool set the
+    FORWARD policy to DROP (Docker does) or ends FORWARD with a REJECT:
+    there the lesson's network routes nothing out, even with
+    ``ip_forward=1`` and MASQUERADE, and, with br_netfilter, nothing passes
+    between two containers on the bridge either.
+
+    Attributes:
+        bridge: the bridge whose traffic to accept.
+        comment: a comment stored with the rules, or None (a tagged network
+            sets ``bridgenet:NAME``).
+    """
+
+    bridge: str = attrs.field(validator=rules.ifname)
+    comment: str | None = attrs.field(default=None, validator=rules.comment)
+    netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+
+    @property
+    def name(self) -> str:
+        return f"FORWARD {self.bridge}"
+
+    @property
+    def step_key(self) -> str:
+        return f"forward {self.bridge}@{self.netns or 'host'}"
+
+    @property
+    def chain(self) -> str:
+        """The chain the rules go into, ``BRIDGENET-FORWARD``."""
+        return FORWARD_CHAIN
+
+    def rules(self, comment: str | None = None) -> list[tuple[str, ...]]:
+        """The two rules, as iptables-save prints them after ``-A BRIDGENET-FORWARD``."""
+        comment = self.comment if self.comment is not None else comment
+        tail = ("-m", "comment", "--comment", comment, "-j", "ACCEPT") if comment else ("-j", "ACCEPT")
+        return [("-i", self.bridge, *tail), ("-o", self.bridge, *tail)]
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        specs = self.rules(ctx.tag)
+        chain = self.chain
+        return [
+            Step(
+                key=k,
+                title=f"accept {self.bridge}'s traffic in the chain {chain} (jumped to from the top of FORWARD)",
+                why=(
+                    "Where another tool set the FORWARD policy to DROP (Docker does), or FORWARD ends with "
+                    f"-j REJECT, routed traffic from and to {self.bridge} is dropped even with forwarding on "
+                    "(and with br_netfilter, bridged traffic between its containers too); these two rules "
+                    "let it through, before anything FORWARD holds."
+                ),
+                up=tuple(
+                    iptables("-A", chain, *spec, netns=self.netns, step=k,
+                             effect=RulePresent("filter", chain, spec, self.netns))
+                    for spec in specs
+                ),
+                down=tuple(
+                    iptables("-D", chain, *spec, netns=self.netns, step=k,
+                             effect=RuleAbsent("filter", chain, spec, self.netns))
+                    for spec in reversed(specs)
+                ),
+            )
+        ]
