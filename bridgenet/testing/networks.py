@@ -47,33 +47,63 @@ class LiveNetwork:
         return [n.name for n in self.network.namespaces]
 
     def veth(self, netns: str) -> VethPair:
-        """The (first) veth pair whose peer is in ``netns``.
+        """The (first) veth pair with an end in ``netns``: one whose peer is there, else one whose
+        ``name`` end is there (a bare link that starts in ``netns``, ``VethPair.name_netns``).
 
         Raises:
             KeyError: no veth pair leads into ``netns``.
         """
+        return self._end(netns)[0]
+
+    def _end(self, netns: str) -> tuple[VethPair, bool]:
+        """(the veth pair of :meth:`veth`, whether its end inside ``netns`` is the peer (else the name end))."""
         for v in self.network.veths:
             if v.netns == netns:
-                return v
+                return v, True
+        for v in self.network.veths:
+            if v.name_netns == netns:
+                return v, False
         raise KeyError(f"network {self.name} has no veth pair into {netns!r} (namespaces: {self.namespaces})")
 
     def address(self, netns: str) -> str:
-        """The IPv4 address of ``netns`` in this network, without prefix, e.g. ``"10.201.0.5"``."""
-        v = self.veth(netns)
-        if v.address is not None:
+        """The IPv4 address of ``netns`` in this network, without prefix, e.g. ``"10.201.0.5"``: the address
+        on :meth:`interface` (a namespace on several links: its first), else any it is given.
+
+        Raises:
+            KeyError: ``netns`` has no veth pair, or the network gives it no address.
+        """
+        v, peer = self._end(netns)
+        if peer and v.address is not None:
             return str(v.address.ip)
-        for a in self.network.of_type(Address):
-            if a.netns == netns:
-                return str(a.address.ip)
+        end = v.peer if peer else v.name
+        addresses = [a for a in self.network.of_type(Address) if a.netns == netns]
+        for a in sorted(addresses, key=lambda a: a.dev != end):  # the one on this end first
+            return str(a.address.ip)
         raise KeyError(f"network {self.name} gives {netns!r} no address")
 
     def interface(self, netns: str) -> str:
-        """The name of the link inside ``netns`` (the veth peer), e.g. ``"veth5"``."""
-        return self.veth(netns).peer
+        """The name of the link inside ``netns`` (the veth's end there; a namespace on several links:
+        its first), e.g. ``"veth5"``.
+
+        Raises:
+            KeyError: no veth pair leads into ``netns``.
+        """
+        v, peer = self._end(netns)
+        return v.peer if peer else v.name
 
     def bridge_port(self, netns: str) -> str:
-        """The host end of the veth pair into ``netns`` (a bridge port when it has a master), e.g. ``"brid5"``."""
-        return self.veth(netns).name
+        """The host end of the veth pair into ``netns`` (a bridge port when it has a master), e.g. ``"brid5"``.
+
+        Raises:
+            KeyError: no veth pair leads into ``netns``, or its other end is not in the host (a bare
+                link between two namespaces: no bridge port).
+        """
+        v, peer = self._end(netns)
+        if not peer or v.name_netns is not None:
+            other = (v.name, v.name_netns) if peer else (v.peer, v.netns)
+            raise KeyError(f"network {self.name}: the veth into {netns!r} is a bare link whose other end "
+                           f"{other[0]} is in netns {other[1]}, not in the host: no bridge port")
+        return v.name
 
     @property
     def gateway(self) -> str | None:
