@@ -474,23 +474,29 @@ def snapshot(runner: Runner) -> dict:
 
     Returns a dict with, for the host and every named namespace, the links
     (without counters, indexes, MAC addresses and carrier state, which the
-    kernel derives), IPv4 addresses and main routes; ``netns``: the sorted
+    kernel derives), IPv4 addresses and main routes (and, in a namespace,
+    its ``ip_forward``: a router's); ``netns``: the sorted
     ``/run/netns`` names; ``ip_forward``; and ``iptables``: ``iptables-save``
     without ``#`` lines and counters. Two processes through ``runner``.
     """
     names, stale = read_netns(runner)
     spaces = sorted(names - stale)
-    reads = [_show_read(None), *(_show_read(n) for n in spaces), (("iptables-save",), None),
+    reads = [_show_read(None), *(_show_read(n) for n in spaces),
+             *(_sysctl_read("net.ipv4.ip_forward", n) for n in spaces), (("iptables-save",), None),
              _sysctl_read("net.ipv4.ip_forward", None)]
     results = gather(runner, reads)
+    forwarding = results[1 + len(spaces):1 + 2 * len(spaces)]
 
-    def one(text: str) -> dict:
+    def one(text: str, forward: tuple[int, str] | None = None) -> dict:
         links, routes = _show_docs(text)
-        return {"links": _norm_links(links), "routes": sorted(json.dumps(x, sort_keys=True) for x in routes)}
+        out = {"links": _norm_links(links), "routes": sorted(json.dumps(x, sort_keys=True) for x in routes)}
+        if forward is not None:
+            out["ip_forward"] = _sysctl_value(forward)
+        return out
 
     return {
         "host": one(results[0][1]),
-        "namespaces": {n: one(r[1]) for n, r in zip(spaces, results[1:-2])},
+        "namespaces": {n: one(r[1], f) for n, r, f in zip(spaces, results[1:1 + len(spaces)], forwarding)},
         "netns": sorted(names),
         "stale_netns": sorted(stale),
         "ip_forward": _sysctl_value(results[-1]),
