@@ -117,7 +117,7 @@ class Route:
                 key=k,
                 title=f"add the route {self.dst} via {via} in {where}",
                 why=(
-                    f"{where} only knows the subnets it is attached to; "
+                    f"{'The host' if self.netns is None else where} only knows the subnets it is attached to; "
                     + (
                         f"with a default route via {via}, everything else goes to the gateway."
                         if self.dst == "default"

@@ -222,7 +222,8 @@ class VethPair:
                 ),
                 why=(
                     (f"{self.peer} gets {address}; " if self.address else "")
-                    + "lo and the link go up. Until its peer "
+                    + ("lo and the link go up" if ns is not None and ctx.brings_lo_up.get(ns) == self.name
+                       else "the link goes up") + ". Until its peer "
                     f"{self.name} is up too, {self.peer} shows LOWERLAYERDOWN."
                 ),
                 up=self._side_commands(ctx, pk, address),

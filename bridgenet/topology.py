@@ -190,6 +190,9 @@ class LinkSpec:
     def _check_ends(self, attribute: attrs.Attribute, value: object) -> None:
         if not isinstance(value, tuple) or len(value) != 2 or not all(isinstance(e, End) for e in value):
             raise ValidationError(rules.describe(self), "ends", "a link has exactly two ends (End values)", value)
+        if value[0].netns is None and value[1].netns is None:
+            raise ValidationError(rules.describe(self), "ends",
+                                  "at least one end of a link is in a namespace (netns = ...)", value)
 
 
 def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Sequence[Node] = (),

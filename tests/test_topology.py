@@ -271,7 +271,7 @@ BAD = [
      '"10.10.0.10/30"}, {netns = "c", name = "to-b", address = "10.10.0.9/30"}]\n', "address", "",
      "address 10.10.0.10 is already used by VethPair v-a"),
     ("overlapping-host-subnets", BASE.replace('name = "lan1"\n', 'name = "lan1"\naddress = "10.10.1.1/16"\n') + A,
-     "address", "Address 10.10.1.1/16 dev lan1", "the subnets of two links do not overlap"),
+     "address", "BridgeSpec lan1", "two bridges' subnets do not overlap: lan1 is on 10.10.0.0/16, lan0 on 10.10.0.0/24"),
     ("container-route-via-off-subnet", BASE + A + 'routes = [{to = "10.20.0.0/24", via = "10.30.0.1"}]\n',
      "via", "Route 10.20.0.0/24 via 10.30.0.1", "a gateway lies inside the on-link subnet of netns a"),
     ("host-route-via-off-subnet", 'routes = [{to = "10.20.0.0/24", via = "10.30.0.1"}]\n' + BASE + A,
@@ -316,9 +316,6 @@ def test_a_broken_rule_is_an_error_naming_the_key(tmp_path, text, key, where, ru
     assert f": {key}: " in p.stderr and rule in p.stderr, p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 says two bridges' subnets do not overlap; only host addresses "
-                   "are compared today, so two bridges without a host address may share a subnet "
-                   "(the lead is adding the rule)")
 def test_two_bridges_without_host_address_on_overlapping_subnets_are_refused():
     text = BASE + '[[bridges]]\nname = "lan2"\n' + ON_LAN1.format(ns="a", addr="10.20.0.10/24") \
         + ON_LAN1.format(ns="b", addr="10.20.0.11/16").replace("lan1", "lan2")
@@ -326,8 +323,6 @@ def test_two_bridges_without_host_address_on_overlapping_subnets_are_refused():
         config.from_dict(tomllib.loads(text), "network file bad.toml")
 
 
-@pytest.mark.xfail(strict=True, reason="the file refuses a link with both ends in the host "
-                   "(topology_file._link), the Python builder does not: the rule is not in LinkSpec/topology()")
 def test_the_builder_refuses_a_link_with_both_ends_in_the_host():
     with pytest.raises(ValidationError, match="namespace"):
         topology("t", links=[LinkSpec((End(None, "h-one"), End(None, "h-two")))])
