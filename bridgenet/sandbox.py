@@ -157,7 +157,7 @@ class Sandbox:
         self.userns = (os.geteuid() != 0) if userns is None else userns
         self.keep = keep
         self._proc: subprocess.Popen[bytes] | None = None
-        self.pid: int | None = None
+        self._pid: int | None = None
         self._runner: ShRunner | None = None
         self._closed = False
         self._ready = False
@@ -184,14 +184,14 @@ class Sandbox:
             err = self._proc.stderr.read().decode(errors="replace").strip() if self._proc.stderr else ""
             self._proc = None
             raise SandboxError(self._explain_failure(err))
-        self.pid = self._find_holder()
+        self._pid = self._find_holder()
         try:
             self._make_run_dirs()
         except (OSError, SandboxError) as e:
             self.keep = False
             self._kill()
             raise SandboxError(f"cannot make a sandbox: cannot make its /run/netns and /run/bridgenet ({e})") from e
-        self._runner = ShRunner(self._nsenter_prefix(), sandbox=self, fs_root=f"/proc/{self.pid}/root")
+        self._runner = ShRunner(self._nsenter_prefix(), sandbox=self, fs_root=f"/proc/{self._pid}/root")
         self._ready = self._pristine = True
         return self
 
@@ -233,10 +233,10 @@ class Sandbox:
         a child of our ``unshare``, so its PID was not reused) and it is not
         this machine's ``/run``.
         """
-        assert self._proc is not None and self.pid is not None
-        fd = os.open(f"/proc/{self.pid}/root/run", os.O_RDONLY | os.O_DIRECTORY)
+        assert self._proc is not None and self._pid is not None
+        fd = os.open(f"/proc/{self._pid}/root/run", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            if self.pid not in _children(self._proc.pid) or os.fstat(fd).st_dev == os.stat("/run").st_dev:
+            if self._pid not in _children(self._proc.pid) or os.fstat(fd).st_dev == os.stat("/run").st_dev:
                 raise SandboxError("the holder's /run is not the sandbox's own tmpfs")
             for d in _RUN_DIRS:
                 try:
@@ -251,9 +251,9 @@ class Sandbox:
     def _kill(self) -> None:
         """End the sandbox at once (SIGKILL to its holder, PID 1 of its PID namespace)."""
         self._closed = True
-        if self.pid:
+        if self._pid:
             try:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self._pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         if self._proc is not None:
@@ -336,17 +336,45 @@ class Sandbox:
 
         It turns False for good once a way to run something in it has been
         handed out: :meth:`runner`, :meth:`run`, :meth:`popen`,
-        :meth:`nsenter_prefix` or :attr:`enter_command`. (A command started by
-        hand from :attr:`pid` is not seen.) Every pristine sandbox made with
-        the same arguments is in the same state: only ``lo`` up (and the
-        upstream, with ``upstream=True``), nothing in ``/run/netns`` or
+        :meth:`nsenter_prefix`, :attr:`enter_command`, :attr:`pid` or
+        :attr:`kill_command`. Every pristine sandbox made with the same
+        arguments is in the same state: only ``lo`` up (and the upstream,
+        with ``upstream=True``), nothing in ``/run/netns`` or
         ``/run/bridgenet`` but what :meth:`start` put there, the kernel's
         defaults for a new network namespace (``ip_forward=0``, no iptables
-        rule). The pytest fixtures use it to reuse a plan made once.
+        rule). The pytest fixtures use it to reuse a plan made once, and to
+        hand over a sandbox prepared meanwhile (:meth:`take_over`).
         """
         if not (self._pristine and self.alive):
             return False
         return self._looks_new()
+
+    @property
+    def pid(self) -> int | None:
+        """The holder's PID (PID 1 of the sandbox), what ``nsenter --target`` enters; None before :meth:`start`."""
+        self._pristine = False  # one can run something in it by hand now
+        return self._pid
+
+    def take_over(self, other: Sandbox) -> None:
+        """Carry on with ``other``'s holder (and all it holds), and leave ``other`` with this one's.
+
+        For the pytest fixtures: the next test's network was brought up in
+        ``other`` meanwhile. Nothing can have seen this pristine sandbox's
+        holder yet, so its user cannot tell; ``other`` gets it, still pristine.
+
+        Raises:
+            SandboxError: this one is not pristine, ``other`` not alive, either
+                is kept, or their ``upstream``/``userns`` differ; nothing changed.
+        """
+        if not (self.pristine and other.alive and not self.keep and not other.keep
+                and (self.upstream, self.userns) == (other.upstream, other.userns)):
+            raise SandboxError(f"cannot take over {other!r} in {self!r}: both must be alive, of the same kind "
+                               "and not kept, and this one pristine")
+        for f in ("_proc", "_pid", "_runner", "_pristine"):
+            mine = getattr(self, f)
+            setattr(self, f, getattr(other, f))
+            setattr(other, f, mine)
+        self._runner.sandbox, other._runner.sandbox = self, other  # type: ignore[union-attr]  # for the guard
 
     def _looks_new(self) -> bool:
         """What can be seen without starting a process matches what :meth:`start` made.
@@ -355,9 +383,9 @@ class Sandbox:
         ``/proc/PID/root``) and its host's links (``/proc/PID/net/dev``, proc(5)).
         """
         try:
-            spaces = os.listdir(f"/proc/{self.pid}/root/run/netns")
-            files = os.listdir(f"/proc/{self.pid}/root/run/bridgenet")
-            with open(f"/proc/{self.pid}/net/dev") as f:
+            spaces = os.listdir(f"/proc/{self._pid}/root/run/netns")
+            files = os.listdir(f"/proc/{self._pid}/root/run/bridgenet")
+            with open(f"/proc/{self._pid}/net/dev") as f:
                 links = sorted(line.split(":", 1)[0].strip() for line in f.readlines()[2:])
         except OSError:
             return False
@@ -367,8 +395,8 @@ class Sandbox:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and not self._closed and self.pid is not None and os.path.exists(
-            f"/proc/{self.pid}"
+        return self._proc is not None and not self._closed and self._pid is not None and os.path.exists(
+            f"/proc/{self._pid}"
         )
 
     def is_isolated(self) -> bool:
@@ -378,9 +406,9 @@ class Sandbox:
         the network namespace the caller lives in (nor the machine's, when
         ``/proc/1/ns/net`` is readable).
         """
-        if not self.alive or self.pid is None:
+        if not self.alive or self._pid is None:
             return False
-        mine = _netns_inode(self.pid)
+        mine = _netns_inode(self._pid)
         if mine is None:
             return False
         if mine == _netns_inode("self"):
@@ -394,9 +422,9 @@ class Sandbox:
         return self._nsenter_prefix()
 
     def _nsenter_prefix(self) -> tuple[str, ...]:
-        if self.pid is None:
+        if self._pid is None:
             raise SandboxError("sandbox is not started")
-        argv = ["nsenter", "--target", str(self.pid)]
+        argv = ["nsenter", "--target", str(self._pid)]
         if self.userns:
             argv += ["--user", "--preserve-credentials"]
         argv += ["--net", "--mount", "--pid", "--"]
@@ -497,5 +525,5 @@ class Sandbox:
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "closed"
-        return f"<Sandbox pid={self.pid} {state}{' rootless' if self.userns else ''}>"
+        return f"<Sandbox pid={self._pid} {state}{' rootless' if self.userns else ''}>"
 

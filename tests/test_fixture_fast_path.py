@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 from bridgenet import apply, runners
+from bridgenet.errors import SandboxError
 from bridgenet.testing.networks import FreshPlans, NetworkFactory
 from bridgenet.sandbox import Sandbox
 from bridgenet.tutorial import tutorial
@@ -44,7 +45,8 @@ def state_file(sb: Sandbox, name: str = "tutorial") -> dict:
         return json.load(f)
 
 
-@pytest.mark.parametrize("use", ["run", "runner", "popen", "nsenter_prefix", "enter_command"])
+@pytest.mark.parametrize("use", ["run", "runner", "popen", "nsenter_prefix", "enter_command", "pid",
+                                 "kill_command"])
 def test_a_sandbox_is_pristine_until_a_way_to_run_something_in_it_is_handed_out(use: str) -> None:
     with Sandbox() as sb:
         assert sb.pristine
@@ -52,8 +54,8 @@ def test_a_sandbox_is_pristine_until_a_way_to_run_something_in_it_is_handed_out(
             sb.run(["true"])
         elif use == "popen":
             sb.popen(["true"]).wait()
-        elif use == "enter_command":
-            assert sb.enter_command
+        elif use in ("enter_command", "pid", "kill_command"):
+            assert getattr(sb, use)
         else:
             getattr(sb, use)()
         assert not sb.pristine
@@ -67,8 +69,27 @@ def test_a_change_made_by_hand_is_seen_without_starting_a_process() -> None:
         subprocess.run([*sb._nsenter_prefix(), "ip", "link", "add", "br9", "type", "bridge"], check=True)
         assert not sb.pristine
     with Sandbox() as sb:
-        open(f"/proc/{sb.pid}/root/run/netns/by-hand", "x").close()
+        open(f"/proc/{sb._pid}/root/run/netns/by-hand", "x").close()  # (reading sb.pid would tell it)
         assert not sb.pristine
+
+
+def test_a_pristine_sandbox_takes_over_another_and_leaves_it_its_own_holder() -> None:
+    plans = FreshPlans()
+    with Sandbox() as mine, Sandbox() as other, Sandbox(upstream=True) as unlike:
+        live = NetworkFactory(other, plans=plans)(tutorial())
+        built, theirs = snap(other), other._pid
+        with pytest.raises(SandboxError, match="cannot take over"):
+            mine.take_over(unlike)  # another kind
+        with pytest.raises(SandboxError, match="cannot take over"):
+            other.take_over(mine)  # not pristine
+        assert mine.pristine
+        mine.take_over(other)
+        assert mine.pid == theirs and snap(mine) == built and state_file(mine)
+        assert other.pristine and other.pid != theirs
+        assert other.runner().sandbox is other and mine.runner().sandbox is mine  # each guard checks its own
+        live.sandbox = mine
+        live.down()
+        assert mine.run(["ip", "-br", "link"]).stdout.split()[0] == "lo"
 
 
 def test_a_second_new_sandbox_is_brought_up_with_one_process_and_ends_the_same(processes: list) -> None:
@@ -244,3 +265,156 @@ def test_the_plugin_plans_once_and_still_meets_what_a_test_did_first(pytester: p
     pytester.makepyfile(test_pristine=PRISTINE_FILE)
     result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+PREPARED_FILE = '''
+import json
+import os
+import time
+
+import pytest
+from bridgenet import Container
+from helpers import diff, snap
+
+SEEN = {}
+PAUSE = 0.5  # while a test runs, the next one's sandbox is made and the lesson brought up in it
+
+
+def state_file(sb):
+    with open(f"/proc/{sb.pid}/root/run/bridgenet/tutorial.json") as f:
+        return json.load(f)
+
+
+def built_at(sb):
+    return os.stat(f"/proc/{sb.pid}/root/run/bridgenet/tutorial.json").st_mtime
+
+
+def pause():
+    SEEN["paused at"] = time.time()
+    time.sleep(PAUSE)
+
+
+def same_as_first(live, netns_run):
+    sb = live.sandbox
+    built, recorded, report, pid = SEEN["first"]
+    assert sb.pid != pid
+    assert snap(sb) == built, diff(built, snap(sb))
+    assert state_file(sb) == recorded and live.report == report
+    assert netns_run("container4", ["ping", "-c", "1", "-W", "2", "10.201.0.5"]).exit_code == 0
+
+
+def test_another_network(bridgenet_network, bridgenet_sandbox):
+    bridgenet_network.bridge("other", [Container("web", "10.88.0.10")], bridge="shop0", gateway="10.88.0.1/24")
+    assert [line.split()[0] for line in bridgenet_sandbox.run(["ip", "netns"]).stdout.splitlines()] == ["web"]
+    assert "br0" not in bridgenet_sandbox.run(["ip", "-br", "link"]).stdout
+
+
+def test_first(bridgenet_tutorial):
+    sb = bridgenet_tutorial.sandbox
+    SEEN["first"] = (snap(sb), state_file(sb), bridgenet_tutorial.report, sb.pid)
+
+
+def test_second(bridgenet_tutorial, netns_run):
+    # the second in a row: the next ones are prepared from now on
+    same_as_first(bridgenet_tutorial, netns_run)
+    pause()
+
+
+def test_third(bridgenet_tutorial, netns_run):
+    assert built_at(bridgenet_tutorial.sandbox) < SEEN["paused at"] + PAUSE  # ready before it was asked for
+    same_as_first(bridgenet_tutorial, netns_run)
+    pause()
+
+
+def test_fourth(bridgenet_tutorial, bridgenet_sandbox, netns_run):
+    assert built_at(bridgenet_sandbox) < SEEN["paused at"] + PAUSE
+    same_as_first(bridgenet_tutorial, netns_run)
+
+
+def test_another_network_again(bridgenet_network, bridgenet_sandbox):
+    test_another_network(bridgenet_network, bridgenet_sandbox)  # planned for before: offered the lesson's
+
+
+def test_bare(bridgenet_sandbox):
+    assert bridgenet_sandbox.pristine  # nothing of the lesson in it
+    assert bridgenet_sandbox.run(["ip", "-br", "link"]).stdout.split()[:1] == ["lo"]
+    assert bridgenet_sandbox.run(["ip", "netns"]).stdout == ""
+
+
+def test_again_after_a_bare_one(bridgenet_tutorial, netns_run):
+    same_as_first(bridgenet_tutorial, netns_run)
+
+
+@pytest.mark.bridgenet(upstream=True)
+def test_with_an_upstream(bridgenet_tutorial, bridgenet_reach):
+    assert bridgenet_tutorial.sandbox.upstream
+    bridgenet_reach.assert_reachable("container4", "198.51.100.1")
+'''
+
+
+def test_the_next_tests_network_is_brought_up_while_a_test_runs(pytester: pytest.Pytester,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_plugin import Leftovers, RUN_MARK, plugin_args_here
+
+    watch = Leftovers()
+    monkeypatch.setenv(RUN_MARK, watch.mark)
+    pytester.makepyfile(test_prepared=PREPARED_FILE)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=9)
+    watch.check()  # every sandbox prepared is gone after the session
+
+
+BROKEN_FILE = '''
+import os
+import time
+
+import pytest
+from bridgenet.testing import networks
+
+SEEN = {}
+
+
+def built_at(sb):
+    return os.stat(f"/proc/{sb.pid}/root/run/bridgenet/tutorial.json").st_mtime
+
+
+@pytest.fixture
+def broken_in_the_background(monkeypatch):
+    def fail(network, plan, sandbox):
+        raise RuntimeError("the prepared sandbox broke")
+
+    monkeypatch.setattr(networks, "_up_in", fail)  # what test_second prepares for the next tests
+
+
+def test_first(bridgenet_tutorial):
+    pass
+
+
+def test_second(broken_in_the_background, bridgenet_tutorial):
+    SEEN["ended"] = time.time()
+    time.sleep(0.3)
+
+
+def test_third(bridgenet_tutorial, netns_run):
+    assert built_at(bridgenet_tutorial.sandbox) > SEEN["ended"] + 0.3  # brought up here, the usual way
+    assert netns_run("container4", ["ping", "-c", "1", "-W", "2", "10.201.0.5"]).exit_code == 0
+    SEEN["ended"] = time.time()
+    time.sleep(0.5)
+
+
+def test_fourth(bridgenet_tutorial, netns_run):
+    assert built_at(bridgenet_tutorial.sandbox) < SEEN["ended"] + 0.5  # prepared again
+    assert netns_run("container5", ["ping", "-c", "1", "-W", "2", "10.201.0.4"]).exit_code == 0
+'''
+
+
+def test_a_sandbox_that_broke_while_prepared_is_replaced_by_the_usual_way(pytester: pytest.Pytester,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_plugin import Leftovers, RUN_MARK, plugin_args_here
+
+    watch = Leftovers()
+    monkeypatch.setenv(RUN_MARK, watch.mark)
+    pytester.makepyfile(test_broken=BROKEN_FILE)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    watch.check()

@@ -3,7 +3,12 @@
 Sandboxes for single tests are pipelined: when a test gets one, the next
 one is launched (:meth:`~bridgenet.sandbox.Sandbox.launch`) and gets ready
 while the test runs; a test whose settings differ (``upstream``) closes that
-spare and gets its own.
+spare and gets its own. Once two tests in a row have brought the same
+network up in their brand-new sandboxes, the next tests' sandboxes are
+prepared with it (:meth:`Registry.prepare`): threads make them and bring the
+network up in them, and a test's sandbox takes one over
+(:meth:`~bridgenet.sandbox.Sandbox.take_over`) when the test asks for that
+network first thing; a test that does anything else closes them.
 
 What is left after a test is the janitor's: a per-test sandbox is closed
 (without waiting: the kernel ends it while the next test starts; the next
@@ -20,7 +25,8 @@ import contextlib
 import io
 import os
 import signal
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import attrs
 import pytest
@@ -49,6 +55,8 @@ class SandboxInfo:
             name) rather than per test (matched by ``nodeid``).
         nodeid: the test using it now (per-test fixtures only).
         kept: a test failed and the sandbox is left alive for inspection.
+        first: what was done in it first, as its maker names it (a key of
+            :meth:`Registry.prepare`), if anything.
     """
 
     sandbox: Sandbox
@@ -58,6 +66,37 @@ class SandboxInfo:
     static: bool
     nodeid: str | None = None
     kept: bool = False
+    first: Hashable | None = None
+
+
+@attrs.define(eq=False)
+class Prepared:
+    """A sandbox for the next test, being made and set up by a thread (see :meth:`Registry.prepare`).
+
+    Attributes:
+        key: what was done in it (the caller's key, e.g. network and settings).
+        sandbox: the sandbox.
+        thread: the thread making it and running the caller's ``build``.
+        result: what ``build`` returned.
+        error: what the thread raised instead, if anything.
+    """
+
+    key: Hashable
+    sandbox: Sandbox
+    thread: threading.Thread | None = None
+    result: object = None
+    error: BaseException | None = None
+
+    def _work(self, build: Callable[[Sandbox], object]) -> None:
+        try:
+            self.sandbox.start()
+            self.result = build(self.sandbox)
+        except BaseException as e:  # noqa: BLE001 - taken up by the test that would use it
+            self.error = e
+
+
+PREPARED = 2
+"""How many sandboxes are prepared ahead (each made and set up by a thread while the tests before run)."""
 
 
 class Registry:
@@ -67,6 +106,94 @@ class Registry:
         self._infos: dict[int, SandboxInfo] = {}
         self._closing: list[Sandbox] = []
         self._spare: Sandbox | None = None
+        self._prepared: list[Prepared] = []
+        self._last: Hashable | None = None  # what the last per-test sandbox closed had done first
+
+    def per_test(self, sb: Sandbox) -> bool:
+        """Whether ``sb`` is a sandbox of one test, closed after it (function scope, not keep-capable)."""
+        info = self.get(sb)
+        return info is not None and info.scope == "function" and not info.keep
+
+    def prepare(self, key: Hashable, build: Callable[[Sandbox], object], *, after: Sandbox) -> None:
+        """Have :data:`PREPARED` sandboxes like ``after`` made for the next tests, ``build(sandbox)`` run in each.
+
+        ``after`` is the sandbox of a test that did just that (``key``)
+        first thing. When the test before did the same, the next ones likely
+        will too: each sandbox is launched now and started by a thread of its
+        own, which then runs ``build``: outside the main thread, so no signal
+        handlers (see :mod:`bridgenet.interrupts`) and nothing that logs or
+        warns for a test. Sandboxes prepared for another key are closed.
+        """
+        info = self.get(after)
+        if info is not None:
+            info.first = key
+        if any(p.key != key or p.sandbox.upstream != after.upstream for p in self._prepared):
+            self.drop_prepared()
+        if self._last != key:
+            return  # the first test of its kind in a row: maybe the only one
+        while len(self._prepared) < PREPARED:
+            sb = Sandbox(upstream=after.upstream)
+            try:
+                sb.launch()
+            except SandboxError:
+                return
+            prep = Prepared(key, sb)
+            prep.thread = threading.Thread(target=prep._work, args=(build,), name="bridgenet-prepare", daemon=True)
+            prep.thread.start()
+            self._prepared.append(prep)
+
+    def take_prepared(self, key: Hashable, sb: Sandbox) -> tuple[bool, object]:
+        """``(True, what build returned)`` once ``sb`` has taken over the oldest sandbox prepared for ``key``.
+
+        ``(False, None)``: nothing prepared for ``key``, its thread failed, or
+        ``sb`` cannot take it over (not pristine, other settings); then all
+        that was prepared is closed, ``sb`` is unchanged, and the caller does
+        the work itself. The prepared sandbox's object keeps
+        ``sb``'s old holder, pristine: it becomes the next test's spare.
+        """
+        if not self._prepared:
+            return False, None
+        prep = self._prepared.pop(0)
+        assert prep.thread is not None
+        prep.thread.join()
+        ok = prep.key == key and prep.error is None and prep.sandbox.alive and sb.pristine
+        if ok:
+            try:
+                sb.take_over(prep.sandbox)
+            except SandboxError:
+                ok = False
+        if ok and self._spare is None:
+            self._spare = prep.sandbox
+        else:
+            prep.sandbox.close(wait=False)
+            self.closing(prep.sandbox)
+        if not ok:
+            self.drop_prepared()  # made the same way: likely no better
+        return (True, prep.result) if ok else (False, None)
+
+    def drop_prepared(self) -> None:
+        """Close the sandboxes prepared for the next tests (waiting for their threads first)."""
+        prepared, self._prepared = self._prepared, []
+        for prep in prepared:
+            assert prep.thread is not None
+            prep.thread.join()
+            prep.sandbox.close(wait=False)
+            self.closing(prep.sandbox)
+
+    def test_done(self, info: SandboxInfo) -> None:
+        """The test of the per-test sandbox of ``info`` is over: what it did first is what the next will likely do.
+
+        What was prepared for something else is closed, and a spare launched
+        if there is none.
+        """
+        self._last = info.first
+        if any(p.key != info.first for p in self._prepared):
+            self.drop_prepared()
+        self.launch_spare(upstream=info.sandbox.upstream)
+
+    def prepared_like(self, *, upstream: bool) -> bool:
+        """Whether sandboxes are being prepared with these settings (taking one over frees a spare)."""
+        return any(p.sandbox.upstream == upstream for p in self._prepared)
 
     def take_spare(self, *, upstream: bool) -> Sandbox | None:
         """The sandbox launched for the next test, if it has these settings (else it is closed)."""
@@ -93,7 +220,9 @@ class Registry:
         self._closing.append(sb)
 
     def reap(self, *, wait: bool = False) -> None:
-        """Finish closing the sandboxes whose holders have exited (with ``wait``: all of them, and the spare)."""
+        """Finish closing the sandboxes whose holders have exited (with ``wait``: all of them, and the spares)."""
+        if wait:
+            self.drop_prepared()
         if wait and self._spare is not None:
             self._spare.close(wait=False)
             self.closing(self._spare)
@@ -197,14 +326,17 @@ def open_sandbox(config: pytest.Config, *, fixture: str, scope: str, upstream: b
         _end_holder(sb)
         raise
     reg.add(SandboxInfo(sb, fixture, scope, keep, static, nodeid))
-    if scope == "function" and not keep:
+    if scope == "function" and not keep and not reg.prepared_like(upstream=upstream):
         reg.launch_spare(upstream=upstream)  # the next test's, made while this one runs
     return sb
 
 
 def release_sandbox(config: pytest.Config, sb: Sandbox) -> None:
     """Close ``sb``, or, when a failed test kept it, leave it running (its holder prints how to enter it)."""
-    info = registry(config).pop(sb)
+    reg = registry(config)
+    info = reg.pop(sb)
+    if info is not None and info.scope == "function" and not info.keep:
+        reg.test_done(info)
     if info is not None and info.kept:
         with contextlib.redirect_stderr(io.StringIO()):  # the report already says how to enter and end it
             sb.close()  # made with keep=True: leaves it alive
@@ -215,7 +347,7 @@ def release_sandbox(config: pytest.Config, sb: Sandbox) -> None:
     # Not waiting for the holder to exit: the kernel ends the sandbox meanwhile; the next
     # open_sandbox (or the end of the session) reaps it.
     sb.close(wait=False)
-    registry(config).closing(sb)
+    reg.closing(sb)
 
 
 def kept_text(sb: Sandbox) -> str:

@@ -14,6 +14,7 @@ from ..network import Container, Network, bridge_network
 from ..plan import Plan
 from ..sandbox import Sandbox
 from ..tutorial import tutorial
+from .janitor import Registry, registry
 
 _PLANS = pytest.StashKey["FreshPlans"]()
 
@@ -135,10 +136,21 @@ class FreshPlans:
     plan for all of them: the same commands, the same undo (``ip_forward``
     back to 0, the kernel's default in a new network namespace). Any other
     sandbox is planned for as ``apply.up`` always plans.
+
+    Args:
+        spares: the session's sandboxes (the fixtures pass
+            :func:`~bridgenet.testing.janitor.registry`). With it, once two
+            tests in a row have brought the same network up first thing in
+            their own sandboxes, it is brought up (by threads) in sandboxes
+            prepared for the next tests
+            (:meth:`~bridgenet.testing.janitor.Registry.prepare`), and a
+            pristine sandbox asking for it takes one of them over: the same
+            plan, so the same commands, state file and report.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spares: Registry | None = None) -> None:
         self._plans: dict[tuple[object, ...], Plan] = {}
+        self.spares = spares
 
     def __repr__(self) -> str:
         return f"<FreshPlans: {len(self._plans)} plan(s)>"
@@ -148,15 +160,24 @@ class FreshPlans:
 
         Raises: as :func:`bridgenet.apply.up`.
         """
-        fresh = sandbox.pristine
-        runner = sandbox.runner()
-        if not fresh:
-            return apply.up(network, runner, batch=True)
+        if not sandbox.pristine:
+            return apply.up(network, sandbox.runner(), batch=True)
         key = (network, network.source, sandbox.upstream, sandbox.userns)
         plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = apply.plan(network, runner, batch=True)
-        return apply.up(network, runner, batch=True, plan=plan)
+        spares = self.spares if self.spares is not None and self.spares.per_test(sandbox) else None
+        taken, report = (False, None) if spares is None or plan is None else spares.take_prepared(key, sandbox)
+        if not taken:
+            runner = sandbox.runner()
+            if plan is None:
+                plan = self._plans[key] = apply.plan(network, runner, batch=True)
+            report = apply.up(network, runner, batch=True, plan=plan)
+        if spares is not None and not plan.warnings:  # (warnings logged by a thread would reach no test)
+            spares.prepare(key, functools.partial(_up_in, network, plan), after=sandbox)
+        return report  # type: ignore[return-value]
+
+
+def _up_in(network: Network, plan: Plan, sandbox: Sandbox) -> apply.Report:
+    return apply.up(network, sandbox.runner(), batch=True, plan=plan)
 
 
 class NetworkFactory:
@@ -215,5 +236,5 @@ def fresh_plans(config: pytest.Config) -> FreshPlans:
     """The :class:`FreshPlans` of ``config`` (made on first use)."""
     plans = config.stash.get(_PLANS, None)
     if plans is None:
-        plans = config.stash[_PLANS] = FreshPlans()
+        plans = config.stash[_PLANS] = FreshPlans(registry(config))
     return plans
