@@ -42,9 +42,12 @@ from .errors import ValidationError
 from .network import Network
 from .shape import Container, bridge_network
 
-_TOP = {"name", "bridge", "gateway", "default_routes", "forward", "masquerade", "tag", "accept_forward",
-        "isolate", "lesson_form", "containers", "bridges", "links", "routes"}
-_CONTAINER = {"netns", "address", "veth", "peer", "bridge", "mtu", "routes", "forward", "default_route", "interfaces"}
+_TOP_TYPES: dict[str, type] = {
+    "name": str, "bridge": str, "gateway": str, "default_routes": bool, "forward": bool, "masquerade": bool,
+    "tag": bool, "accept_forward": bool, "isolate": bool, "lesson_form": bool, "containers": list,
+    "bridges": list, "links": list, "routes": list}
+"""The file's top-level keys and their types (the lesson's shape and ``topology_file.py`` alike)."""
+_TOP = set(_TOP_TYPES)
 _LESSON_CONTAINER = {"netns", "address", "veth", "peer"}
 _TOPOLOGY_TOP = {"bridges", "links", "routes"}
 _BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "isolate", "lesson_form")
@@ -85,7 +88,7 @@ def from_dict(data: dict, where: str = "network", *, source: str | None = None) 
     if _uses_topology(data):
         from .topology_file import from_topology_dict
 
-        return from_topology_dict(data, where, source=source)
+        return from_topology_dict(data, _TOP_TYPES, where, source=source)
     for key in ("name", "containers"):
         if key not in data:
             raise ValidationError(where, key, "this key is required")
@@ -100,9 +103,6 @@ def from_dict(data: dict, where: str = "network", *, source: str | None = None) 
         here = f"{where} containers[{i}]"
         if not isinstance(item, dict):
             raise ValidationError(here, "containers", "each container is a table")
-        extra = sorted(set(item) - _LESSON_CONTAINER)
-        if extra:
-            raise ValidationError(here, extra[0], f"known keys are {', '.join(sorted(_CONTAINER))}")
         for key in ("netns", "address"):
             if key not in item:
                 raise ValidationError(here, key, "this key is required")

@@ -324,6 +324,11 @@ def interface(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(describe(instance), attribute.name, problem, str(value))
 
 
+def cut_bytes(text: str, limit: int = IFNAMSIZ - 1) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (by default an interface name's 15), never mid-character."""
+    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
+
+
 MIN_MTU = 68
 """Smallest MTU: IPv4's minimum (RFC 791; the kernel's ``ETH_MIN_MTU``, the ``min_mtu`` of a veth or bridge)."""
 

@@ -202,7 +202,7 @@ def _bridge_network(name: str, containers: list[Container], *, bridge: str, gate
         addr = c.address
         if isinstance(addr, str) and "/" not in addr:
             addr = f"{addr}/{gw_addr.address.network.prefixlen}"
-        veth = c.veth if c.veth is not None else _cut(f"v-{c.netns}", 15)
+        veth = c.veth if c.veth is not None else rules.cut_bytes(f"v-{c.netns}")
         if c.veth is None and veth in derived:
             raise ValidationError(
                 f"Container {c.netns}", "veth",
@@ -224,8 +224,3 @@ def _bridge_network(name: str, containers: list[Container], *, bridge: str, gate
     if masquerade:
         objs.append(NatRule(gw_addr.address.network, not_out_interface=None if lesson_form else bridge))
     return Network(name, objs, tag=tag, move_peers=lesson_form, source=source)
-
-
-def _cut(text: str, limit: int) -> str:
-    data = text.encode("utf-8")[:limit]
-    return data.decode("utf-8", errors="ignore")

@@ -41,7 +41,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import attrs
 
 from . import rules
-from .crosscheck import ROOMLESS_GATEWAY, too_many_ports
+from .crosscheck import ROOMLESS_GATEWAY
 from .errors import ValidationError
 from .firewall import Isolation
 from .gcpause import paused
@@ -246,16 +246,12 @@ def _listed(where: str, key: str, value: object, cls: type) -> list:
     return out
 
 
-def _cut(text: str, limit: int = 15) -> str:
-    return text.encode("utf-8")[:limit].decode("utf-8", errors="ignore")
-
-
 def _veth_name(netns: str, k: int) -> str:
     """Default host end of a container's K-th interface: ``v-NETNS``, then ``v-NETNS-1``, ... (15 bytes)."""
     if k == 0:
-        return _cut(f"v-{netns}")
+        return rules.cut_bytes(f"v-{netns}")
     suffix = f"-{k}"
-    return _cut(f"v-{netns}", 15 - len(suffix)) + suffix
+    return rules.cut_bytes(f"v-{netns}", rules.IFNAMSIZ - 1 - len(suffix)) + suffix
 
 
 class _Builder:
@@ -279,7 +275,6 @@ class _Builder:
         objs: list[NetworkObject] = [Bridge(b.name, mtu=b.mtu) for b in bridges]
         made: set[str] = set()
         derived: dict[str, str] = {}
-        ports: dict[str, int] = {}
         defaults: list[Route] = []
         statics: list[Route] = []
         routers: list[str] = []
@@ -303,7 +298,6 @@ class _Builder:
                     self.fail(where, "veth", f"the host end's default name is {veth!r}, the same as for "
                               f"{derived[veth]}; give one of them its own veth name", veth)
                 derived.setdefault(veth, where)
-                ports[bridge] = ports.get(bridge, 0) + 1
                 mtu = itf.mtu if itf.mtu is not None else by_name[bridge].mtu
                 objs.append(VethPair(veth, itf.peer if itf.peer is not None else f"eth{k}", netns=node.netns,
                                      master=bridge, address=address, mtu=mtu))
@@ -315,9 +309,6 @@ class _Builder:
             if node.forward:
                 routers.append(node.netns)
         self.disjoint(bridges, gateways, [o for o in objs if isinstance(o, VethPair)])
-        for bridge, n in ports.items():
-            if n > rules.MAX_BRIDGE_PORTS:
-                self.fail(f"BridgeSpec {bridge}", "ports", too_many_ports(bridge, n), n)
         end_addresses: list[Address] = []
         for i, link in enumerate(links):
             here = f"link {i}"

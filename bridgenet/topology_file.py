@@ -54,16 +54,16 @@ def _rewrap(here: str, e: ValidationError) -> ValidationError:
     return ValidationError(f"{here} ({e.obj})", e.field, e.rule, e.value)
 
 
-def from_topology_dict(data: dict, where: str = "network", *, source: str | None = None) -> Network:
+def from_topology_dict(data: dict, top: dict[str, type], where: str = "network", *,
+                       source: str | None = None) -> Network:
     """Build a network from a parsed network file that uses the keys beyond one bridge.
+
+    ``top``: the file's top-level keys and their types (``config.py``'s).
 
     Raises:
         ValidationError: an unknown key, a wrong type, a missing key or a
             broken rule, naming the key.
     """
-    top = {"name": str, "bridge": str, "gateway": str, "default_routes": bool, "forward": bool, "masquerade": bool,
-           "tag": bool, "accept_forward": bool, "isolate": bool, "lesson_form": bool, "containers": list,
-           "bridges": list, "links": list, "routes": list}
     _table(where, data, top, ("name",))
     if data.get("lesson_form"):
         raise ValidationError(where, "lesson_form", "lesson_form is for the lesson's shape (one bridge, none of "
