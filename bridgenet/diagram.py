@@ -51,8 +51,8 @@ FORMATS = ("text", "dot", "mermaid")
 MAX_ROUTES = 4
 """Routes shown per box; the rest are counted (``… and 3 more routes``)."""
 
-HOST = "host"
-"""The key of the host's box."""
+HOST = ""
+"""The key of the host's box (no namespace has an empty name, so a namespace may be called ``host``)."""
 
 
 @attrs.frozen
@@ -85,7 +85,7 @@ class Box:
     """The host or a namespace.
 
     Attributes:
-        key: ``"host"`` or the namespace's name (unique: a namespace cannot be called host here, see below).
+        key: :data:`HOST` (``""``) or the namespace's name.
         title: what the box is headed with, e.g. ``"r1 (router: ip_forward=1)"``.
         ifaces: its interfaces, in the network's order.
         notes: one line each: routes, NAT inside a namespace, other sysctls, published ports.
@@ -200,8 +200,7 @@ def picture(network: object) -> Picture:
     """Read ``network`` (a :class:`bridgenet.network.Network`) into a :class:`Picture`; runs nothing.
 
     Raises:
-        ValidationError: ``network`` is not a Network, or one of its
-            namespaces is named ``host`` (the host's box has that name).
+        ValidationError: ``network`` is not a Network.
     """
     from .network import Network
 
@@ -219,9 +218,6 @@ def picture(network: object) -> Picture:
 
     def box(netns: str | None) -> str:
         key = HOST if netns is None else netns
-        if netns == HOST:
-            raise ValidationError(f"Namespace {netns}", "name", "graph draws the host as 'host': a namespace "
-                                  "of another name can be drawn", netns)
         if key not in ifaces:
             order.append(key)
             ifaces[key] = {}
@@ -294,7 +290,8 @@ def picture(network: object) -> Picture:
             title = "host (ip_forward=1)" if router else "host"
             extra = [f"publish {p}" for p in published]
         else:
-            title = f"{key} (router: ip_forward=1)" if router else key
+            name = f"netns {key}" if key == "host" else key  # not to be taken for the host's box
+            title = f"{name} (router: ip_forward=1)" if router else name
             extra = []
         made = tuple(Iface(name=f["name"], addresses=tuple(f["addresses"]), bridge=f.get("bridge"),
                            port=f.get("port"), link=f.get("link"), mtu=f.get("mtu"),

@@ -21,7 +21,7 @@ the same network gives the same text (it follows the network's order).
 
 from __future__ import annotations
 
-from .diagram import Box, Picture
+from .diagram import HOST, Box, Picture
 
 _ASCII = str.maketrans({"┌": "+", "┐": "+", "└": "+", "┘": "+", "─": "-", "│": "|", "├": "+", "┤": "+",
                         "┬": "+", "┴": "+", "┼": "+", "▲": "^"})
@@ -61,7 +61,7 @@ def _iface_lines(pic: Picture, box: Box) -> list[tuple[str, int | None]]:
         if f.link is not None:
             link = pic.links[f.link]
             other = link.b if link.a == (box.key, f.name) else link.a
-            first += f" (veth to {other[0]})"
+            first += f" (veth to {'the host' if other[0] == HOST else other[0]})"
         lines.append((first, i))
         lines.extend((" " * (len(f.name) + 1) + a, None) for a in f.addresses[1:])
     lines.extend((n, None) for n in box.notes)

@@ -23,7 +23,7 @@ import pytest
 import bridgenet
 from bridgenet import Address, Bridge, Namespace, Network, Route, VethPair, config
 from bridgenet.cli import main
-from bridgenet.diagram import MAX_ROUTES, _addresses6, _published, network_named, picture
+from bridgenet.diagram import HOST, MAX_ROUTES, _addresses6, _published, network_named, picture
 from bridgenet.errors import ValidationError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,7 @@ def test_campus_router_and_bare_link():
     assert [(link.a, link.b, link.mtu) for link in pic.links] == [(("b", "to-c"), ("c", "to-b"), 1400)]
     assert pic.box("b").ifaces[1].addresses == ("10.99.0.1/30",)  # the name end's Address
     assert pic.nat == ("MASQUERADE 10.10.0.0/24 (not out lan0)",)
-    assert pic.box("host").ifaces[0].gateway and not pic.box("a").ifaces[0].gateway
+    assert pic.box(HOST).ifaces[0].gateway and not pic.box("a").ifaces[0].gateway
 
 
 def _no_process(monkeypatch) -> None:
@@ -186,12 +186,12 @@ def test_a_veth_to_the_host_and_many_routes():
     net = Network("hostlink", [Namespace("n1"), VethPair("h1", "eth0", "n1", address="10.5.0.2/24"),
                                Address("h1", "10.5.0.1/24"), *routes])
     pic = picture(net)
-    assert pic.links[0].a == ("host", "h1") and pic.links[0].b == ("n1", "eth0")
-    assert pic.box("host").ifaces[0].gateway
+    assert pic.links[0].a == (HOST, "h1") and pic.links[0].b == ("n1", "eth0")
+    assert pic.box(HOST).ifaces[0].gateway
     assert pic.box("n1").notes[-1] == "... and 3 more routes"
     assert len(pic.box("n1").notes) == MAX_ROUTES + 1
     text = bridgenet.graph(net)
-    assert "h1 10.5.0.1/24 (gateway) (veth to n1)" in text and "eth0 10.5.0.2/24 (veth to host)" in text
+    assert "h1 10.5.0.1/24 (gateway) (veth to n1)" in text and "eth0 10.5.0.2/24 (veth to the host)" in text
     assert "bare veth" in text
 
 
@@ -268,3 +268,13 @@ def test_network_named_from_its_state_file(tmp_path):
 def test_cli_name_not_up(capsys):
     code, out, err = cli(capsys, "no-such-network-of-graph-tests")
     assert code == 2 and out == "" and "state file" in err
+
+
+def test_a_namespace_called_host():
+    net = Network("h", [Namespace("host"), VethPair("hv", "eth0", "host", address="10.6.0.2/24"),
+                        Address("hv", "10.6.0.1/24")])
+    pic = picture(net)
+    assert [b.title for b in pic.boxes] == ["host", "netns host"]
+    assert pic.links[0].a == (HOST, "hv") and pic.links[0].b == ("host", "eth0")
+    assert '  host ---|"hv - eth0"| ns_host' in bridgenet.graph(net, format="mermaid")
+    assert '"host" -- "netns host"' in bridgenet.graph(net, format="dot")
