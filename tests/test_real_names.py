@@ -130,6 +130,9 @@ def test_two_networks_share_etc_netns_and_the_last_one_removes_it(sb):
 
 def test_the_sandbox_writes_etc_on_its_own_overlay(sb):
     """Inside, /etc is an overlay whose writes land on the sandbox's tmpfs; the machine's /etc sees none."""
+    with open(f"/proc/{sb.pid}/mountinfo") as f:  # looked at before anything is written (fails safely without it)
+        etc = [line.split(" - ")[1].split()[0] for line in f if line.split()[4] == "/etc"]
+    assert etc[-1:] == ["overlay"], f"the sandbox's /etc is not an overlay: {etc}"
     sb.run(["mkdir", "/etc/netns"], check=True)
     assert os.path.isdir(f"/proc/{sb.pid}/root/etc/netns") and not os.path.exists("/etc/netns")
     assert "nameserver 127.0.0.1" in sb.run(["cat", "/etc/resolv.conf"], check=True).stdout
