@@ -28,6 +28,10 @@ import attrs
 from .commands import (
     ChainAbsent,
     Command,
+    DirAbsent,
+    DirPresent,
+    FileAbsent,
+    FilePresent,
     NetnsAbsent,
     RuleAbsent,
     SysctlValue,
@@ -250,8 +254,9 @@ def _remove_orphans(runner: Runner, ledger: Ledger, orphans: Sequence[Entry], *,
     return ran, gone
 
 
-SHARED_PREFIXES = ("sysctl ", "chain ")
-"""Steps several networks may rely on at once (``net.ipv4.ip_forward``, bridgenet's iptables chains)."""
+SHARED_PREFIXES = ("sysctl ", "chain ", "etc ")
+"""Steps several networks may rely on at once (``net.ipv4.ip_forward``, bridgenet's iptables chains,
+``/etc/netns``)."""
 
 
 def _hand_over_shared(runner: Runner, ledger: Ledger, only: set[str] | None = None) -> None:
@@ -421,9 +426,10 @@ def _classify(cmds: Sequence[Command], state: LiveState, *, optimistic: bool) ->
 
 
 def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool = False) -> LiveState:
-    netns, sysctls, rules = [], [], []
+    netns, sysctls, rules, etc = [], [], [], False
     for c in cmds:
         e = c.effect
+        etc = etc or isinstance(e, _FILES)
         if c.netns:
             netns.append(c.netns)
         n = getattr(e, "netns", None)
@@ -433,7 +439,11 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool 
             sysctls.append((e.key, e.netns))
         if isinstance(e, (RuleAbsent, ChainAbsent)) and not optimistic:
             rules.append((e.table, e.chain, e.netns))
-    return read(runner, netns=netns, sysctls=sysctls, rules=rules)
+    return read(runner, netns=netns, sysctls=sysctls, rules=rules, etc=etc)
+
+
+_FILES = (FileAbsent, FilePresent, DirAbsent, DirPresent)
+"""Effects on files (``names.py``): their undo reads ``/etc/netns``."""
 
 
 def _busy_netns(runner: Runner, names: Sequence[str]) -> dict[str, list[int]]:

@@ -13,6 +13,10 @@ from .commands import (
     ChainAbsent,
     ChainPresent,
     Command,
+    DirAbsent,
+    DirPresent,
+    FileAbsent,
+    FilePresent,
     Effect,
     LinkAbsent,
     LinkAlias,
@@ -92,6 +96,12 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         if exists is None:
             return False  # not read: run the command (it fails clearly if it has nothing to do)
         return exists if isinstance(e, ChainPresent) else not exists
+    if isinstance(e, FilePresent):
+        return state.files.get(e.path) == e.content
+    if isinstance(e, FileAbsent):
+        return e.path not in state.files
+    if isinstance(e, (DirPresent, DirAbsent)):
+        return (e.path in state.dirs) == isinstance(e, DirPresent)
     return False  # pragma: no cover
 
 
@@ -162,4 +172,13 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
     if isinstance(e, ChainPresent):
         table = () if e.table == "filter" else ("-t", e.table)
         return [iptables(*table, "-X", e.chain, netns=e.netns, step=k, effect=ChainAbsent(e.table, e.chain, e.netns))]
+    if isinstance(e, DirPresent):
+        from .names import rmdir
+
+        return [rmdir(e.path, k, e.owner)]
+    if isinstance(e, FilePresent):
+        from .names import remove, write
+
+        old = state.files.get(e.path)
+        return [remove(e.path, k, e.owner) if old is None else write(e.path, old, k, e.owner)]
     return []  # LinkInNetns: undone by deleting the veth

@@ -19,7 +19,9 @@ import attrs
 
 from .commands import (
     Command,
+    DirPresent,
     Effect,
+    FilePresent,
     LinkAlias,
     LinkInNetns,
     LinkPresent,
@@ -117,7 +119,8 @@ def wanted_reads(network: Network) -> dict:
         rules.append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
         if c.jump_from:
             rules.append(("filter", c.jump_from, c.netns))
-    return {"netns": netns, "sysctls": sysctls, "rules": rules}
+    etc = any(type(o).__name__ == "EtcNetns" for o in network.objects)
+    return {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
 
 
 def read_for(network: Network, runner: Runner) -> LiveState:
@@ -234,8 +237,12 @@ def _leave_alone(effect: Effect | None, created: set[tuple[str | None, str]]) ->
 
     A reused bridge keeps its alias; a user's namespace keeps its ``lo`` as it
     was (containers reach each other without it), so nothing of a reused
-    object changes that ``down`` would have to put back.
+    object changes that ``down`` would have to put back. Likewise the
+    ``/etc/netns/NETNS`` files (``names.py``) are written only for a namespace
+    bridgenet created: a reused namespace keeps its ``/etc`` as it was.
     """
+    if isinstance(effect, (FilePresent, DirPresent)) and effect.owner is not None:
+        return (effect.owner, "lo") not in created
     if isinstance(effect, LinkAlias):
         return (effect.netns, effect.name) not in created
     if isinstance(effect, LinkUp) and effect.name == "lo" and effect.netns is not None:

@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import attrs
 
+from . import names as _names
 from .runners import Runner
 
 NETNS_DIR = "/run/netns"
@@ -118,6 +119,8 @@ class LiveState:
             was not read (or could not be), so nothing is known of its chains.
         extra: (exit code, stdout) of each of the ``extra`` reads given to
             :func:`read`, in order.
+        files, dirs: the files (``{path: text}``) and directories under
+            ``/etc/netns`` when :func:`read` was asked for them (``names.py``).
     """
 
     host: NsState
@@ -128,6 +131,8 @@ class LiveState:
     rules: dict[tuple[str, str, str | None], list[tuple[str, ...]]]
     chains: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
     extra: tuple[tuple[int, str], ...] = ()
+    files: dict[str, str] = attrs.field(factory=dict)
+    dirs: frozenset[str] = frozenset()
 
     def chain_exists(self, table: str, chain: str, netns: str | None = None) -> bool | None:
         """Whether ``chain`` exists in ``table`` of ``netns``; None when that table was not read."""
@@ -388,7 +393,8 @@ def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None)
 
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
-         rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = ()) -> LiveState:
+         rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = (), etc: bool = False
+         ) -> LiveState:
     """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
 
     Args:
@@ -400,6 +406,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
             which chains exist there (``LiveState.chains``).
         extra: more reads to run in the same shell; their results are
             ``LiveState.extra`` (e.g. ``hostcheck.READS``).
+        etc: also read ``/etc/netns`` (``LiveState.files``/``dirs``).
 
     Cost: one process through ``runner`` (see :func:`gather`).
     """
@@ -408,7 +415,8 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     chains = list(dict.fromkeys(rules))
     tables = list(dict.fromkeys((t, n) for t, _, n in chains))
     reads = [*_NETNS_READS, _show_read(None), *(_show_read(n) for n in spaces),
-             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables), *extra]
+             *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables),
+             *([_names.READ] if etc else []), *extra]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
@@ -432,8 +440,9 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         if (table, ns) in table_text:
             text = table_text[(table, ns)]
             rule_map[(table, chain, ns)] = parse_rules(text, chain) if text is not None else []
+    files, dirs = _names.parse_tree(*next(results)) if etc else ({}, frozenset())
     return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
-                     chain_map, tuple(results))
+                     chain_map, tuple(results), files, dirs)
 
 
 # --- snapshots for before/after comparisons ------------------------------------
@@ -476,15 +485,17 @@ def snapshot(runner: Runner) -> dict:
     (without counters, indexes, MAC addresses and carrier state, which the
     kernel derives), IPv4 addresses and main routes (and, in a namespace,
     its ``ip_forward``: a router's); ``netns``: the sorted
-    ``/run/netns`` names; ``ip_forward``; and ``iptables``: ``iptables-save``
-    without ``#`` lines and counters. Two processes through ``runner``.
+    ``/run/netns`` names; ``ip_forward``; ``iptables``: ``iptables-save``
+    without ``#`` lines and counters; and ``etc_netns``: every directory
+    (``"DIR"``) and file (its text) under ``/etc/netns``. Two processes through ``runner``.
     """
     names, stale = read_netns(runner)
     spaces = sorted(names - stale)
     reads = [_show_read(None), *(_show_read(n) for n in spaces),
              *(_sysctl_read("net.ipv4.ip_forward", n) for n in spaces), (("iptables-save",), None),
-             _sysctl_read("net.ipv4.ip_forward", None)]
+             _sysctl_read("net.ipv4.ip_forward", None), _names.READ]
     results = gather(runner, reads)
+    files, dirs = _names.parse_tree(*results.pop())
     forwarding = results[1 + len(spaces):1 + 2 * len(spaces)]
 
     def one(text: str, forward: tuple[int, str] | None = None) -> dict:
@@ -501,6 +512,7 @@ def snapshot(runner: Runner) -> dict:
         "stale_netns": sorted(stale),
         "ip_forward": _sysctl_value(results[-1]),
         "iptables": iptables_rules(results[-2][1]),
+        "etc_netns": {**{d: "DIR" for d in sorted(dirs)}, **dict(sorted(files.items()))},
     }
 
 

@@ -47,6 +47,7 @@ from .firewall import Isolation
 from .gcpause import paused
 from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair, ip_forward
 from .network import Network
+from .names import check_dns, names_objects
 
 
 def _opt_text(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -198,7 +199,8 @@ class LinkSpec:
 def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Sequence[Node] = (),
              links: Sequence[LinkSpec] = (), routes: Sequence[RouteSpec] = (), forward: bool = True,
              default_routes: bool = True, tag: bool = True, accept_forward: bool | None = None,
-             isolate: bool | None = None, source: str | None = None) -> Network:
+             isolate: bool | None = None, source: str | None = None, names: bool = True,
+             dns: Sequence[str] = ()) -> Network:
     """A network of several bridges, routers, bare links and routes (see the module docstring).
 
     Args:
@@ -211,6 +213,10 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
         tag, accept_forward, isolate, source: as for :func:`bridgenet.shape.bridge_network`;
             isolation leaves the network's own bridges reachable from each
             other through the host (``Isolation.siblings``).
+        names: write ``/etc/netns/NETNS/hosts`` and ``resolv.conf`` for each
+            namespace (``names.py``): the containers resolve each other by name.
+        dns: name servers for those ``resolv.conf`` (at most 3 addresses);
+            none: unknown names fail at once.
 
     Raises:
         ValidationError: a bad value or a broken rule, naming the object,
@@ -221,7 +227,8 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
         raise ValidationError(where, "name", "a network name is a string", name)
     if name in rules.RESERVED_NETWORK_NAMES:
         raise ValidationError(where, "name", rules.RESERVED_NETWORK_NAMES[name], name)
-    for key, value in (("forward", forward), ("default_routes", default_routes), ("tag", tag)):
+    dns = check_dns(where, dns)
+    for key, value in (("forward", forward), ("default_routes", default_routes), ("tag", tag), ("names", names)):
         if not isinstance(value, bool):
             raise ValidationError(where, key, "true or false (a bool)", value)
     for key, value in (("accept_forward", accept_forward), ("isolate", isolate)):
@@ -233,7 +240,7 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
             _listed(where, "links", links, LinkSpec), _listed(where, "routes", routes, RouteSpec),
             forward=forward, default_routes=default_routes,
             accept_forward=tag if accept_forward is None else accept_forward,
-            isolate=tag if isolate is None else isolate)
+            isolate=tag if isolate is None else isolate, dns=dns if names else None)
 
 
 def _listed(where: str, key: str, value: object, cls: type) -> list:
@@ -262,7 +269,8 @@ class _Builder:
         raise ValidationError(obj, field, rule, value)
 
     def build(self, bridges: list[BridgeSpec], nodes: list[Node], links: list[LinkSpec], host_routes: list[RouteSpec],
-              *, forward: bool, default_routes: bool, accept_forward: bool, isolate: bool) -> Network:
+              *, forward: bool, default_routes: bool, accept_forward: bool, isolate: bool,
+              dns: tuple[str, ...] | None = ()) -> Network:
         if not nodes and not links:
             self.fail(self.where, "containers", "a network has at least one container or link")
         gateways: dict[str, IPv4Interface | None] = {}
@@ -347,6 +355,8 @@ class _Builder:
                     self.fail(f"BridgeSpec {b.name}", "masquerade", "MASQUERADE needs the bridge's address (its "
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
+        if dns is not None:  # names on
+            objs.extend(names_objects(self.name, [o.name for o in objs if isinstance(o, Namespace)], objs, dns))
         return Network(self.name, objs, tag=self.tag, source=self.source, advice=_router_advice(objs, routers))
 
     def disjoint(self, bridges: list[BridgeSpec], gateways: dict[str, IPv4Interface | None],

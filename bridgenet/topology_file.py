@@ -84,7 +84,8 @@ def from_topology_dict(data: dict, top: dict[str, type], where: str = "network",
         if e.obj.startswith(where):
             raise
         raise _rewrap(where, e) from None
-    options = {k: data[k] for k in ("forward", "default_routes", "tag", "accept_forward", "isolate") if k in data}
+    options = {k: data[k] for k in ("forward", "default_routes", "tag", "accept_forward", "isolate", "names", "dns")
+               if k in data}
     try:
         return topology(data["name"], bridges=bridges, containers=nodes, links=links, routes=routes,
                         source=source, **options)
