@@ -102,6 +102,15 @@ class LinkMtu:
 
 
 @attrs.frozen
+class LinkHairpin:
+    """Bridge port ``name`` has hairpin mode ``on`` (ip-link(8) ``type bridge_slave hairpin``)."""
+
+    name: str
+    on: bool
+    netns: str | None = None
+
+
+@attrs.frozen
 class LinkAlias:
     """Link ``name`` carries the alias ``alias`` (ip-link(8) ``alias``)."""
 
@@ -196,7 +205,7 @@ class ChainAbsent:
 
 Effect = (
     NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
-    | LinkMtu | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
+    | LinkMtu | LinkAlias | LinkHairpin | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
     | RulePresent | RuleAbsent | ChainPresent | ChainAbsent
 )
 
@@ -294,7 +303,8 @@ EFFECTS: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
-        LinkMtu, LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
+        LinkMtu, LinkAlias, LinkHairpin, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue,
+        RulePresent, RuleAbsent,
         ChainPresent, ChainAbsent,
     )
 }

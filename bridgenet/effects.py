@@ -17,6 +17,7 @@ from .commands import (
     LinkAbsent,
     LinkAlias,
     LinkDown,
+    LinkHairpin,
     LinkInNetns,
     LinkMaster,
     LinkMtu,
@@ -71,6 +72,8 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         return link is not None and (link.alias or None) == (e.alias or None)
     if isinstance(e, LinkMtu):
         return link is not None and link.mtu == e.mtu
+    if isinstance(e, LinkHairpin):
+        return link is not None and bool(link.hairpin) == e.on
     if isinstance(e, AddrPresent):
         return link is not None and e.address in link.addresses
     if isinstance(e, AddrAbsent):
@@ -104,7 +107,7 @@ def gone(effect: Effect | None, state: LiveState) -> str | None:
     netns = getattr(effect, "netns", None)
     if netns is not None and not state.netns_exists(netns):
         return f"netns {netns} is gone"
-    if isinstance(effect, (LinkAlias, LinkDown, LinkMaster, LinkMtu, LinkUp)):
+    if isinstance(effect, (LinkAlias, LinkDown, LinkHairpin, LinkMaster, LinkMtu, LinkUp)):
         name = effect.name
     elif isinstance(effect, (AddrAbsent, AddrPresent)):
         name = effect.dev
@@ -145,6 +148,11 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
             return []
         return [ip("link", "set", "dev", e.name, "mtu", str(link.mtu), netns=e.netns, step=k,
                    effect=LinkMtu(e.name, link.mtu, e.netns))]
+    if isinstance(e, LinkHairpin):
+        link = state.ns(e.netns).links.get(e.name)
+        old = "on" if link is not None and link.hairpin else "off"
+        return [ip("link", "set", "dev", e.name, "type", "bridge_slave", "hairpin", old, netns=e.netns, step=k,
+                   effect=LinkHairpin(e.name, old == "on", e.netns))]
     if isinstance(e, AddrPresent):
         return [ip("addr", "del", str(e.address), "dev", e.dev, netns=e.netns, step=k,
                    effect=AddrAbsent(e.dev, e.address, e.netns))]
