@@ -150,9 +150,9 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
                    effect=LinkMtu(e.name, link.mtu, e.netns))]
     if isinstance(e, LinkHairpin):
         link = state.ns(e.netns).links.get(e.name)
-        old = "on" if link is not None and link.hairpin else "off"
-        return [ip("link", "set", "dev", e.name, "type", "bridge_slave", "hairpin", old, netns=e.netns, step=k,
-                   effect=LinkHairpin(e.name, old == "on", e.netns))]
+        from .ports import hairpin_command
+
+        return [hairpin_command(e.name, bool(link is not None and link.hairpin), step=k)]
     if isinstance(e, AddrPresent):
         return [ip("addr", "del", str(e.address), "dev", e.dev, netns=e.netns, step=k,
                    effect=AddrAbsent(e.dev, e.address, e.netns))]

@@ -20,8 +20,8 @@ host addresses in brackets) becomes, in bridgenet's own chains and tagged
   tcp --dport 80 -j MASQUERADE`` for the container reaching itself through
   the host (its reply would go straight to itself, un-NATed). No SNAT
   otherwise: the server sees the client's real address.
-* :class:`Hairpin`, per published container: ``ip link set dev VETH type
-  bridge_slave hairpin on`` (ip-link(8)). With br_netfilter the DNAT
+* :class:`Hairpin`, per published container: ``bridge link set dev VETH
+  hairpin on`` (bridge(8)). With br_netfilter the DNAT
   happens at the bridge, and the frame of a container reaching its own
   published port must leave by the port it came in by (measured here: off,
   the connection times out; neighbours on the bridge need no hairpin).
@@ -53,7 +53,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
 import attrs
 
 from . import rules
-from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step, ip
+from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step
 from .errors import ConflictError, ValidationError
 from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment
 from .render import RenderContext
@@ -307,9 +307,20 @@ class PublishedPort:
             up=up, down=down)]
 
 
+def hairpin_command(port: str, on: bool, *, step: str = "") -> Command:
+    """``bridge link set dev PORT hairpin on|off`` (bridge(8)).
+
+    A tool of its own (not an ``ip`` line), so that the batch runner runs it
+    after the ports are plugged into their bridge (``batchplan.py``: other
+    tools come last going up, first going down).
+    """
+    return Command("bridge", ("link", "set", "dev", port, "hairpin", "on" if on else "off"), step=step,
+                   effect=LinkHairpin(port, on))
+
+
 @attrs.frozen
 class Hairpin:
-    """``ip link set dev PORT type bridge_slave hairpin on`` (ip-link(8)): a frame may leave by the port it came in by.
+    """``bridge link set dev PORT hairpin on`` (bridge(8)): a frame may leave by the port it came in by.
 
     Needed with br_netfilter for a container reaching its own published port
     through the host (measured here). Down: ``hairpin off``; the setting
@@ -335,10 +346,8 @@ class Hairpin:
             why=("The host's bridge netfilter translates the destination at the bridge, so the frame of a "
                  f"container connecting to its own published port must go back out of {self.port}, the port it "
                  "came in by: a bridge does not do that unless the port is in hairpin mode."),
-            up=(ip("link", "set", "dev", self.port, "type", "bridge_slave", "hairpin", "on", step=k,
-                   effect=LinkHairpin(self.port, True)),),
-            down=(ip("link", "set", "dev", self.port, "type", "bridge_slave", "hairpin", "off", step=k,
-                     effect=LinkHairpin(self.port, False)),),
+            up=(hairpin_command(self.port, True, step=k),),
+            down=(hairpin_command(self.port, False, step=k),),
             covered_by=f"link {self.port}")]
 
 
@@ -390,6 +399,33 @@ class LocalnetGuard:
                      for t, c, r in specs),
             down=tuple(_ipt(4, *(("-t", t) if t != "filter" else ()), "-D", c, *r, step=k,
                             effect=RuleAbsent(t, c, r)) for t, c, r in reversed(specs)))]
+
+
+@attrs.frozen
+class InputChain:
+    """``iptables -N BRIDGENET-INPUT``, ``iptables -I INPUT -j BRIDGENET-INPUT``: a shared step, as
+    :class:`~bridgenet.firewall.FilterChain` renders it (a class of its own, so that the FORWARD rules
+    of a network do not wait for it in the dependency order)."""
+
+    netns: None = None
+
+    @property
+    def chain(self) -> str:
+        return INPUT_CHAIN
+
+    @property
+    def name(self) -> str:
+        return INPUT_CHAIN
+
+    @property
+    def step_key(self) -> str:
+        return FilterChain(INPUT_CHAIN, "INPUT").step_key
+
+    def reads(self) -> list[tuple[str, str, None]]:
+        return [("filter", INPUT_CHAIN, None), ("filter", "INPUT", None)]
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        return FilterChain(INPUT_CHAIN, "INPUT").steps(ctx)
 
 
 def route_localnet(bridge: str) -> Sysctl:
@@ -457,14 +493,14 @@ def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> l
     if not have_forward_chain:
         head.append(FilterChain(FORWARD_CHAIN, "FORWARD"))
     if localnet:
-        head.append(FilterChain(INPUT_CHAIN, "INPUT"))
+        head.append(InputChain())
     tail: list = []
     for bridge in localnet:
         tail += [route_localnet(bridge), LocalnetGuard(bridge)]
     return [*head, *objs, *hairpins, *tail]
 
 
-PORT_CLASSES = (DnatChain, PublishedPort, Hairpin, LocalnetGuard)
+PORT_CLASSES = (DnatChain, InputChain, PublishedPort, Hairpin, LocalnetGuard)
 
 
 # --- conflicts -----------------------------------------------------------------------
