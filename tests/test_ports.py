@@ -244,3 +244,20 @@ def test_the_lesson_network_is_unchanged_by_the_ports_code():
 
 def test_a_port_file_is_toml():
     assert tomllib.loads(EXAMPLE.read_text())["containers"][0]["ports"][2] == "5353:53/udp"
+
+
+def test_plain_tutorial_dry_run_is_unchanged(capsys):
+    """tutorial-dry-run.txt was printed by the code before published ports (commit 24fa9b4), never rewritten."""
+    assert main(["tutorial", "--dry-run"]) == 0
+    assert capsys.readouterr().out == (GOLDEN / "tutorial-dry-run.txt").read_text()
+
+
+def test_tutorial_publish_dry_run_prints_the_exact_rules(capsys):
+    assert main(["tutorial", "--dry-run", "--publish"]) == 0
+    out = capsys.readouterr().out
+    check_golden("tutorial-publish-dry-run.txt", out)
+    assert "   $ iptables -t nat -A BRIDGENET-DNAT -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.201.0.5:80" \
+        in out.splitlines()
+    plain = (GOLDEN / "tutorial-dry-run.txt").read_text()
+    head = plain.split("\nTake the network down:")[0]
+    assert out.startswith(head)  # the lesson's part, word for word

@@ -239,3 +239,18 @@ def test_clean_without_the_state_file_removes_the_published_ports(sb, shop):
     after = snap(sb)
     before["ip_forward"] = after["ip_forward"]  # a sysctl cannot be tagged
     assert after == before, diff(before, after)
+
+
+def test_the_tutorial_chapter_passes_every_check():
+    import io
+
+    from bridgenet.tutorial import run_tutorial
+
+    out = io.StringIO()
+    code = run_tutorial(out=out, publish=True)
+    text = out.getvalue()
+    assert code == 0, text
+    assert "✗" not in text
+    assert "✓ the upstream reaches container5's port 80 through 198.51.100.2:8080, and the server sees " \
+           "198.51.100.1" in text
+    assert text.count("✓ container") >= 4  # the lesson's two pings, and the chapter's two hairpins
