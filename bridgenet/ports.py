@@ -39,16 +39,15 @@ host addresses in brackets) becomes, in bridgenet's own chains and tagged
   --src-type LOCAL``, so a packet from outside addressed to 127.0.0.1 is
   never translated.
 
-IPv6 host addresses parse and are checked, and refused for now
+The syntax is parsed in ``portsyntax.py``. IPv6 host addresses parse and are checked, and refused for now
 (:data:`IPV6_REFUSED`): ``family`` is a parameter of the objects, so
 ip6tables only needs the container's ``address6``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv4Interface, ip_address
 
 import attrs
 
@@ -56,6 +55,7 @@ from . import rules
 from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step
 from .errors import ConflictError, ValidationError
 from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment
+from .portsyntax import IPV6_REFUSED, PROTOCOLS, SYNTAX_RULE, PortMapping, parse_port, parse_ports  # noqa: F401
 from .render import RenderContext
 from .sysctls import Sysctl
 
@@ -65,13 +65,7 @@ DNAT_CHAIN = "BRIDGENET-DNAT"
 INPUT_CHAIN = "BRIDGENET-INPUT"
 """filter chain jumped to from the top of INPUT: the route_localnet guard (CVE-2020-8558)."""
 
-PROTOCOLS = ("tcp", "udp")
-IPV6_REFUSED = ("IPv6 published ports need the container's address6 (ip6tables), which this network "
-                "does not give yet: publish on an IPv4 host address, or leave the host address out")
 _LOCAL_DST = ("-m", "addrtype", "--dst-type", "LOCAL")
-_PORT_SYNTAX = re.compile(r"(?:(?P<ip>\[[^\]]*\]|[^\[\]/]*):)?(?P<host>[^:/]*):(?P<cont>[^:/]*)(?:/(?P<proto>.*))?")
-SYNTAX_RULE = ("a published port is [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (Docker's -p), "
-               "e.g. \"8080:80\", \"127.0.0.1:8081:80\", \"[::1]:8082:80\" or \"5353:53/udp\"")
 
 
 def _tool(family: int) -> str:
@@ -80,93 +74,6 @@ def _tool(family: int) -> str:
 
 def _ipt(family: int, *args: str, step: str, effect: object) -> Command:
     return Command(_tool(family), args, step=step, effect=effect)  # type: ignore[arg-type]
-
-
-@attrs.frozen
-class PortMapping:
-    """One parsed ``ports`` entry.
-
-    Attributes:
-        host_port, container_port: 1-65535.
-        proto: ``"tcp"`` or ``"udp"``.
-        host_ip: the host address it is published on; None: every address of the host.
-        text: the entry as written.
-    """
-
-    host_port: int
-    container_port: int
-    proto: str = "tcp"
-    host_ip: IPv4Address | IPv6Address | None = None
-    text: str = ""
-
-    @property
-    def family(self) -> int:
-        return 6 if isinstance(self.host_ip, IPv6Address) else 4
-
-    @property
-    def loopback(self) -> bool:
-        return self.host_ip is not None and self.host_ip.is_loopback
-
-    def binding(self) -> str:
-        """``"tcp *:8080"``, ``"tcp 127.0.0.1:8081"``, ``"udp [::1]:53"``: what the host gives out."""
-        if self.host_ip is None:
-            where = "*"
-        else:
-            where = f"[{self.host_ip}]" if self.family == 6 else str(self.host_ip)
-        return f"{self.proto} {where}:{self.host_port}"
-
-    def overlaps(self, other: PortMapping) -> bool:
-        """Same protocol and host port, and the same host address or one of them on every address."""
-        if (self.proto, self.host_port) != (other.proto, other.host_port):
-            return False
-        if self.host_ip is None or other.host_ip is None:
-            return True  # "every address" takes the port on each address
-        return self.host_ip == other.host_ip
-
-
-def parse_port(text: object, where: str = "Container", field: str = "ports") -> PortMapping:
-    """Parse Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`` (docker-run(1) ``--publish``).
-
-    Raises:
-        ValidationError: naming ``where`` and ``field`` and the rule broken (a
-            port outside 1-65535, a protocol other than tcp/udp, a host
-            address that is not an IPv4 or bracketed IPv6 address, a range).
-    """
-    if not isinstance(text, str):
-        raise ValidationError(where, field, SYNTAX_RULE + " (text)", text)
-    m = _PORT_SYNTAX.fullmatch(text.strip())
-    if m is None:
-        rule = SYNTAX_RULE
-        if text.count(":") > 2 and "[" not in text:
-            rule += "; an IPv6 host address goes in brackets, as in [::1]:8082:80"
-        raise ValidationError(where, field, rule, text)
-    ports = []
-    for name, value in (("HOST_PORT", m["host"]), ("CONTAINER_PORT", m["cont"])):
-        if "-" in value:
-            raise ValidationError(where, field, f"{name} is one port, not a range (each port is its own entry)", text)
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
-            raise ValidationError(where, field, f"{name} is a port number 1-65535", text)
-        ports.append(int(value))
-    proto = m["proto"] if m["proto"] is not None else "tcp"
-    if proto not in PROTOCOLS:
-        raise ValidationError(where, field, "the protocol is tcp (the default) or udp", text)
-    host_ip = None
-    raw = m["ip"]
-    if raw is not None and raw != "":
-        bracketed = raw.startswith("[")
-        inner = raw[1:-1] if bracketed else raw
-        try:
-            host_ip = ip_address(inner)
-        except ValueError:
-            raise ValidationError(where, field, "HOST_IP is an IPv4 address, or an IPv6 address in brackets "
-                                  "(as in [::1]:8082:80)", text) from None
-        if bracketed != isinstance(host_ip, IPv6Address):
-            raise ValidationError(where, field, "only an IPv6 host address goes in brackets", text)
-        if host_ip.is_multicast:
-            raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
-        if host_ip.is_unspecified:
-            host_ip = None if isinstance(host_ip, IPv4Address) else host_ip  # 0.0.0.0: every address
-    return PortMapping(ports[0], ports[1], proto, host_ip, text)
 
 
 def _match(proto: str, port: int) -> tuple[str, ...]:
@@ -445,13 +352,6 @@ class Publish:
     address: IPv4Interface | IPv4Address | None
     bridge: str | None
     port: str | None  # the host end of its first veth
-
-
-def parse_ports(where: str, ports: object) -> list[PortMapping]:
-    """A container's ``ports`` list parsed, each error naming ``ports[i]``."""
-    if isinstance(ports, (str, bytes, dict)) or not isinstance(ports, Iterable):
-        raise ValidationError(where, "ports", "ports is a list of texts such as \"8080:80\"", ports)
-    return [parse_port(p, where, f"ports[{i}]") for i, p in enumerate(ports)]
 
 
 def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> list:

@@ -254,3 +254,49 @@ def test_the_tutorial_chapter_passes_every_check():
     assert "✓ the upstream reaches container5's port 80 through 198.51.100.2:8080, and the server sees " \
            "198.51.100.1" in text
     assert text.count("✓ container") >= 4  # the lesson's two pings, and the chapter's two hairpins
+
+
+FIXTURE_CONFTEST = '''
+import tomllib
+
+from bridgenet import config
+from bridgenet.testing import factories
+
+SHOP = """%s"""
+
+shop = factories.network(lambda: config.from_dict(tomllib.loads(SHOP)))
+''' % SHOP
+
+FIXTURE_TESTS = '''
+import sys
+
+SERVER = (
+    "import socket\\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 80)); s.listen(4)\\n"
+    "while True:\\n"
+    "    c, peer = s.accept(); c.sendall(peer[0].encode() + b'\\\\n'); c.close()\\n"
+)
+CLIENT = (
+    "import socket, sys\\n"
+    "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print(c.recv(100).decode().strip())\\n"
+)
+
+
+def test_a_published_port_through_the_fixtures(shop, netns_process, netns_run):
+    netns_process("web", [sys.executable, "-c", SERVER]).wait_for_port(80)
+    r = netns_run("db", [sys.executable, "-c", CLIENT, "10.88.0.1", "8080"])
+    assert (r.exit_code, r.stdout.strip()) == (0, "10.88.0.20"), r.stderr
+    r = netns_run(None, [sys.executable, "-c", CLIENT, "127.0.0.1", "8081"])
+    assert (r.exit_code, r.stdout.strip()) == (0, "10.88.0.1"), r.stderr
+'''
+
+
+def test_the_fixtures_build_a_network_with_published_ports(pytester: pytest.Pytester) -> None:
+    from test_plugin import Leftovers, plugin_args_here
+
+    left = Leftovers()
+    pytester.makeconftest(FIXTURE_CONFTEST)
+    pytester.makepyfile(test_shop=FIXTURE_TESTS)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)
+    left.check()
