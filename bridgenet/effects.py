@@ -107,7 +107,11 @@ def gone(effect: Effect | None, state: LiveState) -> str | None:
     netns = getattr(effect, "netns", None)
     if netns is not None and not state.netns_exists(netns):
         return f"netns {netns} is gone"
-    if isinstance(effect, (LinkAlias, LinkDown, LinkHairpin, LinkMaster, LinkMtu, LinkUp)):
+    if isinstance(effect, SysctlValue) and effect.key.startswith("net.ipv4.conf."):
+        name = effect.key.split(".")[3]  # a link's own setting (route_localnet of a bridge): gone with it
+        if name in ("all", "default"):
+            return None
+    elif isinstance(effect, (LinkAlias, LinkDown, LinkHairpin, LinkMaster, LinkMtu, LinkUp)):
         name = effect.name
     elif isinstance(effect, (AddrAbsent, AddrPresent)):
         name = effect.dev
@@ -161,6 +165,8 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
                    effect=RouteAbsent(e.dst, e.via, e.netns))]
     if isinstance(e, SysctlValue):
         old = state.sysctls.get((e.key, e.netns))
+        if old is None and e.key.endswith(".route_localnet"):
+            old = "0"  # the link does not exist yet: it starts with the kernel default (ip-sysctl.rst)
         if old is None:
             return []
         return [sysctl_w(e.key, old, netns=e.netns, step=k)]

@@ -300,3 +300,21 @@ def test_the_fixtures_build_a_network_with_published_ports(pytester: pytest.Pyte
     result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider", "-q")
     result.assert_outcomes(passed=1)
     left.check()
+
+
+def test_a_port_removed_from_the_file_goes_on_the_next_up(sb, shop):
+    """Without its 127.0.0.1 entry, the next up removes that rule, the guard and route_localnet (back to 0)."""
+    net, before = shop
+    r = sb.runner()
+    smaller = load(SHOP.replace('"127.0.0.1:8081:80", ', ""))
+    report = apply.up(smaller, r)
+    assert report.removed > 0
+    assert sb.run(["sysctl", "-n", "net.ipv4.conf.br1.route_localnet"], check=True).stdout.strip() == "0"
+    nat = sb.run(["iptables", "-t", "nat", "-S"], check=True).stdout
+    assert "8081" not in nat and "127.0.0.0/8" not in nat
+    assert not sb.run(["iptables", "-S", INPUT_CHAIN]).ok
+    with checks.tcp_server(sb, "0.0.0.0", 80, netns="web", mode="whois"):
+        assert whois(sb, "upstream", UPLINK, 8080) == UPSTREAM
+    apply.down(smaller, r)
+    after = snap(sb)
+    assert after == before, diff(before, after)
