@@ -215,7 +215,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_tutorial(args: argparse.Namespace) -> int:
     from .tutorial import run_tutorial
 
-    return run_tutorial(dry_run=args.dry_run)
+    return run_tutorial(dry_run=args.dry_run, publish=args.publish)
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -329,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "and check, at the lesson's points, what it says you would see. Touches nothing on "
                          "this machine. Exit 0 when every check behaves as the lesson says.")
     tut.add_argument("-n", "--dry-run", action="store_true", help="print the narration and checks; run nothing")
+    tut.add_argument("--publish", action="store_true",
+                     help="after the lesson, publish container5's port 80 on the host as 8080 and check it from "
+                          "the upstream and by hairpin")
     tut.set_defaults(func=cmd_tutorial, parser=tut)
     return p
 

@@ -102,6 +102,15 @@ class LinkMtu:
 
 
 @attrs.frozen
+class LinkHairpin:
+    """Bridge port ``name`` has hairpin mode ``on`` (ip-link(8) ``type bridge_slave hairpin``)."""
+
+    name: str
+    on: bool
+    netns: str | None = None
+
+
+@attrs.frozen
 class LinkAlias:
     """Link ``name`` carries the alias ``alias`` (ip-link(8) ``alias``)."""
 
@@ -230,7 +239,7 @@ class DirAbsent:
 
 Effect = (
     NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
-    | LinkMtu | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
+    | LinkMtu | LinkAlias | LinkHairpin | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
     | RulePresent | RuleAbsent | ChainPresent | ChainAbsent | FilePresent | FileAbsent | DirPresent | DirAbsent
 )
 
@@ -361,8 +370,8 @@ EFFECTS: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
-        LinkMtu, LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
-        ChainPresent, ChainAbsent, FilePresent, FileAbsent, DirPresent, DirAbsent,
+        LinkMtu, LinkAlias, LinkHairpin, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue,
+        RulePresent, RuleAbsent, ChainPresent, ChainAbsent, FilePresent, FileAbsent, DirPresent, DirAbsent,
     )
 }
 

@@ -21,9 +21,10 @@ Example (``bridgenet up --file demo.toml``)::
 
 Beyond one bridge (``topology.py``): ``[[bridges]]`` (name, address, mtu,
 masquerade), containers with ``bridge``, ``mtu``, ``routes``, ``forward``,
-``default_route`` or several ``[[containers.interfaces]]`` (bridge, address,
-peer, veth, mtu), bare veths in ``[[links]]`` (``ends = [{netns, name,
-address}, {...}]``, mtu) and the host's own ``routes = [{to, via}]``. A file
+``default_route``, ``ports`` (published ports, ``ports.py``) or several
+``[[containers.interfaces]]`` (bridge, address, peer, veth, mtu), bare veths
+in ``[[links]]`` (``ends = [{netns, name, address}, {...}]``, mtu) and the
+host's own ``routes = [{to, via}]``. A file
 that uses none of these keys is read exactly as before (the lesson's shape,
 :func:`bridgenet.shape.bridge_network`); one that does is built by
 :func:`bridgenet.topology.topology`, with the top-level ``bridge`` and

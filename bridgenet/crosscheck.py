@@ -23,6 +23,7 @@ from .errors import ValidationError
 from .firewall import FilterChain, Isolation
 from .model import Address, Bridge, EtcNetns, ForwardRule, Names, Namespace, NatRule, Route, Sysctl, VethPair
 from .ordering import Inventory
+from .ports import PORT_CLASSES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import Network
@@ -72,14 +73,14 @@ class Checker:
         if not self.objs:
             self.fail(None, "objects", "a network has at least one object")
         allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation,
-                   EtcNetns, Names)
+                   EtcNetns, Names, *PORT_CLASSES)
         # one look per class; only a class that is none of them needs a look at each object
         strangers = not all(issubclass(t, allowed) for t in {type(o) for o in self.objs})
         for o in self.objs if strangers else ():
             if not isinstance(o, allowed):
                 self.fail(None, "objects",
                           "objects are Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, "
-                          "FilterChain, Isolation, EtcNetns or Names", o)
+                          "FilterChain, Isolation, EtcNetns, Names or a published port's object (bridgenet.ports)", o)
         self.inventory = Inventory(self.objs)
         self.unique_keys()
         self.refs()

@@ -18,14 +18,19 @@ from __future__ import annotations
 
 from .commands import ChainAbsent, Command, LinkAbsent, NetnsAbsent, RuleAbsent, ip, iptables
 from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN
+from .ports import DNAT_CHAIN, INPUT_CHAIN
 from .runners import Runner
 from .state import LiveState, read, read_netns
 
 TAG_PREFIX = "bridgenet:"
 
 TAGGED_CHAINS = (("nat", "POSTROUTING"), ("filter", "FORWARD"), ("filter", FORWARD_CHAIN),
-                 ("filter", ISOLATION_CHAIN))
+                 ("filter", ISOLATION_CHAIN), ("nat", DNAT_CHAIN), ("filter", INPUT_CHAIN))
 """Where tagged rules are looked for, in the order they are removed."""
+
+_JUMPED_FROM = (("nat", DNAT_CHAIN, ("PREROUTING", "OUTPUT"), ("-m", "addrtype", "--dst-type", "LOCAL")),
+                ("filter", INPUT_CHAIN, ("INPUT",), ()))
+"""The published ports' chains (``ports.py``): table, chain, the built-in chains jumping to it, the jump's match."""
 
 
 def _tagged(rule: tuple[str, ...]) -> bool:
@@ -36,7 +41,8 @@ def _tagged(rule: tuple[str, ...]) -> bool:
 def read_leftovers(runner: Runner) -> LiveState:
     """Live state with every namespace and the chains of :data:`TAGGED_CHAINS` (one process)."""
     names, stale = read_netns(runner)
-    return read(runner, netns=sorted(names - stale), rules=[(t, c, None) for t, c in TAGGED_CHAINS])
+    jumps = [(t, b, None) for t, _, builtins, _ in _JUMPED_FROM for b in builtins]
+    return read(runner, netns=sorted(names - stale), rules=[*((t, c, None) for t, c in TAGGED_CHAINS), *jumps])
 
 
 def tagged_commands(state: LiveState) -> list[Command]:
@@ -82,6 +88,16 @@ def chain_commands(state: LiveState) -> list[Command]:
         for _ in range(state.rules.get(("filter", "FORWARD", None), []).count(jump)):
             cmds.append(iptables("-D", "FORWARD", *jump, step="clean", effect=RuleAbsent("filter", "FORWARD", jump)))
         cmds.append(iptables("-X", FORWARD_CHAIN, step="clean", effect=ChainAbsent("filter", FORWARD_CHAIN)))
+    for table, chain, builtins, match in _JUMPED_FROM:
+        if not state.chain_exists(table, chain) or [r for r in state.rules.get((table, chain, None), [])
+                                                    if not _tagged(r)]:
+            continue
+        jump = (*match, "-j", chain)
+        for builtin in builtins:
+            for _ in range(state.rules.get((table, builtin, None), []).count(jump)):
+                cmds.append(iptables("-t", table, "-D", builtin, *jump, step="clean",
+                                     effect=RuleAbsent(table, builtin, jump)))
+        cmds.append(iptables("-t", table, "-X", chain, step="clean", effect=ChainAbsent(table, chain)))
     return cmds
 
 

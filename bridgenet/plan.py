@@ -119,6 +119,7 @@ def wanted_reads(network: Network) -> dict:
         rules.append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
         if c.jump_from:
             rules.append(("filter", c.jump_from, c.netns))
+    rules += [r for o in network.ordered if hasattr(o, "reads") for r in o.reads()]  # published ports (ports.py)
     etc = any(type(o).__name__ == "EtcNetns" for o in network.objects)
     return {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
 

@@ -69,6 +69,7 @@ class Link:
     stp_state: int | None = None
     forward_delay: int | None = None
     group: str | None = None
+    hairpin: bool | None = None
 
     @property
     def up(self) -> bool:
@@ -179,6 +180,7 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
         info = item.get("linkinfo") or {}
         data = info.get("info_data") if info.get("info_kind") == "bridge" else None
         data = data if isinstance(data, dict) else {}
+        port = info.get("info_slave_data") if info.get("info_slave_kind") == "bridge" else None
         links[name] = Link(
             name=name,
             kind=info.get("info_kind"),
@@ -196,6 +198,7 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
             stp_state=_int_or_none(data.get("stp_state")),
             forward_delay=_int_or_none(data.get("forward_delay")),
             group=str(item["group"]) if item.get("group") is not None else None,
+            hairpin=bool(port.get("hairpin")) if isinstance(port, dict) else None,
         )
     return links
 

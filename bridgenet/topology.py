@@ -48,6 +48,7 @@ from .gcpause import paused
 from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair, ip_forward
 from .network import Network
 from .names import check_dns, names_objects
+from .ports import Publish, port_objects
 
 
 def _opt_text(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -138,6 +139,10 @@ class Node:
         default_route: None: via the address of the bridge of its first
             interface whose bridge has one (required to be given or False when
             none has); False: none; an address: via it.
+        ports: published ports, Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``
+            (``"8080:80"``, ``"127.0.0.1:8081:80"``, ``"5353:53/udp"``;
+            :mod:`bridgenet.ports`), sent to the address of its first
+            interface that has one.
     """
 
     netns: str = attrs.field(validator=rules.netns_name)
@@ -152,6 +157,7 @@ class Node:
         default=(), converter=_to_tuple, validator=[_seq, _tuple_of(RouteSpec, "a RouteSpec")])
     forward: bool = attrs.field(default=False, validator=rules.boolean)
     default_route: str | bool | None = attrs.field(default=None)
+    ports: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_seq)
 
     @default_route.validator
     def _check_default(self, attribute: attrs.Attribute, value: object) -> None:
@@ -286,6 +292,7 @@ class _Builder:
         defaults: list[Route] = []
         statics: list[Route] = []
         routers: list[str] = []
+        publishes: list[Publish] = []
         for node in nodes:
             here = f"Container {node.netns}"
             if node.netns in made:
@@ -294,6 +301,7 @@ class _Builder:
             made.add(node.netns)
             objs.append(Namespace(node.netns))
             first_gateway: IPv4Address | None = None
+            target: VethPair | None = None
             for k, itf in enumerate(node.links()):
                 where = here if not node.interfaces else f"{here} interfaces[{k}]"
                 bridge = self.bridge_of(where, itf.bridge, by_name)
@@ -309,6 +317,11 @@ class _Builder:
                 mtu = itf.mtu if itf.mtu is not None else by_name[bridge].mtu
                 objs.append(VethPair(veth, itf.peer if itf.peer is not None else f"eth{k}", netns=node.netns,
                                      master=bridge, address=address, mtu=mtu))
+                if target is None and objs[-1].address is not None:
+                    target = objs[-1]
+            if node.ports:
+                publishes.append(Publish(node.netns, node.ports, target.address if target else None,
+                                         target.master if target else None, target.name if target else None))
             if default_routes:
                 via = self.default_via(here, node, first_gateway)
                 if via is not None:
@@ -355,6 +368,7 @@ class _Builder:
                     self.fail(f"BridgeSpec {b.name}", "masquerade", "MASQUERADE needs the bridge's address (its "
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
+        objs.extend(port_objects(publishes, have_forward_chain=accept_forward or isolate))
         if dns is not None:  # names on
             objs.extend(names_objects(self.name, [o.name for o in objs if isinstance(o, Namespace)], objs, dns))
         return Network(self.name, objs, tag=self.tag, source=self.source, advice=_router_advice(objs, routers))

@@ -13,7 +13,7 @@ from .topology import BridgeSpec, End, Interface, LinkSpec, Node, RouteSpec, top
 
 _BRIDGE = {"name": str, "address": str, "mtu": int, "masquerade": bool}
 _CONTAINER = {"netns": str, "address": str, "veth": str, "peer": str, "bridge": str, "mtu": int, "routes": list,
-              "forward": bool, "default_route": (str, bool), "interfaces": list}
+              "forward": bool, "default_route": (str, bool), "interfaces": list, "ports": list}
 _INTERFACE = {"bridge": str, "address": str, "peer": str, "veth": str, "mtu": int}
 _ROUTE = {"to": str, "via": str}
 _LINK = {"ends": list, "mtu": int}
@@ -128,7 +128,7 @@ def _node(here: str, item: object) -> Node:
     routes = _routes(here, t.get("routes", []))
     try:
         return Node(t["netns"], t.get("address"), t.get("bridge"), t.get("veth"), t.get("peer"), t.get("mtu"),
-                    interfaces, routes, t.get("forward", False), t.get("default_route"))
+                    interfaces, routes, t.get("forward", False), t.get("default_route"), t.get("ports", ()))
     except ValidationError as e:
         raise _rewrap(here, e) from None
 
