@@ -146,9 +146,14 @@ def test_ports_is_a_list():
 def test_the_python_model_builds_what_the_file_builds():
     from_file = config.load(EXAMPLE)
     ports = ["8080:80", "127.0.0.1:8081:80", "5353:53/udp"]
-    shape = bridge_network("shop", [Container("web", "10.88.0.10", ports=ports), Container("db", "10.88.0.20")],
-                           bridge="br1", gateway="10.88.0.1/24")
+    # a file with ports is read by topology() (names on, README "Names"); the one-bridge shape takes ports too
+    shape = topology("shop", bridges=[BridgeSpec("br1", "10.88.0.1/24")],
+                     containers=[Node("web", "10.88.0.10", ports=ports), Node("db", "10.88.0.20")])
     assert shape == from_file
+    plain = bridge_network("shop", [Container("web", "10.88.0.10", ports=ports), Container("db", "10.88.0.20")],
+                           bridge="br1", gateway="10.88.0.1/24")
+    assert plain == topology("shop", bridges=[BridgeSpec("br1", "10.88.0.1/24")], names=False,
+                             containers=[Node("web", "10.88.0.10", ports=ports), Node("db", "10.88.0.20")])
     assert [c.argv for c in shape.up_commands()] == [c.argv for c in from_file.up_commands()]
 
 
