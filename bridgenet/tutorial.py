@@ -177,6 +177,24 @@ CHECKS = (
 )
 
 
+PICTURES = ("port brid4", "port brid5", "")
+"""Where the run draws the network so far (``bridgenet graph``'s text), as the lesson shows its pictures:
+container4's port plugged into br0, container5 joined, and the end (NAT to the upstream)."""
+
+
+def draw(talk: "Narrator", net: Network, done: set[str]) -> None:
+    """Print the diagram of the objects of ``net`` whose steps are all in ``done`` (``diagram.py``)."""
+    from .diagram import graph
+    from .render import RenderContext
+
+    ctx = RenderContext()
+    objs = [o for o in net.objects if all(s.key in done for s in o.steps(ctx))]
+    talk.say()
+    talk.say("   The network so far (bridgenet graph):")
+    for line in graph(Network(net.name, objs, move_peers=net.move_peers, source=net.source)).splitlines()[2:]:
+        talk.say(f"   {line}" if line else "")
+
+
 def checks_after(key: str) -> list[Check]:
     """The checks that run after the step ``key`` (``""``: at the end; ``"down"``: after the teardown)."""
     return [c for c in CHECKS if c.after == key]
@@ -256,6 +274,7 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
         talk.say("  (dry run: nothing is run)")
         for n, step in enumerate(steps, 1):
             if chapter and step.key == chapter["key"]:
+                draw(talk, net, {s.key for s in steps[:n - 1]})
                 for check in checks_after(""):
                     talk.check(check, None, "")
                 _intro(talk)
@@ -264,6 +283,10 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
                 talk.command(c.shell())
             for check in checks_after(step.key):
                 talk.check(check, None, "")
+            if step.key in PICTURES:
+                draw(talk, net, {s.key for s in steps[:n]})
+        if not chapter:
+            draw(talk, net, {s.key for s in steps})
         for check in (chapter["checks"] if chapter else checks_after("")):
             talk.check(check, None, "")
         talk.say()
@@ -303,6 +326,7 @@ def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator, chapter:
     try:
         for n, step in enumerate(steps, 1):
             if chapter and step.key == chapter["key"]:
+                draw(talk, net, {s.key for s in steps[:n - 1]})
                 for check in checks_after(""):
                     talk.check(check, *check.probe(sb))
                 _intro(talk)
@@ -313,6 +337,10 @@ def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator, chapter:
                 ran.append(c)
             for check in checks_after(step.key):
                 talk.check(check, *check.probe(sb))
+            if step.key in PICTURES:
+                draw(talk, net, {s.key for s in steps[:n]})
+        if not chapter:
+            draw(talk, net, {s.key for s in steps})
         for check in (chapter["checks"] if chapter else checks_after("")):
             talk.check(check, *check.probe(sb))
     except CommandError as e:
