@@ -19,10 +19,10 @@ from .firewall import FilterChain, ForwardRule, Isolation
 from .links import Bridge, Namespace, VethPair
 from .masquerade import NatRule
 from .render import RenderContext
-from .sysctls import Sysctl, ip_forward
+from .sysctls import Sysctl, ip6_forward, ip_forward
 
 __all__ = ["Address", "Bridge", "FilterChain", "ForwardRule", "Isolation", "Namespace", "NatRule", "NetworkObject",
-           "RenderContext", "Route", "Sysctl", "VethPair", "ip_forward"]
+           "RenderContext", "Route", "Sysctl", "VethPair", "ip6_forward", "ip_forward"]
 
 NetworkObject = (
     Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule | ForwardRule | FilterChain | Isolation

@@ -203,6 +203,19 @@ class Network:
     def sysctls(self) -> list[Sysctl]:
         return self.of_type(Sysctl)
 
+    @property
+    def has_ipv6(self) -> bool:
+        """Whether any object is IPv6 (an IPv6 address or route, an ip6tables rule or chain): then planning
+        reads the IPv6 routes and ip6tables too; an IPv4-only network reads nothing more than before."""
+        for o in self._order:
+            if getattr(o, "address6", None) is not None or getattr(o, "family", 4) == 6:
+                return True
+            if isinstance(o, Address) and o.address.version == 6:
+                return True
+            if isinstance(o, Route) and o.via.version == 6:
+                return True
+        return False
+
 
 _UP_WITHOUT_STEPS = (Namespace, VethPair, Route)
 """Classes whose ``_up_commands(ctx)`` is the ``up`` of their ``steps(ctx)``, joined; exactly these
