@@ -43,6 +43,9 @@ def addresses6(ch: Checker) -> None:
             continue
         other = owners.get(int(a))
         if other is not None:
+            port, gw = (o, other) if isinstance(o, VethPair) else (other, o)
+            if isinstance(port, VethPair) and isinstance(gw, Address) and gw.netns is None and gw.dev == port.master:
+                ch.fail(port, "address6", f"an address is not the gateway {a.ip} of bridge {port.master}", str(a))
             ch.fail(o, "address6" if isinstance(o, VethPair) else "address",
                     f"address {a.ip} is already used by {_where(other)}", str(a))
         owners[int(a)] = o

@@ -237,10 +237,11 @@ def is_route6(entry: dict) -> bool:
     """Whether an entry of ``ip -json route show table all`` is an IPv6 route of the main table.
 
     ``table all`` lists both families (``ip route show`` alone only IPv4, and
-    a batch line takes no ``-6``); main-table entries carry no ``table`` key,
-    and only IPv6 ones carry ``pref`` (RTA_PREF; measured with iproute2 6.1).
+    a batch line takes no ``-6``); main-table entries carry no ``table`` key
+    (``"table": "main"`` with ``-d``), and only IPv6 ones carry ``pref``
+    (RTA_PREF; measured with iproute2 6.1).
     """
-    if "table" in entry:
+    if entry.get("table", "main") != "main":
         return False
     return "pref" in entry or ":" in str(entry.get("dst", "")) or ":" in str(entry.get("gateway") or "")
 
