@@ -128,9 +128,9 @@ def wanted_reads(network: Network) -> dict:
 
 def read_for(network: Network, runner: Runner) -> LiveState:
     """Read the live state ``network`` needs for planning, and what its warnings need (one shell)."""
-    from .hostcheck import READS
+    from .hostcheck import reads_for
 
-    return read(runner, **wanted_reads(network), extra=READS)
+    return read(runner, **wanted_reads(network), extra=reads_for(network))
 
 
 SETTLE_SECONDS = 3.0

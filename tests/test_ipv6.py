@@ -248,3 +248,31 @@ def test_clean_finds_tagged_rules_and_chains_in_ip6tables():
         "ip6tables -t nat -D POSTROUTING -s fd00:30::/64 -m comment --comment bridgenet:dual -j MASQUERADE"]
     assert [str(c) for c in chain_commands(st)] == ["ip6tables -D FORWARD -j BRIDGENET-FORWARD",
                                                      "ip6tables -X BRIDGENET-FORWARD"]
+
+
+def test_legacy_ip6tables_tables_are_warned_about_for_ipv6_networks_only():
+    from bridgenet.hostcheck import READS, reads_for, warnings
+
+    dual = config.load(DUAL)
+    four = topology("four", bridges=[BridgeSpec("br4", "10.4.0.1/24")], containers=[Node("x", address="10.4.0.2")])
+    assert reads_for(four) == READS and len(reads_for(dual)) == len(READS) + 1
+    line = "# Warning: ip6tables-legacy tables present, use ip6tables-legacy to see them"
+    got = warnings(dual, None, [(0, ""), (1, ""), (0, "1"), (0, line + "\n-P FORWARD ACCEPT\n")])
+    assert any("both ip6tables-legacy and ip6tables-nft" in w and "ip6tables-legacy -S" in w for w in got), got
+
+
+def test_a_live_ipv6_address_in_the_way_is_a_conflict_and_link_local_is_not():
+    from bridgenet.conflicts import check_conflicts
+    from bridgenet.errors import ConflictError
+
+    dual = config.load(DUAL)
+    other = [{"ifindex": 5, "ifname": "wlan0", "flags": ["UP"], "mtu": 1500, "addr_info": [
+        {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"},
+        {"family": "inet6", "local": "fd00:30::1", "prefixlen": 64, "scope": "global", "tentative": True}]}]
+    with pytest.raises(ConflictError, match="fd00:30::1"):
+        check_conflicts(dual, _state(NsState(parse_links(other), ())))
+    other[0]["addr_info"].pop()  # only the kernel's link-local address left: no conflict
+    check_conflicts(dual, _state(NsState(parse_links(other), (), parse_routes6(ROUTES_ALL[2:3]))))
+    overlapping = [{"dst": "fd00:30::/48", "dev": "wlan0", "pref": "medium"}]
+    with pytest.raises(ConflictError, match="overlaps"):
+        check_conflicts(dual, _state(NsState(parse_links(other), (), parse_routes6(overlapping))))
