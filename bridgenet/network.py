@@ -229,8 +229,9 @@ def with_accept_forward(network: Network) -> Network:
     own objects, so the rest of its transcript is unchanged; the lesson's
     network, for one, keeps its 23 commands and gets four more at the end.
     """
-    have = {(o.bridge, o.netns) for o in network.of_type(ForwardRule)}
-    extra = [ForwardRule(b.name) for b in network.bridges if (b.name, None) not in have]
+    have = {(o.bridge, o.netns, o.family) for o in network.of_type(ForwardRule)}
+    families = (4, 6) if network.has_ipv6 else (4,)  # ip6tables too for a network with IPv6
+    extra = [ForwardRule(b.name, family=f) for f in families for b in network.bridges if (b.name, None, f) not in have]
     if not extra:
         return network
     return Network(network.name, [*network.objects, *extra], tag=network.tag, move_peers=network.move_peers,
