@@ -142,3 +142,18 @@ def test_a_rootless_sandbox_runs_ipv6_too(sb):
     with Sandbox(upstream=True) as other:
         apply.up(config.load(DUAL), other.runner(), batch=True)
         ping(other, str(other.upstream_address6), "v6only")
+
+
+def test_two_isolated_networks_do_not_reach_each_other_over_ipv6(sb):
+    """Isolation with family 6: the ip6tables BRIDGENET-ISOLATION drops what the host would route between
+    the two networks' bridges; each still reaches the upstream. Without isolation the same ping passes."""
+    one, two = _net("six1", "br61", "fd00:61"), _net("six2", "br62", "fd00:62")
+    apply.up(one, sb.runner())
+    apply.up(two, sb.runner())
+    assert not checks.ping(sb, "fd00:62::10", netns="six1-a", wait=1).ok
+    assert not checks.ping(sb, "fd00:61::10", netns="six2-a", wait=1).ok
+    ping(sb, str(sb.upstream_address6), "six1-a")
+    open_one = topology("six3", bridges=[BridgeSpec("br63", address6="fd00:63::1/64")],
+                        containers=[Node("six3-a", address6="fd00:63::10")], isolate=False)
+    apply.up(open_one, sb.runner())
+    ping(sb, "fd00:62::10", "six3-a")
