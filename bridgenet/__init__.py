@@ -25,7 +25,7 @@ __all__ = [
     "Address", "Bridge", "ForwardRule", "BridgenetError", "Command", "CommandError", "ConflictError", "Container",
     "Namespace", "NamespaceBusyError", "NatRule", "Network", "NotInSandboxError", "PrivilegeError",
     "RolledBackError", "Route", "Sandbox", "SandboxError", "Step", "Sysctl", "ValidationError", "VethPair",
-    "bridge_network", "ip_forward", "tutorial",
+    "bridge_network", "graph", "ip_forward", "tutorial",
 ]
 
 
@@ -36,8 +36,13 @@ def __getattr__(name: str) -> object:
 
         globals()["Sandbox"] = Sandbox
         return Sandbox
+    if name == "graph":  # bridgenet.graph(network, format="text", ascii=False) -> str (diagram.py)
+        from .diagram import graph
+
+        globals()["graph"] = graph
+        return graph
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "Sandbox"})
+    return sorted({*globals(), "Sandbox", "graph"})

@@ -28,6 +28,10 @@ import attrs
 from .commands import (
     ChainAbsent,
     Command,
+    DirAbsent,
+    DirPresent,
+    FileAbsent,
+    FilePresent,
     NetnsAbsent,
     RouteAbsent,
     RuleAbsent,
@@ -251,8 +255,9 @@ def _remove_orphans(runner: Runner, ledger: Ledger, orphans: Sequence[Entry], *,
     return ran, gone
 
 
-SHARED_PREFIXES = ("sysctl ", "chain ")
-"""Steps several networks may rely on at once (``net.ipv4.ip_forward``, bridgenet's iptables chains)."""
+SHARED_PREFIXES = ("sysctl ", "chain ", "etc ")
+"""Steps several networks may rely on at once (``net.ipv4.ip_forward``, bridgenet's iptables chains,
+``/etc/netns``)."""
 
 
 def _hand_over_shared(runner: Runner, ledger: Ledger, only: set[str] | None = None) -> None:
@@ -422,10 +427,11 @@ def _classify(cmds: Sequence[Command], state: LiveState, *, optimistic: bool) ->
 
 
 def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool = False) -> LiveState:
-    netns, sysctls, rules, rules6 = [], [], [], []
+    netns, sysctls, rules, rules6, etc = [], [], [], [], False
     v6 = False
     for c in cmds:
         e = c.effect
+        etc = etc or isinstance(e, _FILES)
         if c.netns:
             netns.append(c.netns)
         n = getattr(e, "netns", None)
@@ -437,7 +443,11 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool 
             (rules6 if e.family == 6 else rules).append((e.table, e.chain, e.netns))
         if isinstance(e, RouteAbsent) and e.via.version == 6:
             v6 = True  # IPv6 routes are read only when some command needs them
-    return read(runner, netns=netns, sysctls=sysctls, rules=rules, rules6=rules6, v6=v6)
+    return read(runner, netns=netns, sysctls=sysctls, rules=rules, rules6=rules6, v6=v6, etc=etc)
+
+
+_FILES = (FileAbsent, FilePresent, DirAbsent, DirPresent)
+"""Effects on files (``names.py``): their undo reads ``/etc/netns``."""
 
 
 def _busy_netns(runner: Runner, names: Sequence[str]) -> dict[str, list[int]]:

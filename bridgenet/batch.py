@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from .batchlines import ip_batch_line, iptables_restore_rule
 from .batchplan import DIRECTIONS, IPTABLES_RESTORE, NETNS_RUN_DIR, NSENTER_MIN, Invocation, plan
-from .commands import Command, shell_join
+from .commands import Command, quiet, shell_join
 from .errors import BatchError, CommandError
 from .jobs import JOBS
 from .runners import Runner
@@ -54,7 +54,7 @@ def _delimiter(text: str) -> str:
 
 def _render_one(inv: Invocation, i: int, *, marks: bool, sudo: bool) -> str:
     out = f"echo '{_MARK} {i}' >&2\n" if marks else ""
-    line = shell_join(("sudo", *inv.argv) if sudo else inv.argv)
+    line = shell_join(("sudo", *inv.argv) if sudo else inv.argv) + quiet(inv.argv)
     if inv.input is None and marks:
         line += " </dev/null"
     if marks and inv.job is not None:

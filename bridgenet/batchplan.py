@@ -20,7 +20,8 @@ the text it reads on standard input):
 * anything else alone, as the command itself: a ``sysctl`` or ``iptables``
   inside a namespace (after the host's), another form of ``sysctl`` or
   ``iptables`` (where it stands among the host's, which then take more than
-  one process), another tool (last going up, first going down).
+  one process), another tool (last going up, first going down; a command
+  with ``input``, such as ``tee FILE`` of ``names.py``, reads it on stdin).
 
 Order. Going ``up``: host ``ip`` batch, namespace batches, a second host
 batch that plugs the veths' host ends into their bridges (``master``, ``up``),
@@ -134,7 +135,7 @@ class Invocation:
 
 
 def _alone(c: Command) -> Invocation:
-    return Invocation(c.argv, None, (c,), "alone")
+    return Invocation(c.argv, c.input, (c,), "alone")
 
 
 def _plain_lines(cmds: list[Command]) -> list[str] | None:

@@ -215,7 +215,20 @@ def cmd_clean(args: argparse.Namespace) -> int:
 def cmd_tutorial(args: argparse.Namespace) -> int:
     from .tutorial import run_tutorial
 
-    return run_tutorial(dry_run=args.dry_run)
+    return run_tutorial(dry_run=args.dry_run, publish=args.publish)
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """Draw the network from its model: a file, a network up on this host (its state file), or the lesson's."""
+    from .diagram import graph, network_named
+
+    if args.file and args.name:
+        args.parser.error("give a network file (-f) or the NAME of a network that is up, not both")
+    if args.ascii and args.format != "text":
+        args.parser.error("--ascii goes with --format text")
+    net = network_named(args.name) if args.name else _network(args)
+    sys.stdout.write(graph(net, args.format, ascii=args.ascii))
+    return 0
 
 
 def _jobs(text: str) -> int:
@@ -298,12 +311,27 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("-q", "--quiet", action="store_true", help="do not print commands as they run")
     clean.set_defaults(func=cmd_clean, parser=clean)
 
+    gr = sub.add_parser("graph", help="draw the network: text for a terminal, dot (Graphviz) or mermaid",
+                        description="Draw a diagram of the network from its model (runs nothing, needs no root): "
+                        "bridges and their ports, namespaces with their interfaces and addresses, routers, bare "
+                        "veths, routes, and NAT to the upstream. NAME: a network that is up on this host (its "
+                        "state file says where it came from); no NAME and no -f: the lesson's network.")
+    gr.add_argument("name", nargs="?", metavar="NAME", help="a network that is up on this host")
+    gr.add_argument("-f", "--file", metavar="NET.toml", help="a network file")
+    gr.add_argument("--format", choices=("text", "dot", "mermaid"), default="text",
+                    help="text (default, box-drawing characters), dot (Graphviz: dot -Tsvg) or mermaid (a flowchart)")
+    gr.add_argument("--ascii", action="store_true", help="with text: plain ASCII (+ - |) only")
+    gr.set_defaults(func=cmd_graph, parser=gr)
+
     tut = sub.add_parser("tutorial", help="run the lesson for real in a throwaway sandbox, checking each claim",
                          description="Run the lesson's commands inside a throwaway sandbox (its own network, "
                          "mount and PID namespaces, with an 'upstream' namespace standing in for the internet) "
                          "and check, at the lesson's points, what it says you would see. Touches nothing on "
                          "this machine. Exit 0 when every check behaves as the lesson says.")
     tut.add_argument("-n", "--dry-run", action="store_true", help="print the narration and checks; run nothing")
+    tut.add_argument("--publish", action="store_true",
+                     help="after the lesson, publish container5's port 80 on the host as 8080 and check it from "
+                          "the upstream and by hairpin")
     tut.set_defaults(func=cmd_tutorial, parser=tut)
     return p
 

@@ -102,6 +102,15 @@ class LinkMtu:
 
 
 @attrs.frozen
+class LinkHairpin:
+    """Bridge port ``name`` has hairpin mode ``on`` (ip-link(8) ``type bridge_slave hairpin``)."""
+
+    name: str
+    on: bool
+    netns: str | None = None
+
+
+@attrs.frozen
 class LinkAlias:
     """Link ``name`` carries the alias ``alias`` (ip-link(8) ``alias``)."""
 
@@ -210,10 +219,44 @@ class ChainAbsent:
     family: int = 4
 
 
+@attrs.frozen
+class FilePresent:
+    """The file ``path`` holds exactly ``content`` (text); ``owner``: the namespace whose
+    ``/etc/netns/OWNER`` it is in (None: none; names.py)."""
+
+    path: str
+    content: str
+    owner: str | None = None
+
+
+@attrs.frozen
+class FileAbsent:
+    """No file ``path``."""
+
+    path: str
+    owner: str | None = None
+
+
+@attrs.frozen
+class DirPresent:
+    """The directory ``path`` exists."""
+
+    path: str
+    owner: str | None = None
+
+
+@attrs.frozen
+class DirAbsent:
+    """No directory ``path`` (``rmdir`` leaves a directory that is not empty: then it stays)."""
+
+    path: str
+    owner: str | None = None
+
+
 Effect = (
     NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
-    | LinkMtu | LinkAlias | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
-    | RulePresent | RuleAbsent | ChainPresent | ChainAbsent
+    | LinkMtu | LinkAlias | LinkHairpin | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
+    | RulePresent | RuleAbsent | ChainPresent | ChainAbsent | FilePresent | FileAbsent | DirPresent | DirAbsent
 )
 
 
@@ -227,6 +270,9 @@ class Command:
         netns: None to run in the host; a namespace name to run inside it.
         step: key of the :class:`Step` it belongs to.
         effect: what is true once it has run (used to plan against live state).
+        input: text the command reads on its standard input (a file's
+            content for ``tee FILE``), or None; printed as a quoted
+            here-document after the command line.
     """
 
     tool: str
@@ -234,6 +280,7 @@ class Command:
     netns: str | None = None
     step: str = ""
     effect: Effect | None = attrs.field(default=None, eq=False)
+    input: str | None = attrs.field(default=None, kw_only=True)
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -243,9 +290,16 @@ class Command:
         return ("ip", "netns", "exec", self.netns, self.tool, *self.args)
 
     def shell(self, *, sudo: bool = False) -> str:
-        """The command as one shell-quoted line (``shlex.join``), optionally behind ``sudo``."""
+        """The command as one shell-quoted line (``shlex.join``), optionally behind ``sudo``.
+
+        With ``input``, the line reads it from a quoted here-document (``<<'EOF'``,
+        the text, ``EOF``: several lines); ``tee``'s copy on standard output goes to ``/dev/null``.
+        """
         argv = ("sudo", *self.argv) if sudo else self.argv
-        return shell_join(argv)
+        line = shell_join(argv)
+        if self.input is None:
+            return line
+        return with_heredoc(line + quiet(self.argv), self.input)
 
     def __str__(self) -> str:
         return self.shell()
@@ -264,6 +318,28 @@ def shell_join(argv: Sequence[str]) -> str:
     if _SAFE_LINE(line) is not None and line.count(" ") == len(argv) - 1 and "" not in argv:
         return line
     return shlex.join(argv)
+
+
+def heredoc_word(text: str) -> str:
+    """A here-document delimiter that is no line of ``text``: ``EOF``, else ``EOF1``, ``EOF2``, ..."""
+    lines = set(text.splitlines()) if "EOF" in text else ()
+    word, n = "EOF", 0
+    while word in lines:
+        n += 1
+        word = f"EOF{n}"
+    return word
+
+
+def with_heredoc(line: str, text: str) -> str:
+    """``line <<'WORD'``, then ``text`` (a newline added when it has none at its end), then ``WORD``."""
+    word = heredoc_word(text)
+    body = text if text.endswith("\n") or not text else text + "\n"
+    return f"{line} <<'{word}'\n{body}{word}"
+
+
+def quiet(argv: Sequence[str]) -> str:
+    """`` >/dev/null`` for a ``tee`` (which copies its input to standard output too), else ``""``."""
+    return " >/dev/null" if argv and argv[0] == "tee" else ""
 
 
 @attrs.frozen
@@ -315,8 +391,8 @@ EFFECTS: dict[str, type] = {
     cls.__name__: cls
     for cls in (
         NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
-        LinkMtu, LinkAlias, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue, RulePresent, RuleAbsent,
-        ChainPresent, ChainAbsent,
+        LinkMtu, LinkAlias, LinkHairpin, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue,
+        RulePresent, RuleAbsent, ChainPresent, ChainAbsent, FilePresent, FileAbsent, DirPresent, DirAbsent,
     )
 }
 
@@ -324,6 +400,8 @@ EFFECTS: dict[str, type] = {
 def command_to_dict(command: Command) -> dict:
     """A JSON-ready dict of ``command`` (with its effect), for the state file."""
     d: dict = {"tool": command.tool, "args": list(command.args), "netns": command.netns, "step": command.step}
+    if command.input is not None:
+        d["input"] = command.input
     e = command.effect
     if e is not None:
         fields = {}
@@ -353,4 +431,5 @@ def command_from_dict(d: dict) -> Command:
         if "rule" in e:
             e["rule"] = tuple(e["rule"])
         effect = cls(**e)
-    return Command(d["tool"], tuple(d["args"]), netns=d.get("netns"), step=d.get("step", ""), effect=effect)
+    return Command(d["tool"], tuple(d["args"]), netns=d.get("netns"), step=d.get("step", ""), effect=effect,
+                   input=d.get("input"))

@@ -22,14 +22,21 @@ Example (``bridgenet up --file demo.toml``)::
 Beyond one bridge (``topology.py``): ``[[bridges]]`` (name, address, mtu,
 masquerade, address6, masquerade6), containers with ``bridge``, ``mtu``,
 ``routes``, ``forward``, ``default_route``, ``address6``,
-``default_route6`` or several ``[[containers.interfaces]]`` (bridge,
-address, address6, peer, veth, mtu), bare veths in ``[[links]]`` (``ends =
-[{netns, name, address, address6}, {...}]``, mtu) and the host's own
-``routes = [{to, via}]`` (IPv4 or IPv6; ``topology_v6.py`` for IPv6). A file
+``default_route6``, ``ports`` (published ports, ``ports.py``) or several
+``[[containers.interfaces]]`` (bridge, address, address6, peer, veth, mtu),
+bare veths in ``[[links]]`` (``ends = [{netns, name, address, address6},
+{...}]``, mtu) and the host's own ``routes = [{to, via}]`` (IPv4 or IPv6;
+``topology_v6.py`` for IPv6). A file
 that uses none of these keys is read exactly as before (the lesson's shape,
 :func:`bridgenet.shape.bridge_network`); one that does is built by
 :func:`bridgenet.topology.topology`, with the top-level ``bridge`` and
 ``gateway`` as a shorthand for one ``[[bridges]]`` entry (both cannot be given).
+
+Names (``names.py``): a network built by :func:`bridgenet.topology.topology`
+writes each container's ``/etc/netns/NETNS/hosts`` and ``resolv.conf``;
+``dns = ["198.51.100.1"]`` sets the name servers, ``names = false`` turns
+names off. A lesson-shaped file that gives either key is built by
+``topology()`` too (the lesson's shape alone writes nothing in ``/etc``).
 
 Parsed with ``tomllib`` (stdlib); every error is a
 :class:`bridgenet.errors.ValidationError` naming the file and the key.
@@ -47,11 +54,11 @@ from .shape import Container, bridge_network
 _TOP_TYPES: dict[str, type] = {
     "name": str, "bridge": str, "gateway": str, "default_routes": bool, "forward": bool, "masquerade": bool,
     "tag": bool, "accept_forward": bool, "isolate": bool, "lesson_form": bool, "containers": list,
-    "bridges": list, "links": list, "routes": list}
+    "bridges": list, "links": list, "routes": list, "names": bool, "dns": list}
 """The file's top-level keys and their types (the lesson's shape and ``topology_file.py`` alike)."""
 _TOP = set(_TOP_TYPES)
 _LESSON_CONTAINER = {"netns", "address", "veth", "peer"}
-_TOPOLOGY_TOP = {"bridges", "links", "routes"}
+_TOPOLOGY_TOP = {"bridges", "links", "routes", "names", "dns"}
 _BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "isolate", "lesson_form")
 
 

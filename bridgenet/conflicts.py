@@ -130,6 +130,9 @@ def check_conflicts(network: Network, state: LiveState, *, moves_peers: bool | N
     for v in network.veths:
         _check_veth(v, state, moves_peers)
     _check_addresses(network, state, ours_in)
+    from .ports import check_port_conflicts
+
+    check_port_conflicts(network.ordered, network.tag_text, state)
     for r in network.of_type(Route):
         if not _ns_ok(state, r.netns):
             continue

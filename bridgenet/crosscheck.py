@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 from . import rules
 from .errors import ValidationError
 from .firewall import FilterChain, Isolation
-from .model import Address, Bridge, ForwardRule, Namespace, NatRule, Route, Sysctl, VethPair
+from .model import Address, Bridge, EtcNetns, ForwardRule, Names, Namespace, NatRule, Route, Sysctl, VethPair
 from .ordering import Inventory
 from .crosscheck6 import addresses6
+from .ports import PORT_CLASSES
 
 if TYPE_CHECKING:  # pragma: no cover
     from .network import Network
@@ -72,14 +73,15 @@ class Checker:
             self.fail(None, "objects", "objects is a list (or other iterable) of model objects", self.objs)
         if not self.objs:
             self.fail(None, "objects", "a network has at least one object")
-        allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation)
+        allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation,
+                   EtcNetns, Names, *PORT_CLASSES)
         # one look per class; only a class that is none of them needs a look at each object
         strangers = not all(issubclass(t, allowed) for t in {type(o) for o in self.objs})
         for o in self.objs if strangers else ():
             if not isinstance(o, allowed):
                 self.fail(None, "objects",
                           "objects are Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, "
-                          "FilterChain or Isolation", o)
+                          "FilterChain, Isolation, EtcNetns, Names or a published port's object (bridgenet.ports)", o)
         self.inventory = Inventory(self.objs)
         self.unique_keys()
         self.refs()

@@ -14,10 +14,15 @@ from .commands import (
     ChainAbsent,
     ChainPresent,
     Command,
+    DirAbsent,
+    DirPresent,
+    FileAbsent,
+    FilePresent,
     Effect,
     LinkAbsent,
     LinkAlias,
     LinkDown,
+    LinkHairpin,
     LinkInNetns,
     LinkMaster,
     LinkMtu,
@@ -72,6 +77,8 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         return link is not None and (link.alias or None) == (e.alias or None)
     if isinstance(e, LinkMtu):
         return link is not None and link.mtu == e.mtu
+    if isinstance(e, LinkHairpin):
+        return link is not None and bool(link.hairpin) == e.on
     if isinstance(e, AddrPresent):
         return link is not None and e.address in _addresses(link, e.address)
     if isinstance(e, AddrAbsent):
@@ -93,6 +100,12 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         if exists is None:
             return False  # not read: run the command (it fails clearly if it has nothing to do)
         return exists if isinstance(e, ChainPresent) else not exists
+    if isinstance(e, FilePresent):
+        return state.files.get(e.path) == e.content
+    if isinstance(e, FileAbsent):
+        return e.path not in state.files
+    if isinstance(e, (DirPresent, DirAbsent)):
+        return (e.path in state.dirs) == isinstance(e, DirPresent)
     return False  # pragma: no cover
 
 
@@ -105,7 +118,11 @@ def gone(effect: Effect | None, state: LiveState) -> str | None:
     netns = getattr(effect, "netns", None)
     if netns is not None and not state.netns_exists(netns):
         return f"netns {netns} is gone"
-    if isinstance(effect, (LinkAlias, LinkDown, LinkMaster, LinkMtu, LinkUp)):
+    if isinstance(effect, SysctlValue) and effect.key.startswith("net.ipv4.conf."):
+        name = effect.key.split(".")[3]  # a link's own setting (route_localnet of a bridge): gone with it
+        if name in ("all", "default"):
+            return None
+    elif isinstance(effect, (LinkAlias, LinkDown, LinkHairpin, LinkMaster, LinkMtu, LinkUp)):
         name = effect.name
     elif isinstance(effect, (AddrAbsent, AddrPresent)):
         name = effect.dev
@@ -156,6 +173,11 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
             return []
         return [ip("link", "set", "dev", e.name, "mtu", str(link.mtu), netns=e.netns, step=k,
                    effect=LinkMtu(e.name, link.mtu, e.netns))]
+    if isinstance(e, LinkHairpin):
+        link = state.ns(e.netns).links.get(e.name)
+        from .ports import hairpin_command
+
+        return [hairpin_command(e.name, bool(link is not None and link.hairpin), step=k)]
     if isinstance(e, AddrPresent):
         return [ip("addr", "del", str(e.address), "dev", e.dev, netns=e.netns, step=k,
                    effect=AddrAbsent(e.dev, e.address, e.netns))]
@@ -164,6 +186,8 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
                    effect=RouteAbsent(e.dst, e.via, e.netns))]
     if isinstance(e, SysctlValue):
         old = state.sysctls.get((e.key, e.netns))
+        if old is None and e.key.endswith(".route_localnet"):
+            old = "0"  # the link does not exist yet: it starts with the kernel default (ip-sysctl.rst)
         if old is None:
             return []
         return [sysctl_w(e.key, old, netns=e.netns, step=k)]
@@ -174,4 +198,13 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
         table = () if e.table == "filter" else ("-t", e.table)
         return [iptables(*table, "-X", e.chain, netns=e.netns, step=k, family=e.family,
                          effect=ChainAbsent(e.table, e.chain, e.netns, e.family))]
+    if isinstance(e, DirPresent):
+        from .names import rmdir
+
+        return [rmdir(e.path, k, e.owner)]
+    if isinstance(e, FilePresent):
+        from .names import remove, write
+
+        old = state.files.get(e.path)
+        return [remove(e.path, k, e.owner) if old is None else write(e.path, old, k, e.owner)]
     return []  # LinkInNetns: undone by deleting the veth

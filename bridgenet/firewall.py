@@ -13,7 +13,9 @@ FORWARD -j BRIDGENET-FORWARD``, position 1), whatever else is in FORWARD.
   that ``apply`` records it, like the ``"sysctl "`` steps, as found by the
   networks that find it, and only the last network going down removes it.
 * :class:`ForwardRule` puts ``-A BRIDGENET-FORWARD -i BR -j
-  ACCEPT`` and ``-o BR`` in it.
+  ACCEPT`` and ``-o BR -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT``
+  (Docker's form: replies only; a new connection towards a container passes
+  only as a published port, ``ports.py``) in it.
 * :class:`Isolation` drops traffic between two isolated networks, with
   Docker's two-stage scheme (libnetwork's ``DOCKER-ISOLATION-STAGE-1/2``):
   ``-I BRIDGENET-FORWARD -i BR ! -o BR -j BRIDGENET-ISOLATION`` (inserted,
@@ -265,7 +267,10 @@ class ForwardRule:
     """Let a bridge's traffic through the filter table's FORWARD chain, whatever FORWARD holds (iptables(8)).
 
     ``-A BRIDGENET-FORWARD -i BRIDGE -j ACCEPT`` and ``-A BRIDGENET-FORWARD
-    -o BRIDGE -j ACCEPT``, in bridgenet's own chain, which FORWARD jumps to
+    -o BRIDGE -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`` (what
+    the containers send, and the replies to it; a connection from outside
+    to a container passes only as a published port, as with Docker; the
+    host's own connections to its containers do not pass FORWARD), in bridgenet's own chain, which FORWARD jumps to
     first thing (:class:`bridgenet.firewall.FilterChain`; a network with a
     ForwardRule gets that shared step added before it). Appended to FORWARD
     itself, as before, they would never match behind a final ``-j REJECT``
@@ -306,7 +311,8 @@ class ForwardRule:
         """The two rules, as iptables-save prints them after ``-A BRIDGENET-FORWARD``."""
         comment = self.comment if self.comment is not None else comment
         tail = ("-m", "comment", "--comment", comment, "-j", "ACCEPT") if comment else ("-j", "ACCEPT")
-        return [("-i", self.bridge, *tail), ("-o", self.bridge, *tail)]
+        return [("-i", self.bridge, *tail),
+                ("-o", self.bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", *tail)]
 
     def steps(self, ctx: RenderContext) -> list[Step]:
         k = self.step_key
@@ -320,7 +326,8 @@ class ForwardRule:
                     "Where another tool set the FORWARD policy to DROP (Docker does), or FORWARD ends with "
                     f"-j REJECT, routed traffic from and to {self.bridge} is dropped even with forwarding on "
                     "(and with br_netfilter, bridged traffic between its containers too); these two rules "
-                    "let it through, before anything FORWARD holds."
+                    "let it through, before anything FORWARD holds: what its containers send, and the replies "
+                    "(a new connection from outside reaches a container only through a published port)."
                 ),
                 up=tuple(
                     iptables("-A", chain, *spec, netns=self.netns, step=k, family=self.family,

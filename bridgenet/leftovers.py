@@ -18,14 +18,19 @@ from __future__ import annotations
 
 from .commands import ChainAbsent, Command, LinkAbsent, NetnsAbsent, RuleAbsent, ip, iptables
 from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN
+from .ports import DNAT_CHAIN, INPUT_CHAIN
 from .runners import Runner
 from .state import LiveState, read, read_netns
 
 TAG_PREFIX = "bridgenet:"
 
 TAGGED_CHAINS = (("nat", "POSTROUTING"), ("filter", "FORWARD"), ("filter", FORWARD_CHAIN),
-                 ("filter", ISOLATION_CHAIN))
+                 ("filter", ISOLATION_CHAIN), ("nat", DNAT_CHAIN), ("filter", INPUT_CHAIN))
 """Where tagged rules are looked for, in the order they are removed."""
+
+_JUMPED_FROM = (("nat", DNAT_CHAIN, ("PREROUTING", "OUTPUT"), ("-m", "addrtype", "--dst-type", "LOCAL")),
+                ("filter", INPUT_CHAIN, ("INPUT",), ()))
+"""The published ports' chains (``ports.py``): table, chain, the built-in chains jumping to it, the jump's match."""
 
 
 def _tagged(rule: tuple[str, ...]) -> bool:
@@ -38,7 +43,8 @@ def read_leftovers(runner: Runner) -> LiveState:
     (one process)."""
     names, stale = read_netns(runner)
     where = [(t, c, None) for t, c in TAGGED_CHAINS]
-    return read(runner, netns=sorted(names - stale), rules=where, rules6=where)
+    jumps = [(t, b, None) for t, _, builtins, _ in _JUMPED_FROM for b in builtins]
+    return read(runner, netns=sorted(names - stale), rules=[*where, *jumps], rules6=where)
 
 
 def tagged_commands(state: LiveState) -> list[Command]:
@@ -95,6 +101,18 @@ def _chain_commands(state: LiveState, f: int) -> list[Command]:
                                  effect=RuleAbsent("filter", "FORWARD", jump, None, f)))
         cmds.append(iptables("-X", FORWARD_CHAIN, step="clean", family=f,
                              effect=ChainAbsent("filter", FORWARD_CHAIN, None, f)))
+    if f != 4:
+        return cmds  # the published ports' chains are iptables' only (ports.py)
+    for table, chain, builtins, match in _JUMPED_FROM:
+        if not state.chain_exists(table, chain) or [r for r in state.rules.get((table, chain, None), [])
+                                                    if not _tagged(r)]:
+            continue
+        jump = (*match, "-j", chain)
+        for builtin in builtins:
+            for _ in range(state.rules.get((table, builtin, None), []).count(jump)):
+                cmds.append(iptables("-t", table, "-D", builtin, *jump, step="clean",
+                                     effect=RuleAbsent(table, builtin, jump)))
+        cmds.append(iptables("-t", table, "-X", chain, step="clean", effect=ChainAbsent(table, chain)))
     return cmds
 
 

@@ -233,4 +233,9 @@ def coverage(objs: Sequence[NetworkObject], inventory: Inventory | None = None) 
     for o in objs:
         if isinstance(o, Sysctl) and o.netns in namespaces:  # a router's ip_forward goes with its namespace
             out[o.step_key] = f"netns {o.netns}"
+        elif isinstance(o, Sysctl) and o.key.startswith("net.ipv4.conf."):  # a link's own setting goes with it
+            dev = o.key.split(".")[3]
+            i = inv.creators.get((o.netns, dev))
+            if i is not None:
+                out[o.step_key] = objs[i].step_key
     return out

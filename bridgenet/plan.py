@@ -19,7 +19,9 @@ import attrs
 
 from .commands import (
     Command,
+    DirPresent,
     Effect,
+    FilePresent,
     LinkAlias,
     LinkInNetns,
     LinkPresent,
@@ -120,7 +122,10 @@ def wanted_reads(network: Network) -> dict:
         by_family[c.family].append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
         if c.jump_from:
             by_family[c.family].append(("filter", c.jump_from, c.netns))
-    out = {"netns": netns, "sysctls": sysctls, "rules": by_family[4]}
+    rules = by_family[4]
+    rules += [r for o in network.ordered if hasattr(o, "reads") for r in o.reads()]  # published ports (ports.py)
+    etc = any(type(o).__name__ == "EtcNetns" for o in network.objects)
+    out = {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
     if network.has_ipv6:  # an IPv4-only network reads nothing more
         out.update(rules6=by_family[6], v6=True)
     return out
@@ -240,8 +245,12 @@ def _leave_alone(effect: Effect | None, created: set[tuple[str | None, str]]) ->
 
     A reused bridge keeps its alias; a user's namespace keeps its ``lo`` as it
     was (containers reach each other without it), so nothing of a reused
-    object changes that ``down`` would have to put back.
+    object changes that ``down`` would have to put back. Likewise the
+    ``/etc/netns/NETNS`` files (``names.py``) are written only for a namespace
+    bridgenet created: a reused namespace keeps its ``/etc`` as it was.
     """
+    if isinstance(effect, (FilePresent, DirPresent)) and effect.owner is not None:
+        return (effect.owner, "lo") not in created
     if isinstance(effect, LinkAlias):
         return (effect.netns, effect.name) not in created
     if isinstance(effect, LinkUp) and effect.name == "lo" and effect.netns is not None:

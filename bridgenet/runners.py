@@ -158,8 +158,8 @@ class ShRunner:
     def run(self, command: Command) -> Result:
         if self.echo is not None:
             self.echo(command.shell())
-        if self._session is None:
-            return self.exec(command.argv)
+        if self._session is None or command.input is not None:
+            return self.exec(command.argv, input=command.input)
         argv = command.argv
         self._guard(argv)
         code, out, err = self._session.run(argv)

@@ -2,9 +2,10 @@
 
 Inside a :class:`Sandbox`, the sandbox's own network namespace plays the
 lesson's host. Nothing is created in the machine's network namespace, and
-nothing lands in the machine's ``/run``: the sandbox mounts its own tmpfs on
+nothing lands in the machine's ``/run`` or ``/etc``: the sandbox mounts its own tmpfs on
 ``/run`` (so ``/run/netns``, ``/run/bridgenet`` and ``/run/xtables.lock`` are
-private), its own sysfs on ``/sys`` and its own ``/proc``.
+private), its own sysfs on ``/sys``, its own ``/proc``, and an overlay on
+``/etc`` with its own ``resolv.conf`` (``holder.py``).
 
 How it works: ``unshare --net --mount --pid --fork --kill-child`` (plus
 ``--user --map-root-user`` when not root) starts a small holder shell, PID 1
@@ -20,10 +21,8 @@ Measured here: starting a sandbox takes ≈10 ms; each command through
 
 from __future__ import annotations
 
-import functools
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -49,19 +48,7 @@ UPSTREAM_ADDRESS6 = IPv6Interface("2001:db8::1/64")
 UPLINK_ADDRESS6 = IPv6Interface("2001:db8::2/64")
 """The sandbox host's IPv6 address on the uplink (what NAT66 rewrites sources to)."""
 
-_HOLDER = r"""
-set -e
-mount -n -t tmpfs -o mode=0755 bridgenet-run /run
-mount -n -t sysfs sysfs /sys
-%(network)s
-echo ready
-exec %(wait)s
-"""
-# -n (no mtab): without it, mount(8) creates /run/mount/utab on the machine's /run
-# before the private tmpfs hides it (seen here). /proc is mounted by unshare itself
-# (--mount-proc), and /run/netns, /run/bridgenet and its marker are made from this
-# process through /proc/HOLDER/root: each process fewer in the holder saves ≈1 ms.
-_LO_UP = "ip link set lo up"
+from .holder import ETC_UPPER, _children, _netns_inode, _userns_hint, _which, holder_script  # noqa: F401
 
 
 def _upstream_script() -> str:
@@ -107,44 +94,6 @@ def _upstream_script() -> str:
 
 _RUN_DIRS = ("netns", "bridgenet")
 _MARK = "bridgenet/.sandbox"
-
-
-def _which(tool: str) -> str | None:
-    """``shutil.which(tool)``, looked up once per value of ``PATH``."""
-    return _which_in(tool, os.environ.get("PATH"))
-
-
-@functools.lru_cache(maxsize=64)
-def _which_in(tool: str, path: str | None) -> str | None:
-    return shutil.which(tool, path=path)
-
-
-def _netns_inode(pid: int | str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def _children(pid: int) -> list[int]:
-    """PIDs of the children of ``pid`` (``/proc/PID/task/PID/children``; empty when gone)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(k) for k in f.read().split()]
-    except (OSError, ValueError):
-        return []
-
-
-def _userns_hint() -> str:
-    facts = []
-    for path in ("/proc/sys/user/max_user_namespaces", "/proc/sys/kernel/unprivileged_userns_clone",
-                 "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"):
-        try:
-            with open(path) as f:
-                facts.append(f"{path} = {f.read().strip()}")
-        except OSError:
-            pass
-    return "; ".join(facts)
 
 
 class Sandbox:
@@ -228,9 +177,8 @@ class Sandbox:
         argv = ["unshare", "--net", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc"]
         if self.userns:
             argv[1:1] = ["--user", "--map-root-user"]
-        wait = "sleep infinity" if self.keep else "cat >/dev/null"
-        network = _upstream_script() if self.upstream else _LO_UP
-        argv += ["sh", "-c", _HOLDER % {"network": network, "wait": wait}]
+        network = _upstream_script() if self.upstream else "ip link set lo up"
+        argv += ["sh", "-c", holder_script(network, keep=self.keep)]
         self._proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL if self.keep else subprocess.PIPE,

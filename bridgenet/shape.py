@@ -32,12 +32,20 @@ class Container:
             gateway's prefix length.
         veth: the host end; default ``"v-"`` + the netns name (cut to 15 bytes).
         peer: the container end; default ``"eth0"``, as Docker names it.
+        ports: published ports, e.g. ``["8080:80", "5353:53/udp"]`` (:mod:`bridgenet.ports`).
     """
 
     netns: str = attrs.field(validator=rules.netns_name)
     address: str | IPv4Interface = attrs.field()
     veth: str | None = attrs.field(default=None)
     peer: str = attrs.field(default="eth0", validator=rules.text)
+    ports: tuple[str, ...] = attrs.field(default=(), converter=lambda v: tuple(v) if isinstance(v, list) else v)
+
+    @ports.validator
+    def _check_ports(self, attribute: attrs.Attribute, value: object) -> None:
+        from .ports import parse_ports
+
+        parse_ports(rules.describe(self), value)
 
     @property
     def name(self) -> str | None:
@@ -191,6 +199,7 @@ def _bridge_network(name: str, containers: list[Container], *, bridge: str, gate
     gw_addr = Address(bridge, gateway)
     objs: list[NetworkObject] = [br]
     namespaces: list[str] = []
+    publishes = []
     derived: dict[str, str] = {}
     seen: set[str] = set()
     for c in containers:
@@ -212,6 +221,10 @@ def _bridge_network(name: str, containers: list[Container], *, bridge: str, gate
         objs.append(Namespace(c.netns))
         objs.append(VethPair(veth, c.peer, netns=c.netns, master=bridge, address=addr))
         namespaces.append(c.netns)
+        if c.ports:
+            from .ports import Publish
+
+            publishes.append(Publish(c.netns, c.ports, objs[-1].address, bridge, veth))
     objs.append(gw_addr)
     if default_routes:
         objs.extend(Route(ns, gw_addr.address.ip) for ns in namespaces)
@@ -223,4 +236,9 @@ def _bridge_network(name: str, containers: list[Container], *, bridge: str, gate
         objs.append(ForwardRule(bridge))
     if masquerade:
         objs.append(NatRule(gw_addr.address.network, not_out_interface=None if lesson_form else bridge))
+    if publishes:
+        from .ports import port_objects
+
+        have = (isolate if isolate is not None else tag) or (accept_forward if accept_forward is not None else tag)
+        objs.extend(port_objects(publishes, have_forward_chain=have))
     return Network(name, objs, tag=tag, move_peers=lesson_form, source=source)

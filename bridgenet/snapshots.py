@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from . import names as _names
 from .runners import Runner
 from .state import _routes6_doc, _show_docs, _show_read, _sysctl_read, _sysctl_value, gather, read_netns
 
@@ -58,8 +59,9 @@ def snapshot(runner: Runner) -> dict:
     a namespace, its ``ip_forward`` and ``ipv6_forwarding`` (a router's);
     ``netns``: the sorted ``/run/netns`` names; ``ip_forward``,
     ``ipv6_forwarding``; ``iptables`` and ``ip6tables``: ``iptables-save``
-    and ``ip6tables-save`` without ``#`` lines and counters. Two processes
-    through ``runner``.
+    and ``ip6tables-save`` without ``#`` lines and counters; and
+    ``etc_netns``: every directory (``"DIR"``) and file (its text) under
+    ``/etc/netns``. Two processes through ``runner``.
     """
     names, stale = read_netns(runner)
     spaces = sorted(names - stale)
@@ -68,8 +70,9 @@ def snapshot(runner: Runner) -> dict:
              *(_sysctl_read("net.ipv4.ip_forward", s) for s in spaces),
              *(_sysctl_read(IPV6_FORWARDING, s) for s in spaces),
              (("iptables-save",), None), _sysctl_read("net.ipv4.ip_forward", None),
-             (("ip6tables-save",), None), _sysctl_read(IPV6_FORWARDING, None)]
+             (("ip6tables-save",), None), _sysctl_read(IPV6_FORWARDING, None), _names.READ]
     results = gather(runner, reads)
+    files, dirs = _names.parse_tree(*results.pop())
     forwarding = results[1 + n:1 + 2 * n]
     forwarding6 = results[1 + 2 * n:1 + 3 * n]
 
@@ -93,6 +96,7 @@ def snapshot(runner: Runner) -> dict:
         "iptables": iptables_rules(results[-4][1]),
         "ipv6_forwarding": _sysctl_value(results[-1]),
         "ip6tables": iptables_rules(results[-2][1]),
+        "etc_netns": {**{d: "DIR" for d in sorted(dirs)}, **dict(sorted(files.items()))},
     }
 
 

@@ -18,6 +18,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 import attrs
 
+from . import names as _names
 from .runners import Runner
 
 NETNS_DIR = "/run/netns"
@@ -73,6 +74,7 @@ class Link:
     forward_delay: int | None = None
     group: str | None = None
     addresses6: tuple[IPv6Interface, ...] = ()
+    hairpin: bool | None = None
 
     @property
     def up(self) -> bool:
@@ -135,6 +137,8 @@ class LiveState:
             :func:`read`, in order.
         rules6, chains6: the same as ``rules`` and ``chains`` for ip6tables
             (``ip6tables -S``), kept apart; read only when asked for.
+        files, dirs: the files (``{path: text}``) and directories under
+            ``/etc/netns`` when :func:`read` was asked for them (``names.py``).
     """
 
     host: NsState
@@ -147,6 +151,8 @@ class LiveState:
     extra: tuple[tuple[int, str], ...] = ()
     rules6: dict[tuple[str, str, str | None], list[tuple[str, ...]]] = attrs.field(factory=dict)
     chains6: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
+    files: dict[str, str] = attrs.field(factory=dict)
+    dirs: frozenset[str] = frozenset()
 
     def chain_exists(self, table: str, chain: str, netns: str | None = None, family: int = 4) -> bool | None:
         """Whether ``chain`` exists in ``table`` of ``netns`` (ip6tables' with ``family=6``); None: not read."""
@@ -199,6 +205,7 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
         info = item.get("linkinfo") or {}
         data = info.get("info_data") if info.get("info_kind") == "bridge" else None
         data = data if isinstance(data, dict) else {}
+        port = info.get("info_slave_data") if info.get("info_slave_kind") == "bridge" else None
         links[name] = Link(
             name=name,
             kind=info.get("info_kind"),
@@ -217,6 +224,7 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
             forward_delay=_int_or_none(data.get("forward_delay")),
             group=str(item["group"]) if item.get("group") is not None else None,
             addresses6=tuple(addrs6),
+            hairpin=bool(port.get("hairpin")) if isinstance(port, dict) else None,
         )
     return links
 
@@ -443,7 +451,7 @@ def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None)
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
          rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = (),
-         rules6: Iterable[tuple[str, str, str | None]] = (), v6: bool = False) -> LiveState:
+         rules6: Iterable[tuple[str, str, str | None]] = (), v6: bool = False, etc: bool = False) -> LiveState:
     """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
 
     Args:
@@ -459,6 +467,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         v6: read the IPv6 routes too (``NsState.routes6``; one more line in
             each namespace's ``ip -batch``, no process more). IPv6 addresses
             are always read (``addr show`` lists them).
+        etc: also read ``/etc/netns`` (``LiveState.files``/``dirs``).
 
     Cost: one process through ``runner`` (see :func:`gather`).
     """
@@ -470,7 +479,7 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     tables6 = list(dict.fromkeys((t, n) for t, _, n in chains6))
     reads = [*_NETNS_READS, _show_read(None, v6), *(_show_read(n, v6) for n in spaces),
              *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables),
-             *(_table_read(t, n, 6) for t, n in tables6), *extra]
+             *(_table_read(t, n, 6) for t, n in tables6), *([_names.READ] if etc else []), *extra]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
@@ -483,8 +492,9 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
             sys_values[(key, ns)] = value
     rule_map, chain_map = _tables(results, tables, chains, live)
     rule_map6, chain_map6 = _tables(results, tables6, chains6, live)
+    files, dirs = _names.parse_tree(*next(results)) if etc else ({}, frozenset())
     return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
-                     chain_map, tuple(results), rule_map6, chain_map6)
+                     chain_map, tuple(results), rule_map6, chain_map6, files, dirs)
 
 
 def _tables(results: Iterator[tuple[int, str]], tables: list[tuple[str, str | None]],

@@ -36,7 +36,7 @@ the rule.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 import attrs
 
@@ -50,6 +50,8 @@ from .model import (Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObj
                     ip_forward)
 from .network import Network
 from .sysctls import ACCEPT_RA_ADVICE
+from .names import check_dns, names_objects
+from .ports import Publish, port_objects
 
 
 def _opt_text(instance: object, attribute: attrs.Attribute, value: object) -> None:
@@ -158,6 +160,10 @@ class Node:
         default_route6: None: via the ``address6`` of the bridge of its
             first interface with an IPv6 address whose bridge has one (else
             none); False: none; an IPv6 address: via it.
+        ports: published ports, Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``
+            (``"8080:80"``, ``"127.0.0.1:8081:80"``, ``"5353:53/udp"``;
+            :mod:`bridgenet.ports`), sent to the address of its first
+            interface that has one.
     """
 
     netns: str = attrs.field(validator=rules.netns_name)
@@ -180,6 +186,7 @@ class Node:
         if value is not None and value is not False and not isinstance(value, str):
             raise ValidationError(rules.describe(self), "default_route6", "false, or the IPv6 gateway's address as "
                                   "text (default: via its bridge's address6)", value)
+    ports: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_seq)
 
     @default_route.validator
     def _check_default(self, attribute: attrs.Attribute, value: object) -> None:
@@ -229,7 +236,8 @@ class LinkSpec:
 def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Sequence[Node] = (),
              links: Sequence[LinkSpec] = (), routes: Sequence[RouteSpec] = (), forward: bool = True,
              default_routes: bool = True, tag: bool = True, accept_forward: bool | None = None,
-             isolate: bool | None = None, source: str | None = None) -> Network:
+             isolate: bool | None = None, source: str | None = None, names: bool = True,
+             dns: Sequence[str] = ()) -> Network:
     """A network of several bridges, routers, bare links and routes (see the module docstring).
 
     Args:
@@ -242,6 +250,10 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
         tag, accept_forward, isolate, source: as for :func:`bridgenet.shape.bridge_network`;
             isolation leaves the network's own bridges reachable from each
             other through the host (``Isolation.siblings``).
+        names: write ``/etc/netns/NETNS/hosts`` and ``resolv.conf`` for each
+            namespace (``names.py``): the containers resolve each other by name.
+        dns: name servers for those ``resolv.conf`` (at most 3 addresses);
+            none: unknown names fail at once.
 
     Raises:
         ValidationError: a bad value or a broken rule, naming the object,
@@ -252,7 +264,8 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
         raise ValidationError(where, "name", "a network name is a string", name)
     if name in rules.RESERVED_NETWORK_NAMES:
         raise ValidationError(where, "name", rules.RESERVED_NETWORK_NAMES[name], name)
-    for key, value in (("forward", forward), ("default_routes", default_routes), ("tag", tag)):
+    dns = check_dns(where, dns)
+    for key, value in (("forward", forward), ("default_routes", default_routes), ("tag", tag), ("names", names)):
         if not isinstance(value, bool):
             raise ValidationError(where, key, "true or false (a bool)", value)
     for key, value in (("accept_forward", accept_forward), ("isolate", isolate)):
@@ -264,7 +277,7 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
             _listed(where, "links", links, LinkSpec), _listed(where, "routes", routes, RouteSpec),
             forward=forward, default_routes=default_routes,
             accept_forward=tag if accept_forward is None else accept_forward,
-            isolate=tag if isolate is None else isolate)
+            isolate=tag if isolate is None else isolate, dns=dns if names else None)
 
 
 def _listed(where: str, key: str, value: object, cls: type) -> list:
@@ -293,7 +306,8 @@ class _Builder:
         raise ValidationError(obj, field, rule, value)
 
     def build(self, bridges: list[BridgeSpec], nodes: list[Node], links: list[LinkSpec], host_routes: list[RouteSpec],
-              *, forward: bool, default_routes: bool, accept_forward: bool, isolate: bool) -> Network:
+              *, forward: bool, default_routes: bool, accept_forward: bool, isolate: bool,
+              dns: tuple[str, ...] | None = ()) -> Network:
         if not nodes and not links:
             self.fail(self.where, "containers", "a network has at least one container or link")
         gateways: dict[str, IPv4Interface | None] = {}
@@ -313,6 +327,7 @@ class _Builder:
         statics: list[Route] = []
         routers: list[str] = []
         routers6: list[str] = []
+        publishes: list[Publish] = []
         for node in nodes:
             here = f"Container {node.netns}"
             if node.netns in made:
@@ -323,6 +338,7 @@ class _Builder:
             first_gateway: IPv4Address | None = None
             first_gateway6: IPv6Address | None = None
             has4 = has6 = False
+            target: VethPair | None = None
             for k, itf in enumerate(node.links()):
                 where = here if not node.interfaces else f"{here} interfaces[{k}]"
                 bridge = self.bridge_of(where, itf.bridge, by_name)
@@ -348,6 +364,11 @@ class _Builder:
                 mtu = itf.mtu if itf.mtu is not None else by_name[bridge].mtu
                 objs.append(VethPair(veth, itf.peer if itf.peer is not None else f"eth{k}", netns=node.netns,
                                      master=bridge, address=address, mtu=mtu, address6=address6))
+                if target is None and objs[-1].address is not None:
+                    target = objs[-1]
+            if node.ports:
+                publishes.append(Publish(node.netns, node.ports, target.address if target else None,
+                                         target.master if target else None, target.name if target else None))
             if default_routes:
                 via = self.default_via(here, node, first_gateway, ipv6_only=has6 and not has4)
                 if via is not None:
@@ -360,8 +381,8 @@ class _Builder:
                 routers.append(node.netns)
                 if has6:
                     routers6.append(node.netns)
-        self.disjoint(bridges, gateways, [o for o in objs if isinstance(o, VethPair)])
-        v6.disjoint6(gateways6, [o for o in objs if isinstance(o, VethPair)])
+        v6.disjoint(gateways, [o for o in objs if isinstance(o, VethPair)], "address", "subnets")
+        v6.disjoint(gateways6, [o for o in objs if isinstance(o, VethPair)], "address6", "IPv6 subnets")
         end_addresses: list[Address] = []
         for i, link in enumerate(links):
             here = f"link {i}"
@@ -418,26 +439,10 @@ class _Builder:
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
         objs.extend(n for n in (v6.nat6(b.name, gateways6[b.name], b.masquerade6) for b in bridges) if n is not None)
+        objs.extend(port_objects(publishes, have_forward_chain=accept_forward or isolate))
+        if dns is not None:  # names on
+            objs.extend(names_objects(self.name, [o.name for o in objs if isinstance(o, Namespace)], objs, dns))
         return Network(self.name, objs, tag=self.tag, source=self.source, advice=advice)
-
-    def disjoint(self, bridges: list[BridgeSpec], gateways: dict[str, IPv4Interface | None],
-                 veths: list[VethPair]) -> None:
-        """Two bridges' subnets do not overlap (a namespace on both, or the host, could not tell them
-        apart): each bridge's subnet is its address's, or that of its first port with an address."""
-        subnet: dict[str, IPv4Network] = {n: gw.network for n, gw in gateways.items() if gw is not None}
-        for v in veths:
-            if v.master is not None and v.address is not None:
-                subnet.setdefault(v.master, v.address.network)
-        seen: list[tuple[str, IPv4Network]] = []
-        for b in bridges:
-            net = subnet.get(b.name)
-            if net is None:
-                continue
-            for other, onet in seen:
-                if net.overlaps(onet):
-                    self.fail(f"BridgeSpec {b.name}", "address", f"two bridges' subnets do not overlap: {b.name} "
-                              f"is on {net}, {other} on {onet}", str(net))
-            seen.append((b.name, net))
 
     def gateway(self, b: BridgeSpec) -> IPv4Interface:
         here = f"BridgeSpec {b.name}"

@@ -13,7 +13,7 @@ from .topology import BridgeSpec, End, Interface, LinkSpec, Node, RouteSpec, top
 
 _BRIDGE = {"name": str, "address": str, "mtu": int, "masquerade": bool, "address6": str, "masquerade6": bool}
 _CONTAINER = {"netns": str, "address": str, "veth": str, "peer": str, "bridge": str, "mtu": int, "routes": list,
-              "forward": bool, "default_route": (str, bool), "interfaces": list, "address6": str,
+              "forward": bool, "default_route": (str, bool), "interfaces": list, "ports": list, "address6": str,
               "default_route6": (str, bool)}
 _INTERFACE = {"bridge": str, "address": str, "peer": str, "veth": str, "mtu": int, "address6": str}
 _ROUTE = {"to": str, "via": str}
@@ -85,7 +85,8 @@ def from_topology_dict(data: dict, top: dict[str, type], where: str = "network",
         if e.obj.startswith(where):
             raise
         raise _rewrap(where, e) from None
-    options = {k: data[k] for k in ("forward", "default_routes", "tag", "accept_forward", "isolate") if k in data}
+    options = {k: data[k] for k in ("forward", "default_routes", "tag", "accept_forward", "isolate", "names", "dns")
+               if k in data}
     try:
         return topology(data["name"], bridges=bridges, containers=nodes, links=links, routes=routes,
                         source=source, **options)
@@ -130,8 +131,8 @@ def _node(here: str, item: object) -> Node:
     routes = _routes(here, t.get("routes", []))
     try:
         return Node(t["netns"], t.get("address"), t.get("bridge"), t.get("veth"), t.get("peer"), t.get("mtu"),
-                    interfaces, routes, t.get("forward", False), t.get("default_route"), address6=t.get("address6"),
-                    default_route6=t.get("default_route6"))
+                    interfaces, routes, t.get("forward", False), t.get("default_route"), t.get("ports", ()),
+                    address6=t.get("address6"), default_route6=t.get("default_route6"))
     except ValidationError as e:
         raise _rewrap(here, e) from None
 

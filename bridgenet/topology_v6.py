@@ -86,20 +86,24 @@ def default_via6(where: str, value: str | bool | None, gateway: IPv6Address | No
     return gateway
 
 
-def disjoint6(gateways6: dict[str, IPv6Interface | None], veths: list[VethPair]) -> None:
-    """Two bridges' IPv6 subnets do not overlap (the bridge's address6's, or its first port's)."""
-    subnet: dict[str, IPv6Network] = {n: gw.network for n, gw in gateways6.items() if gw is not None}
+def disjoint(gateways: dict[str, IPv4Interface | IPv6Interface | None], veths: list[VethPair], field: str,
+             what: str) -> None:
+    """Two bridges' subnets of one family do not overlap (a namespace on both, or the host, could not tell
+    them apart): each bridge's subnet is its address's (``gateways``, in the bridges' order), or that of
+    its first port with one (``field``: ``"address"`` or ``"address6"``; ``what`` names them in the error)."""
+    subnet = {n: gw.network for n, gw in gateways.items() if gw is not None}
     for v in veths:
-        if v.master is not None and v.address6 is not None:
-            subnet.setdefault(v.master, v.address6.network)
-    seen: list[tuple[str, IPv6Network]] = []
-    for name in gateways6:
+        a = getattr(v, field)
+        if v.master is not None and a is not None:
+            subnet.setdefault(v.master, a.network)
+    seen: list[tuple[str, object]] = []
+    for name in gateways:
         net = subnet.get(name)
         if net is None:
             continue
         for other, onet in seen:
             if net.overlaps(onet):
-                raise ValidationError(f"BridgeSpec {name}", "address6", f"two bridges' IPv6 subnets do not overlap: "
+                raise ValidationError(f"BridgeSpec {name}", field, f"two bridges' {what} do not overlap: "
                                       f"{name} is on {net}, {other} on {onet}", str(net))
         seen.append((name, net))
 

@@ -222,8 +222,12 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
-def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: bool | None = None) -> int:
+def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: bool | None = None,
+                 publish: bool = False) -> int:
     """Run the lesson for real in a throwaway sandbox (or narrate it, with ``dry_run``).
+
+    ``publish``: after the lesson's last step, the chapter of ``tutorial_publish.py``
+    (container5's port published on the host, checked from the upstream and by hairpin).
 
     Returns:
         0 when every check behaved as the lesson says, 1 otherwise.
@@ -233,6 +237,14 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
     """
     out = out if out is not None else sys.stdout
     net = tutorial()
+    chapter: dict[str, list[Check]] = {}
+    if publish:
+        from .tutorial_publish import CHAPTER_CHECKS, publish_network
+
+        lesson_keys = {s.key for s in net.steps()}
+        net = publish_network()
+        first = next(s.key for s in net.steps() if s.key not in lesson_keys)
+        chapter = {"first": [], "key": first, "checks": list(CHAPTER_CHECKS)}  # type: ignore[dict-item]
     steps = net.steps()
     talk = Narrator(out)
     talk.say("bridgenet tutorial: the lesson, run for real in a throwaway sandbox.")
@@ -243,12 +255,16 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
     if dry_run:
         talk.say("  (dry run: nothing is run)")
         for n, step in enumerate(steps, 1):
+            if chapter and step.key == chapter["key"]:
+                for check in checks_after(""):
+                    talk.check(check, None, "")
+                _intro(talk)
             talk.step(n, step.title, step.why)
             for c in step.up:
                 talk.command(c.shell())
             for check in checks_after(step.key):
                 talk.check(check, None, "")
-        for check in checks_after(""):
+        for check in (chapter["checks"] if chapter else checks_after("")):
             talk.check(check, None, "")
         talk.say()
         talk.say("Take the network down:")
@@ -261,7 +277,7 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
     from .sandbox import Sandbox
 
     with Sandbox(upstream=True, userns=userns) as sb:
-        _live(sb, net, steps, talk)
+        _live(sb, net, steps, talk, chapter)
     talk.say()
     if talk.ok:
         talk.say("Every check behaved as the lesson says. The sandbox is gone; this machine was not touched.")
@@ -270,7 +286,15 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
     return 1
 
 
-def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator) -> None:
+def _intro(talk: Narrator) -> None:
+    from .tutorial_publish import INTRO
+
+    talk.say()
+    for line in INTRO:
+        talk.say(line)
+
+
+def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator, chapter: dict | None = None) -> None:
     from . import state
 
     runner = sb.runner()
@@ -278,6 +302,10 @@ def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator) -> None:
     ran = []
     try:
         for n, step in enumerate(steps, 1):
+            if chapter and step.key == chapter["key"]:
+                for check in checks_after(""):
+                    talk.check(check, *check.probe(sb))
+                _intro(talk)
             talk.step(n, step.title, step.why)
             for c in step.up:
                 talk.command(c.shell())
@@ -285,7 +313,7 @@ def _live(sb: Sandbox, net: Network, steps: list[Step], talk: Narrator) -> None:
                 ran.append(c)
             for check in checks_after(step.key):
                 talk.check(check, *check.probe(sb))
-        for check in checks_after(""):
+        for check in (chapter["checks"] if chapter else checks_after("")):
             talk.check(check, *check.probe(sb))
     except CommandError as e:
         talk.say(f"   ✗ command failed (exit {e.exit_code}): {e.stderr.strip()}")

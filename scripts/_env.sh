@@ -2,7 +2,9 @@
 # Installs what bridgenet needs on a Debian-like machine and sets $VENV and $PY.
 #
 #   Debian packages: iproute2 (ip, tc), iptables, iputils-ping, conntrack,
-#   util-linux (unshare, nsenter, setpriv), procps (pgrep), python3-venv.
+#   util-linux (unshare, nsenter, setpriv), procps (pgrep), python3-venv;
+#   for scripts/test also $BRIDGENET_TEST_TOOLS (graphviz: dot), installed
+#   as root, optional otherwise (the tests that use them skip).
 #   Python: a virtual environment with bridgenet and its test extras.
 #
 # As root the venv lives in /opt/bridgenet/venv, made from the system's
@@ -17,6 +19,15 @@ for pair in ip:iproute2 tc:iproute2 iptables:iptables iptables-restore:iptables 
             conntrack:conntrack unshare:util-linux nsenter:util-linux setpriv:util-linux pgrep:procps; do
     tool=${pair%%:*}; pkg=${pair#*:}
     command -v "$tool" >/dev/null 2>&1 || need_pkgs="$need_pkgs $pkg"
+done
+for pair in ${BRIDGENET_TEST_TOOLS:-}; do
+    tool=${pair%%:*}; pkg=${pair#*:}
+    command -v "$tool" >/dev/null 2>&1 && continue
+    if [ "$(id -u)" = 0 ]; then
+        need_pkgs="$need_pkgs $pkg"
+    else
+        echo "bridgenet: $tool not found; the tests that use it skip (Debian package $pkg)" >&2
+    fi
 done
 if [ "$(id -u)" = 0 ]; then
     python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs="$need_pkgs python3-venv"

@@ -35,7 +35,7 @@ def test_a_tagged_network_puts_its_rules_in_our_chain_jumped_to_from_the_top():
         f"iptables -A {ISOLATION_CHAIN} -o br1 -m comment --comment bridgenet:shop -j DROP",
         f"iptables -I {FORWARD_CHAIN} -i br1 '!' -o br1 -m comment --comment bridgenet:shop -j {ISOLATION_CHAIN}",
         f"iptables -A {FORWARD_CHAIN} -i br1 -m comment --comment bridgenet:shop -j ACCEPT",
-        f"iptables -A {FORWARD_CHAIN} -o br1 -m comment --comment bridgenet:shop -j ACCEPT",
+        f"iptables -A {FORWARD_CHAIN} -o br1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment bridgenet:shop -j ACCEPT",
         "iptables -t nat -A POSTROUTING -s 10.88.0.0/24 '!' -o br1 -m comment --comment bridgenet:shop -j MASQUERADE",
     ]
     downs = [c.shell() for c in shop().down_commands() if c.tool == "iptables"]
@@ -81,7 +81,7 @@ def test_the_lesson_is_unchanged_and_accept_forward_adds_four_commands_at_the_en
     lines = [c.shell() for c in with_accept_forward(bridgenet.tutorial()).up_commands()]
     assert lines[:23] == LESSON
     assert lines[23:] == [f"iptables -N {FORWARD_CHAIN}", f"iptables -I FORWARD -j {FORWARD_CHAIN}",
-                          f"iptables -A {FORWARD_CHAIN} -i br0 -j ACCEPT", f"iptables -A {FORWARD_CHAIN} -o br0 -j ACCEPT"]
+                          f"iptables -A {FORWARD_CHAIN} -i br0 -j ACCEPT", f"iptables -A {FORWARD_CHAIN} -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     assert with_accept_forward(shop()) == shop()  # has its rule already
 
 
@@ -89,10 +89,10 @@ def test_cli_accept_forward_dry_run(capsys):
     assert main(["up", "--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines() == LESSON
     assert main(["up", "--dry-run", "--accept-forward"]) == 0
-    assert capsys.readouterr().out.splitlines()[23:][-1] == f"iptables -A {FORWARD_CHAIN} -o br0 -j ACCEPT"
+    assert capsys.readouterr().out.splitlines()[23:][-1] == f"iptables -A {FORWARD_CHAIN} -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"
     assert main(["down", "--dry-run", "--accept-forward"]) == 0
     assert capsys.readouterr().out.splitlines()[:4] == [
-        f"iptables -D {FORWARD_CHAIN} -o br0 -j ACCEPT", f"iptables -D {FORWARD_CHAIN} -i br0 -j ACCEPT",
+        f"iptables -D {FORWARD_CHAIN} -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", f"iptables -D {FORWARD_CHAIN} -i br0 -j ACCEPT",
         f"iptables -D FORWARD -j {FORWARD_CHAIN}", f"iptables -X {FORWARD_CHAIN}"]
     assert main(["up", "--dry-run", "--batch", "--accept-forward"]) == 0
     assert f"-N {FORWARD_CHAIN}\n-I FORWARD -j {FORWARD_CHAIN}\n" in capsys.readouterr().out

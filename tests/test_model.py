@@ -294,7 +294,7 @@ def test_lesson_nat_and_forward_rule_switches():
     assert not any("FORWARD" in line for line in lines)
     n = bridge_network("demo", [Container("c4", "10.88.0.4")], gateway="10.88.0.1/24", tag=False,
                        accept_forward=True)
-    assert "iptables -A BRIDGENET-FORWARD -o br0 -j ACCEPT" in [c.shell() for c in n.up_commands()]
+    assert "iptables -A BRIDGENET-FORWARD -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" in [c.shell() for c in n.up_commands()]
 
 
 def test_fast_form_creates_peer_in_place():

@@ -136,7 +136,7 @@ def test_accept_forward_flag_makes_the_lesson_work_under_policy_drop(sb):
     dry = bridgenet_cli(sb, "up", "--dry-run", "--accept-forward", check=True).stdout.splitlines()
     assert dry[:23] == [c.shell() for c in bridgenet.tutorial().up_commands()]
     assert dry[23:] == [f"iptables -N {FORWARD_CHAIN}", f"iptables -I FORWARD -j {FORWARD_CHAIN}",
-                        f"iptables -A {FORWARD_CHAIN} -i br0 -j ACCEPT", f"iptables -A {FORWARD_CHAIN} -o br0 -j ACCEPT"]
+                        f"iptables -A {FORWARD_CHAIN} -i br0 -j ACCEPT", f"iptables -A {FORWARD_CHAIN} -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     planned = bridgenet_cli(sb, "plan", "--accept-forward", check=True)
     assert "warning" not in planned.stderr, planned.stderr
     up = bridgenet_cli(sb, "up", "--accept-forward", "--quiet")
@@ -218,7 +218,7 @@ def test_clean_keeps_a_chain_an_untagged_network_still_uses(sb):
     leftovers.clean_tagged(r, force=False)
     rules = sb.run(["iptables", "-S", FORWARD_CHAIN], check=True).stdout.splitlines()
     assert rules == [f"-N {FORWARD_CHAIN}", f"-A {FORWARD_CHAIN} -i br0 -j ACCEPT",
-                     f"-A {FORWARD_CHAIN} -o br0 -j ACCEPT"]
+                     f"-A {FORWARD_CHAIN} -o br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]
     assert not sb.run(["iptables", "-S", ISOLATION_CHAIN]).ok  # left empty: removed
     assert reaches(sb, "container4", UPSTREAM)
 

@@ -1,0 +1,458 @@
+"""Published ports: a container's port reached through the host's addresses (Docker's ``-p``).
+
+``ports = ["8080:80", "127.0.0.1:8081:80", "5353:53/udp"]`` on a container
+(:func:`parse_port`: ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``, IPv6
+host addresses in brackets) becomes, in bridgenet's own chains and tagged
+``bridgenet:NAME`` (the rules as ``iptables -S`` prints them back):
+
+* :class:`DnatChain`, shared by every network (key ``"chain nat
+  BRIDGENET-DNAT@host"``, handed over like the other ``"chain "`` steps):
+  ``iptables -t nat -N BRIDGENET-DNAT``, jumped to from the top of
+  PREROUTING (what arrives from outside and from the containers) and of
+  OUTPUT (the host's own connections), both ``-m addrtype --dst-type
+  LOCAL``: only what is addressed to one of the host's own addresses is
+  translated, never a connection passing through to port 8080 elsewhere.
+* :class:`PublishedPort`, per mapping: ``-A BRIDGENET-DNAT [-d HOST_IP/32]
+  -p tcp -m tcp --dport 8080 -j DNAT --to-destination CIP:80``; in the
+  filter table ``-A BRIDGENET-FORWARD -d CIP/32 ! -i BR -o BR -p tcp -m tcp
+  --dport 80 -j ACCEPT`` (the published flow, and only it, passes a FORWARD
+  DROP policy); and ``-t nat -A POSTROUTING -s CIP/32 -d CIP/32 -p tcp -m
+  tcp --dport 80 -j MASQUERADE`` for the container reaching itself through
+  the host (its reply would go straight to itself, un-NATed). No SNAT
+  otherwise: the server sees the client's real address.
+* :class:`Hairpin`, per published container: ``bridge link set dev VETH
+  hairpin on`` (bridge(8)). With br_netfilter the DNAT
+  happens at the bridge, and the frame of a container reaching its own
+  published port must leave by the port it came in by (measured here: off,
+  the connection times out; neighbours on the bridge need no hairpin).
+* :class:`LocalnetGuard`, per bridge with a ``127.x`` publish (the host only
+  reaches it): ``net.ipv4.conf.BR.route_localnet=1`` (a
+  :class:`~bridgenet.sysctls.Sysctl`; without it the DNATed packet with its
+  loopback source is a martian and is dropped: measured, a time-out),
+  ``-t nat -A POSTROUTING -s 127.0.0.0/8 -o BR -j MASQUERADE`` (only the
+  loopback-sourced packets, narrower than Docker's ``--src-type LOCAL``),
+  and in ``BRIDGENET-INPUT`` (jumped to from the top of INPUT) kube-proxy's
+  guard against CVE-2020-8558 (route_localnet lets neighbours on the link
+  reach the host's 127.0.0.1-bound services): ``! -s 127.0.0.0/8 -d
+  127.0.0.0/8 -i BR -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j
+  DROP``. A ``127.x`` rule in BRIDGENET-DNAT also carries ``-m addrtype
+  --src-type LOCAL``, so a packet from outside addressed to 127.0.0.1 is
+  never translated.
+
+The syntax is parsed in ``portsyntax.py``. IPv6 host addresses parse and are checked, and refused for now
+(:data:`IPV6_REFUSED`): ``family`` is a parameter of the objects, so
+ip6tables only needs the container's ``address6``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from ipaddress import IPv4Address, IPv4Interface, ip_address
+
+import attrs
+
+from . import rules
+from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step
+from .errors import ConflictError, ValidationError
+from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment
+from .portsyntax import IPV6_REFUSED, PROTOCOLS, SYNTAX_RULE, PortMapping, parse_port, parse_ports  # noqa: F401
+from .render import RenderContext
+from .sysctls import Sysctl
+
+DNAT_CHAIN = "BRIDGENET-DNAT"
+"""nat chain of every published port, jumped to from PREROUTING and OUTPUT (local destinations only)."""
+
+INPUT_CHAIN = "BRIDGENET-INPUT"
+"""filter chain jumped to from the top of INPUT: the route_localnet guard (CVE-2020-8558)."""
+
+_LOCAL_DST = ("-m", "addrtype", "--dst-type", "LOCAL")
+
+
+def _tool(family: int) -> str:
+    return "ip6tables" if family == 6 else "iptables"
+
+
+def _ipt(family: int, *args: str, step: str, effect: object) -> Command:
+    return Command(_tool(family), args, step=step, effect=effect)  # type: ignore[arg-type]
+
+
+def _match(proto: str, port: int) -> tuple[str, ...]:
+    return ("-p", proto, "-m", proto, "--dport", str(port))
+
+
+def _tag(comment: str | None) -> tuple[str, ...]:
+    return ("-m", "comment", "--comment", comment) if comment else ()
+
+
+@attrs.frozen
+class DnatChain:
+    """``BRIDGENET-DNAT`` in the nat table, jumped to from the top of PREROUTING and OUTPUT (shared step).
+
+    Down: the two jumps deleted, then ``-X`` (by the last network using it,
+    as for :class:`~bridgenet.firewall.FilterChain`).
+    """
+
+    family: int = attrs.field(default=4, validator=attrs.validators.in_((4, 6)))
+    netns: None = None
+
+    @property
+    def chain(self) -> str:
+        return DNAT_CHAIN
+
+    @property
+    def name(self) -> str:
+        return f"nat {DNAT_CHAIN}"
+
+    @property
+    def step_key(self) -> str:
+        six = "6" if self.family == 6 else ""
+        return f"{CHAIN_STEP_PREFIX}nat{six} {DNAT_CHAIN}@host"
+
+    @property
+    def jump(self) -> tuple[str, ...]:
+        return (*_LOCAL_DST, "-j", DNAT_CHAIN)
+
+    def reads(self) -> list[tuple[str, str, None]]:
+        return [("nat", DNAT_CHAIN, None), ("nat", "PREROUTING", None), ("nat", "OUTPUT", None)]
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k, f, j = self.step_key, self.family, self.jump
+        up = [_ipt(f, "-t", "nat", "-N", DNAT_CHAIN, step=k, effect=ChainPresent("nat", DNAT_CHAIN))]
+        down = []
+        for chain in ("PREROUTING", "OUTPUT"):
+            up.append(_ipt(f, "-t", "nat", "-I", chain, *j, step=k, effect=RulePresent("nat", chain, j)))
+            down.insert(0, _ipt(f, "-t", "nat", "-D", chain, *j, step=k, effect=RuleAbsent("nat", chain, j)))
+        down.append(_ipt(f, "-t", "nat", "-X", DNAT_CHAIN, step=k, effect=ChainAbsent("nat", DNAT_CHAIN)))
+        return [Step(
+            key=k, title=f"create the nat chain {DNAT_CHAIN} and jump to it from PREROUTING and OUTPUT",
+            why=(f"Published ports are destination NAT rules in bridgenet's own chain {DNAT_CHAIN}, shared by "
+                 "its networks. PREROUTING sends it what arrives from outside and from the containers, OUTPUT "
+                 "the host's own connections; both only for destinations that are the host's own addresses "
+                 "(addrtype LOCAL), so a connection passing through to port 8080 elsewhere is left alone. "
+                 "The last network going down removes it."),
+            up=tuple(up), down=tuple(down))]
+
+
+@attrs.frozen
+class PublishedPort:
+    """One published port: host ``mapping.host_port`` → ``address:mapping.container_port`` (see the module).
+
+    Attributes:
+        container: the container's namespace (messages and the step key).
+        address: the container's address the connection is sent to.
+        bridge: the bridge it is on (the filter rule's ``-o``).
+        mapping: the parsed entry.
+        comment: stored with the rules, or None (a tagged network sets ``bridgenet:NAME``).
+    """
+
+    container: str = attrs.field(validator=rules.netns_name)
+    address: IPv4Address = attrs.field(converter=lambda a: ip_address(a) if isinstance(a, str) else a)
+    bridge: str = attrs.field(validator=rules.ifname)
+    mapping: PortMapping = attrs.field(validator=attrs.validators.instance_of(PortMapping))
+    comment: str | None = attrs.field(default=None)
+    netns: None = None
+
+    @comment.validator
+    def _check_comment(self, attribute: attrs.Attribute, value: str | None) -> None:
+        _check_comment(self, value)
+
+    @address.validator
+    def _check_address(self, attribute: attrs.Attribute, value: object) -> None:
+        if self.mapping.family == 6:
+            raise ValidationError(f"Container {self.container}", "ports", IPV6_REFUSED, self.mapping.text)
+        if not isinstance(value, IPv4Address):
+            raise ValidationError(f"Container {self.container}", "ports",
+                                  "a published port goes to the container's IPv4 address", value)
+
+    @property
+    def family(self) -> int:
+        return self.mapping.family
+
+    @property
+    def name(self) -> str:
+        return f"{self.container} {self.mapping.text}"
+
+    @property
+    def step_key(self) -> str:
+        return f"publish {self.mapping.binding()}@host"
+
+    def reads(self) -> list[tuple[str, str, None]]:
+        return [("nat", DNAT_CHAIN, None), ("nat", "POSTROUTING", None), ("filter", FORWARD_CHAIN, None)]
+
+    def rules(self, comment: str | None = None) -> list[tuple[str, str, tuple[str, ...]]]:
+        """``[(table, chain, rule), ...]`` as ``iptables -S`` prints them after ``-A CHAIN``."""
+        m, tag = self.mapping, _tag(self.comment if self.comment is not None else comment)
+        cip = str(self.address)
+        dst = ("-d", f"{m.host_ip}/32") if m.host_ip is not None else ()
+        local_only = ("-m", "addrtype", "--src-type", "LOCAL") if m.loopback else ()
+        out = [("nat", DNAT_CHAIN, (*dst, *_match(m.proto, m.host_port), *local_only, *tag,
+                                    "-j", "DNAT", "--to-destination", f"{cip}:{m.container_port}"))]
+        if not m.loopback:  # from the host only: never forwarded, never hairpinned
+            out.append(("filter", FORWARD_CHAIN, ("-d", f"{cip}/32", "!", "-i", self.bridge, "-o", self.bridge,
+                                                  *_match(m.proto, m.container_port), *tag, "-j", "ACCEPT")))
+            out.append(("nat", "POSTROUTING", ("-s", f"{cip}/32", "-d", f"{cip}/32",
+                                               *_match(m.proto, m.container_port), *tag, "-j", "MASQUERADE")))
+        return out
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k, f = self.step_key, self.family
+        specs = self.rules(ctx.tag)
+        m = self.mapping
+        up = tuple(_ipt(f, *(("-t", t) if t != "filter" else ()), "-A", c, *r, step=k,
+                        effect=RulePresent(t, c, r)) for t, c, r in specs)
+        down = tuple(_ipt(f, *(("-t", t) if t != "filter" else ()), "-D", c, *r, step=k,
+                          effect=RuleAbsent(t, c, r)) for t, c, r in reversed(specs))
+        on = "the host's own 127.0.0.1 (from the host only)" if m.loopback else (
+            f"{m.host_ip}" if m.host_ip is not None else "every address of the host")
+        return [Step(
+            key=k, title=f"publish {self.container}'s {m.proto} port {m.container_port} as port {m.host_port} on {on}",
+            why=(f"Destination NAT sends what reaches port {m.host_port} ({m.proto}) of {on} to "
+                 f"{self.address}:{m.container_port}; the server sees the client's own address. "
+                 + ("" if m.loopback else
+                    f"The filter rule accepts that flow, and only it, towards {self.bridge} whatever FORWARD's "
+                    f"policy; the MASQUERADE lets {self.container} reach itself through the host (hairpin).")),
+            up=up, down=down)]
+
+
+def hairpin_command(port: str, on: bool, *, step: str = "") -> Command:
+    """``bridge link set dev PORT hairpin on|off`` (bridge(8)).
+
+    A tool of its own (not an ``ip`` line), so that the batch runner runs it
+    after the ports are plugged into their bridge (``batchplan.py``: other
+    tools come last going up, first going down).
+    """
+    return Command("bridge", ("link", "set", "dev", port, "hairpin", "on" if on else "off"), step=step,
+                   effect=LinkHairpin(port, on))
+
+
+@attrs.frozen
+class Hairpin:
+    """``bridge link set dev PORT hairpin on`` (bridge(8)): a frame may leave by the port it came in by.
+
+    Needed with br_netfilter for a container reaching its own published port
+    through the host (measured here). Down: ``hairpin off``; the setting
+    goes with the port when bridgenet created it.
+    """
+
+    port: str = attrs.field(validator=rules.ifname)
+    container: str = attrs.field(validator=rules.netns_name)
+    netns: None = None
+
+    @property
+    def name(self) -> str:
+        return f"hairpin {self.port}"
+
+    @property
+    def step_key(self) -> str:
+        return f"hairpin {self.port}@host"
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        return [Step(
+            key=k, title=f"let {self.container} reach its own published ports through the host (hairpin on {self.port})",
+            why=("The host's bridge netfilter translates the destination at the bridge, so the frame of a "
+                 f"container connecting to its own published port must go back out of {self.port}, the port it "
+                 "came in by: a bridge does not do that unless the port is in hairpin mode."),
+            up=(hairpin_command(self.port, True, step=k),),
+            down=(hairpin_command(self.port, False, step=k),),
+            covered_by=f"link {self.port}")]
+
+
+@attrs.frozen
+class LocalnetGuard:
+    """What a ``127.x`` publish on ``bridge`` needs besides route_localnet: the MASQUERADE and the CVE-2020-8558 guard.
+
+    ``-t nat -A POSTROUTING -s 127.0.0.0/8 -o BR -j MASQUERADE`` (the host's
+    loopback-sourced connections get the bridge's address) and ``-A
+    BRIDGENET-INPUT ! -s 127.0.0.0/8 -d 127.0.0.0/8 -i BR -m conntrack !
+    --ctstate RELATED,ESTABLISHED,DNAT -j DROP`` (kube-proxy's fix: with
+    route_localnet, a neighbour on the bridge could otherwise reach the
+    host's 127.0.0.1-bound services).
+    """
+
+    bridge: str = attrs.field(validator=rules.ifname)
+    comment: str | None = attrs.field(default=None)
+    netns: None = None
+
+    @property
+    def name(self) -> str:
+        return f"localnet {self.bridge}"
+
+    @property
+    def step_key(self) -> str:
+        return f"localnet {self.bridge}@host"
+
+    def reads(self) -> list[tuple[str, str, None]]:
+        return [("nat", "POSTROUTING", None), ("filter", INPUT_CHAIN, None), ("filter", "INPUT", None)]
+
+    def rules(self, comment: str | None = None) -> list[tuple[str, str, tuple[str, ...]]]:
+        tag = _tag(self.comment if self.comment is not None else comment)
+        return [("nat", "POSTROUTING", ("-s", "127.0.0.0/8", "-o", self.bridge, *tag, "-j", "MASQUERADE")),
+                ("filter", INPUT_CHAIN, ("!", "-s", "127.0.0.0/8", "-d", "127.0.0.0/8", "-i", self.bridge,
+                                         "-m", "conntrack", "!", "--ctstate", "RELATED,ESTABLISHED,DNAT",
+                                         *tag, "-j", "DROP"))]
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        k = self.step_key
+        specs = self.rules(ctx.tag)
+        return [Step(
+            key=k, title=f"masquerade the host's 127.0.0.1 connections to {self.bridge}, and guard 127.0.0.0/8",
+            why=("A port published on 127.0.0.1 is reached from the host only: its packets leave for "
+                 f"{self.bridge} with the source 127.0.0.1, which route_localnet allows and MASQUERADE replaces "
+                 "with the bridge's address. route_localnet would also let a neighbour on the bridge reach the "
+                 "host's own 127.0.0.1 services (CVE-2020-8558): the INPUT rule drops such packets, as "
+                 "kube-proxy does."),
+            up=tuple(_ipt(4, *(("-t", t) if t != "filter" else ()), "-A", c, *r, step=k, effect=RulePresent(t, c, r))
+                     for t, c, r in specs),
+            down=tuple(_ipt(4, *(("-t", t) if t != "filter" else ()), "-D", c, *r, step=k,
+                            effect=RuleAbsent(t, c, r)) for t, c, r in reversed(specs)))]
+
+
+@attrs.frozen
+class InputChain:
+    """``iptables -N BRIDGENET-INPUT``, ``iptables -I INPUT -j BRIDGENET-INPUT``: a shared step, as
+    :class:`~bridgenet.firewall.FilterChain` renders it (a class of its own, so that the FORWARD rules
+    of a network do not wait for it in the dependency order)."""
+
+    netns: None = None
+
+    @property
+    def chain(self) -> str:
+        return INPUT_CHAIN
+
+    @property
+    def name(self) -> str:
+        return INPUT_CHAIN
+
+    @property
+    def step_key(self) -> str:
+        return FilterChain(INPUT_CHAIN, "INPUT").step_key
+
+    def reads(self) -> list[tuple[str, str, None]]:
+        return [("filter", INPUT_CHAIN, None), ("filter", "INPUT", None)]
+
+    def steps(self, ctx: RenderContext) -> list[Step]:
+        return FilterChain(INPUT_CHAIN, "INPUT").steps(ctx)
+
+
+def route_localnet(bridge: str) -> Sysctl:
+    """``net.ipv4.conf.BRIDGE.route_localnet=1`` (Documentation/networking/ip-sysctl.rst: route_localnet)."""
+    return Sysctl(f"net.ipv4.conf.{bridge}.route_localnet", "1", default="0")
+
+
+# --- building ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Publish:
+    """What :func:`port_objects` needs of one container: its ports and where they go."""
+
+    container: str
+    ports: tuple[str, ...]
+    address: IPv4Interface | IPv4Address | None
+    bridge: str | None
+    port: str | None  # the host end of its first veth
+
+
+def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> list:
+    """The objects the containers' ports make, in order (none when no container publishes a port).
+
+    Raises:
+        ValidationError: a bad entry, a container without an IPv4 address,
+            an IPv6 host address (for now), two entries of the network
+            taking the same host port (same protocol, overlapping address).
+    """
+    objs: list = []
+    seen: list[tuple[PortMapping, str]] = []
+    localnet: list[str] = []
+    hairpins: list[Hairpin] = []
+    for p in publishes:
+        where = f"Container {p.container}"
+        mappings = parse_ports(where, p.ports)
+        for i, m in enumerate(mappings):
+            field = f"ports[{i}]"
+            for other, whose in seen:
+                if m.overlaps(other):
+                    raise ValidationError(where, field, f"each host port is published once: {m.binding()} overlaps "
+                                          f"{other.text!r} of {whose}", m.text)
+            seen.append((m, f"container {p.container}"))
+            if m.family == 6:
+                raise ValidationError(where, field, IPV6_REFUSED, m.text)
+            if p.address is None or p.bridge is None:
+                raise ValidationError(where, field, "a published port goes to the container's address: give its "
+                                      "(first) interface an address on a bridge", m.text)
+            address = p.address.ip if isinstance(p.address, IPv4Interface) else p.address
+            objs.append(PublishedPort(p.container, address, p.bridge, m))
+            if m.loopback and p.bridge not in localnet:
+                localnet.append(p.bridge)
+            if not m.loopback and p.port is not None and all(h.port != p.port for h in hairpins):
+                hairpins.append(Hairpin(p.port, p.container))
+    if not objs:
+        return []
+    head: list = [DnatChain()]
+    if not have_forward_chain:
+        head.append(FilterChain(FORWARD_CHAIN, "FORWARD"))
+    if localnet:
+        head.append(InputChain())
+    tail: list = []
+    for bridge in localnet:
+        tail += [route_localnet(bridge), LocalnetGuard(bridge)]
+    return [*head, *objs, *hairpins, *tail]
+
+
+PORT_CLASSES = (DnatChain, InputChain, PublishedPort, Hairpin, LocalnetGuard)
+
+
+# --- conflicts -----------------------------------------------------------------------
+
+def _binding_of_rule(rule: tuple[str, ...]) -> PortMapping | None:
+    """The host binding a ``BRIDGENET-DNAT`` rule (as ``iptables -S`` prints it) takes, or None."""
+    words = list(rule)
+    try:
+        proto = words[words.index("-p") + 1]
+        port = int(words[words.index("--dport") + 1])
+    except (ValueError, IndexError):
+        return None
+    host_ip = None
+    if "-d" in words:
+        try:
+            host_ip = IPv4Interface(words[words.index("-d") + 1]).ip
+        except ValueError:
+            return None
+    return PortMapping(port, 1, proto, host_ip, " ".join(rule))
+
+
+def check_port_conflicts(objects: Iterable[object], tag: str | None, state: object) -> None:
+    """Refuse a published port whose host port another network (or anyone) already takes in ``BRIDGENET-DNAT``.
+
+    ``state``: live state with ``nat BRIDGENET-DNAT`` read. A rule of this
+    network itself (the same rule, or one with this network's tag) is no
+    conflict: it is converging.
+
+    Raises:
+        ConflictError: naming both bindings and who holds the other.
+    """
+    ours = [o for o in objects if isinstance(o, PublishedPort)]
+    if not ours:
+        return
+    live = state.rules.get(("nat", DNAT_CHAIN, None), [])  # type: ignore[attr-defined]
+    wanted = {r for o in ours for t, c, r in o.rules(tag) if c == DNAT_CHAIN}
+    for rule in live:
+        if rule in wanted:
+            continue
+        words = list(rule)
+        owner = words[words.index("--comment") + 1] if "--comment" in words[:-1] else None
+        if tag is not None and owner == tag:
+            continue  # this network's own rule, from an earlier version of its file: the plan replaces it
+        taken = _binding_of_rule(rule)
+        if taken is None:
+            continue
+        for o in ours:
+            if o.mapping.overlaps(taken):
+                who = f"the bridgenet network {owner.split(':', 1)[1]}" if owner and owner.startswith(
+                    "bridgenet:") else "a rule without bridgenet's tag"
+                raise ConflictError(
+                    f"published port {o.mapping.binding()}", f"{o.mapping.text} for {o.container}",
+                    f"-A {DNAT_CHAIN} {' '.join(rule)} ({who})",
+                    hint="two networks cannot publish the same host port and protocol on the same (or every) "
+                         "address: take the other down first, or choose another host port")

@@ -1,0 +1,117 @@
+"""The ``ports`` syntax: Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`` parsed and checked.
+
+docker-run(1) ``--publish``: tcp by default, or udp; no host address (or
+``0.0.0.0``) means every address of the host; an IPv6 host address goes in
+brackets (``[::1]:8082:80``). The rules these become are in ``ports.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+import attrs
+
+from .errors import ValidationError
+
+PROTOCOLS = ("tcp", "udp")
+IPV6_REFUSED = ("IPv6 published ports need the container's address6 (ip6tables), which this network "
+                "does not give yet: publish on an IPv4 host address, or leave the host address out")
+_PORT_SYNTAX = re.compile(r"(?:(?P<ip>\[[^\]]*\]|[^\[\]/]*):)?(?P<host>[^:/]*):(?P<cont>[^:/]*)(?:/(?P<proto>.*))?")
+SYNTAX_RULE = ("a published port is [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (Docker's -p), "
+               "e.g. \"8080:80\", \"127.0.0.1:8081:80\", \"[::1]:8082:80\" or \"5353:53/udp\"")
+
+
+@attrs.frozen
+class PortMapping:
+    """One parsed ``ports`` entry.
+
+    Attributes:
+        host_port, container_port: 1-65535.
+        proto: ``"tcp"`` or ``"udp"``.
+        host_ip: the host address it is published on; None: every address of the host.
+        text: the entry as written.
+    """
+
+    host_port: int
+    container_port: int
+    proto: str = "tcp"
+    host_ip: IPv4Address | IPv6Address | None = None
+    text: str = ""
+
+    @property
+    def family(self) -> int:
+        return 6 if isinstance(self.host_ip, IPv6Address) else 4
+
+    @property
+    def loopback(self) -> bool:
+        return self.host_ip is not None and self.host_ip.is_loopback
+
+    def binding(self) -> str:
+        """``"tcp *:8080"``, ``"tcp 127.0.0.1:8081"``, ``"udp [::1]:53"``: what the host gives out."""
+        if self.host_ip is None:
+            where = "*"
+        else:
+            where = f"[{self.host_ip}]" if self.family == 6 else str(self.host_ip)
+        return f"{self.proto} {where}:{self.host_port}"
+
+    def overlaps(self, other: PortMapping) -> bool:
+        """Same protocol and host port, and the same host address or one of them on every address."""
+        if (self.proto, self.host_port) != (other.proto, other.host_port):
+            return False
+        if self.host_ip is None or other.host_ip is None:
+            return True  # "every address" takes the port on each address
+        return self.host_ip == other.host_ip
+
+
+def parse_port(text: object, where: str = "Container", field: str = "ports") -> PortMapping:
+    """Parse Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`` (docker-run(1) ``--publish``).
+
+    Raises:
+        ValidationError: naming ``where`` and ``field`` and the rule broken (a
+            port outside 1-65535, a protocol other than tcp/udp, a host
+            address that is not an IPv4 or bracketed IPv6 address, a range).
+    """
+    if not isinstance(text, str):
+        raise ValidationError(where, field, SYNTAX_RULE + " (text)", text)
+    m = _PORT_SYNTAX.fullmatch(text.strip())
+    if m is None:
+        rule = SYNTAX_RULE
+        if text.count(":") > 2 and "[" not in text:
+            rule += "; an IPv6 host address goes in brackets, as in [::1]:8082:80"
+        raise ValidationError(where, field, rule, text)
+    ports = []
+    for name, value in (("HOST_PORT", m["host"]), ("CONTAINER_PORT", m["cont"])):
+        if "-" in value:
+            raise ValidationError(where, field, f"{name} is one port, not a range (each port is its own entry)", text)
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise ValidationError(where, field, f"{name} is a port number 1-65535", text)
+        ports.append(int(value))
+    proto = m["proto"] if m["proto"] is not None else "tcp"
+    if proto not in PROTOCOLS:
+        raise ValidationError(where, field, "the protocol is tcp (the default) or udp", text)
+    host_ip = None
+    raw = m["ip"]
+    if raw is not None and raw != "":
+        bracketed = raw.startswith("[")
+        inner = raw[1:-1] if bracketed else raw
+        try:
+            host_ip = ip_address(inner)
+        except ValueError:
+            raise ValidationError(where, field, "HOST_IP is an IPv4 address, or an IPv6 address in brackets "
+                                  "(as in [::1]:8082:80)", text) from None
+        if bracketed != isinstance(host_ip, IPv6Address):
+            raise ValidationError(where, field, "only an IPv6 host address goes in brackets", text)
+        if host_ip.is_multicast:
+            raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
+        if host_ip.is_unspecified:
+            host_ip = None if isinstance(host_ip, IPv4Address) else host_ip  # 0.0.0.0: every address
+    return PortMapping(ports[0], ports[1], proto, host_ip, text)
+
+
+def parse_ports(where: str, ports: object) -> list[PortMapping]:
+    """A container's ``ports`` list parsed, each error naming ``ports[i]``."""
+    if isinstance(ports, (str, bytes, dict)) or not isinstance(ports, Iterable):
+        raise ValidationError(where, "ports", "ports is a list of texts such as \"8080:80\"", ports)
+    return [parse_port(p, where, f"ports[{i}]") for i, p in enumerate(ports)]
