@@ -60,7 +60,7 @@ def require_privileges(action: str) -> None:
                if not caps >> bit & 1]
     if missing:
         raise PrivilegeError(
-            f"bridgenet {action} {'reads' if action == 'plan' else 'changes'} this host's network and needs "
+            f"bridgenet {action} {'reads' if action in ('plan', 'diagnose') else 'changes'} this host's network and needs "
             f"{' and '.join(missing)} "
             "(run it as root, e.g. with sudo). Nothing was run.\n"
             "To try the lesson without touching this machine: bridgenet tutorial (a throwaway sandbox)"
@@ -231,6 +231,33 @@ def cmd_graph(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Name the first thing that breaks SRC -> DST, then probe: exit 0 reachable, 1 not, 2 usage."""
+    from .diagnose import diagnose
+
+    if args.udp and args.port is None:
+        args.parser.error("--udp needs --port N")
+    net = None
+    if args.file:
+        from .config import load
+
+        net = load(args.file)
+    require_privileges("diagnose")
+    try:
+        result = diagnose(args.source, args.destination, port=args.port, udp=args.udp, network=net)
+    except ValidationError as e:
+        print(f"bridgenet diagnose: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(result.to_json() + "\n" if args.json else result.render())
+    return 0 if result.reachable else 1
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"--port takes a port number from 1 to 65535, not {text!r}")
+    return int(text)
+
+
 def _jobs(text: str) -> int:
     try:
         n = int(text)
@@ -322,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="text (default, box-drawing characters), dot (Graphviz: dot -Tsvg) or mermaid (a flowchart)")
     gr.add_argument("--ascii", action="store_true", help="with text: plain ASCII (+ - |) only")
     gr.set_defaults(func=cmd_graph, parser=gr)
+
+    dg = sub.add_parser("diagnose", help="why can't SRC reach DST? name the first broken hop and its fix, then probe",
+                        description="Walk the path from SRC to DST as a person would (links, cables, bridge ports, "
+                        "STP, MTU, addresses, routes, gateway, ip_forward, rp_filter, iptables FORWARD, MASQUERADE, "
+                        "conntrack), name the FIRST thing that breaks it with the command that fixes it, then send a "
+                        "probe. Reads only. Exit 0 when DST is reachable, 1 when not, 2 for a usage error.")
+    dg.add_argument("source", metavar="SRC", help="a network namespace, or 'host'")
+    dg.add_argument("destination", metavar="DST", help="a network namespace, 'host', or an IPv4 address")
+    dg.add_argument("--port", type=_port, metavar="N", help="probe TCP port N (with --udp: UDP) instead of pinging")
+    dg.add_argument("--udp", action="store_true", help="with --port: a UDP datagram awaiting a reply")
+    dg.add_argument("-f", "--file", metavar="NET.toml", help="the intended network: which namespaces, gateways, "
+                    "addresses (default: live state alone)")
+    dg.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    dg.set_defaults(func=cmd_diagnose, parser=dg)
 
     tut = sub.add_parser("tutorial", help="run the lesson for real in a throwaway sandbox, checking each claim",
                          description="Run the lesson's commands inside a throwaway sandbox (its own network, "

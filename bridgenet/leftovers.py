@@ -10,7 +10,9 @@ rules of ``nat POSTROUTING``, ``filter FORWARD`` and bridgenet's own chains (``B
 them (and no network is still recorded in ``/run/bridgenet``):
 ``iptables -D FORWARD -j BRIDGENET-FORWARD`` (each time it is there), then
 ``iptables -X`` (a chain still jumped to cannot be deleted: "Device or
-resource busy", measured here). An untagged rule (the lesson's, made with
+resource busy", measured here). Name files (``/etc/netns/NS/hosts`` and ``resolv.conf``)
+that start with ``# bridgenet:`` go, and their directory when nothing else is in it
+(``names.tagged_file_commands``; ``/etc/netns`` itself stays). An untagged rule (the lesson's, made with
 ``--accept-forward``, whose state file was lost) keeps its chain.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from .commands import ChainAbsent, Command, LinkAbsent, NetnsAbsent, RuleAbsent, ip, iptables
 from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN
+from .names import tagged_file_commands
 from .ports import DNAT_CHAIN, INPUT_CHAIN
 from .runners import Runner
 from .state import LiveState, read, read_netns
@@ -44,7 +47,7 @@ def read_leftovers(runner: Runner) -> LiveState:
     names, stale = read_netns(runner)
     where = [(t, c, None) for t, c in TAGGED_CHAINS]
     jumps = [(t, b, None) for t, _, builtins, _ in _JUMPED_FROM for b in builtins]
-    return read(runner, netns=sorted(names - stale), rules=[*where, *jumps], rules6=where)
+    return read(runner, netns=sorted(names - stale), rules=[*where, *jumps], rules6=where, etc=True)
 
 
 def tagged_commands(state: LiveState) -> list[Command]:
@@ -58,6 +61,7 @@ def tagged_commands(state: LiveState) -> list[Command]:
         lo = links.get("lo")
         if lo is not None and (lo.alias or "").startswith(TAG_PREFIX):  # made by bridgenet (model.Namespace)
             cmds.append(ip("netns", "del", ns, step="clean", effect=NetnsAbsent(ns)))
+    cmds += tagged_file_commands(state.files, state.dirs, TAG_PREFIX)
     tagged = [link for link in state.host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
     for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
         cmds.append(ip("link", "del", link.name, step="clean", effect=LinkAbsent(link.name)))

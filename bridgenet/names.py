@@ -20,7 +20,9 @@ creates:
 :class:`EtcNetns` makes ``/etc/netns`` itself when it is missing: a step
 shared by the networks that use it (its key starts with ``"etc "``, see
 ``apply.SHARED_PREFIXES``), removed by the last one going down, and only if
-empty. Files are written by ``tee PATH`` reading the text on standard input
+empty. A tagged network's files start with the comment ``# bridgenet:NAME``
+(hosts(5) and resolv.conf(5) skip ``#`` lines), which is how ``clean``
+recognises them without a state file (``leftovers.py``). Files are written by ``tee PATH`` reading the text on standard input
 (a real argv, so that it runs the same way wherever commands run), removed
 by ``rm -f`` and ``rmdir --ignore-fail-on-non-empty`` (what someone else put
 in the directory keeps it). Nothing is written for a namespace the network
@@ -119,11 +121,14 @@ class Names:
 
     def steps(self, ctx: object = None) -> list[Step]:
         k, d, ns = self.step_key, self.directory, self.netns
+        tag = getattr(ctx, "tag", None)
+        mark = f"# {tag}\n" if tag else ""  # what `clean` recognises as bridgenet's without a state file
+        hosts, resolv = mark + self.hosts, mark + self.resolv
         return [Step(
             key=k, title=f"write {d}/hosts and {d}/resolv.conf",
             why=(f"Inside {ns}, ip netns exec mounts them over /etc/hosts and /etc/resolv.conf: the other "
                  "containers resolve by name, and a name nobody knows fails at once."),
-            up=(_mkdir(d, k, ns), write(f"{d}/hosts", self.hosts, k, ns), write(f"{d}/resolv.conf", self.resolv, k, ns)),
+            up=(_mkdir(d, k, ns), write(f"{d}/hosts", hosts, k, ns), write(f"{d}/resolv.conf", resolv, k, ns)),
             down=(remove(f"{d}/resolv.conf", k, ns), remove(f"{d}/hosts", k, ns), rmdir(d, k, ns)))]
 
 
@@ -218,3 +223,23 @@ def parse_tree(code: int, data: str) -> tuple[dict[str, str], frozenset[str]]:
         if code == 0:
             raise
     return files, frozenset(dirs)
+
+
+def tagged_file_commands(files: dict[str, str], dirs: frozenset[str], tag_prefix: str) -> list[Command]:
+    """``clean``'s removal of name files left without a state file: each ``/etc/netns/NS/{hosts,resolv.conf}``
+    whose first line is ``# bridgenet:...``, then ``/etc/netns/NS`` when nothing else is in it.
+
+    ``/etc/netns`` itself stays (whether bridgenet made it is known only from a state file).
+    """
+    cmds: list[Command] = []
+    for d in sorted(dirs):
+        if d.count("/") != 3 or not d.startswith(ETC_NETNS + "/"):
+            continue
+        inside = {p: t for p, t in files.items() if p.startswith(d + "/")}
+        ours = [p for p in (f"{d}/hosts", f"{d}/resolv.conf") if inside.get(p, "").startswith("# " + tag_prefix)]
+        if not ours:
+            continue
+        cmds.extend(remove(p, "clean") for p in ours)
+        if set(inside) <= set(ours) and not any(x.startswith(d + "/") for x in dirs):
+            cmds.append(rmdir(d, "clean"))
+    return cmds

@@ -305,8 +305,22 @@ def assert_reachable(sandbox: Sandbox, a: str | None, b: str | IPv4Address, *, p
     report = state_report(sandbox, [a, ns, None], hints_for=(a, addr))
     raise AssertionError(
         f"not reachable: {_describe(a, addr, ns, known, port)}: {attempts[-1]} "
-        f"({len(attempts)} attempt(s) in {timeout:g} s)\n\n{report}"
+        f"({len(attempts)} attempt(s) in {timeout:g} s)\n{diagnosis_lines(sandbox, a, addr, port)}\n{report}"
     )
+
+
+def diagnosis_lines(sandbox: Sandbox, a: str | None, addr: IPv4Address, port: int | None) -> str:
+    """What :func:`bridgenet.diagnose.diagnose` names as the first problem, and its fix (lines for a message)."""
+    from .diagnose import diagnose
+
+    try:
+        d = diagnose(a if a is not None else "host", str(addr), port=port, runner=sandbox.runner())
+    except Exception as e:  # noqa: BLE001 - the report below still helps
+        return f"diagnosis: could not run ({type(e).__name__}: {e})\n"
+    if d.problem is None:
+        return "diagnosis: nothing found on the path\n"
+    fix = f"\n  fix: {d.problem.fix}" if d.problem.fix else ""
+    return f"diagnosis ({d.problem.kind}): {d.problem.message}{fix}\n"
 
 
 def assert_unreachable(sandbox: Sandbox, a: str | None, b: str | IPv4Address, *, port: int | None = None,

@@ -423,6 +423,7 @@ def test_unreachable_message_shows_what_a_person_would_look_at(lesson: Sandbox) 
     msg = str(e.value)
     for expected in [
         "not reachable: container4 -> 10.201.0.5 (container5) by ping",
+        "diagnosis (port-down): bridge port brid5 (br0) in host", "fix: ip link set dev brid5 up",
         "sandbox host: link brid5 (bridge port of br0) is administratively DOWN",
         "container5: link veth5 is up but",
         "--- container4 ---", "--- container5 ---", "--- sandbox host ---",

@@ -81,7 +81,7 @@ def test_down_restores_the_snapshot_and_up_twice_runs_nothing(sb, batch):
     assert before["etc_netns"] == {}
     apply.up(app(dns=["198.51.100.1"]), r, batch=batch)
     mid = snap(sb)
-    assert mid["etc_netns"]["/etc/netns/db/resolv.conf"] == "nameserver 198.51.100.1\n"
+    assert mid["etc_netns"]["/etc/netns/db/resolv.conf"] == "# bridgenet:app\nnameserver 198.51.100.1\n"
     assert sorted(mid["etc_netns"]) == ["/etc/netns", "/etc/netns/db", "/etc/netns/db/hosts",
                                         "/etc/netns/db/resolv.conf", "/etc/netns/web", "/etc/netns/web/hosts",
                                         "/etc/netns/web/resolv.conf"]
@@ -97,7 +97,7 @@ def test_a_changed_network_rewrites_the_files_and_down_still_removes_them(sb):
     before = snap(sb)
     apply.up(app(), r)
     apply.up(app(dns=["198.51.100.1"]), r)
-    assert sb.run(["cat", "/etc/netns/web/resolv.conf"]).stdout == "nameserver 198.51.100.1\n"
+    assert sb.run(["cat", "/etc/netns/web/resolv.conf"]).stdout == "# bridgenet:app\nnameserver 198.51.100.1\n"
     apply.down("app", r)
     assert snap(sb) == before, diff(before, snap(sb))
 
