@@ -157,3 +157,21 @@ def test_two_isolated_networks_do_not_reach_each_other_over_ipv6(sb):
                         containers=[Node("six3-a", address6="fd00:63::10")], isolate=False)
     apply.up(open_one, sb.runner())
     ping(sb, "fd00:62::10", "six3-a")
+
+
+def test_clean_without_the_state_file_removes_the_ip6tables_rules_and_chains(sb, dual):
+    """Tagged ip6tables rules (NAT66, the accept and isolation rules) are found and removed without the
+    state file, and bridgenet's ip6tables chains left empty go too."""
+    import os
+
+    from bridgenet import leftovers
+
+    _, before, _ = dual
+    r = sb.runner()
+    os.unlink(os.path.join(r.fs_root, "run/bridgenet/dual.json"))
+    leftovers.clean_tagged(r, force=False)
+    after = snap(sb)
+    assert after["ip6tables"] == before["ip6tables"], diff(before, after)
+    for key in ("ip_forward", "ipv6_forwarding", "etc_netns"):  # a sysctl cannot be tagged; /etc/netns stays
+        before[key] = after[key]
+    assert after == before, diff(before, after)
