@@ -33,6 +33,7 @@ from .commands import (
     FileAbsent,
     FilePresent,
     NetnsAbsent,
+    RouteAbsent,
     RuleAbsent,
     SysctlValue,
 )
@@ -426,7 +427,8 @@ def _classify(cmds: Sequence[Command], state: LiveState, *, optimistic: bool) ->
 
 
 def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool = False) -> LiveState:
-    netns, sysctls, rules, etc = [], [], [], False
+    netns, sysctls, rules, rules6, etc = [], [], [], [], False
+    v6 = False
     for c in cmds:
         e = c.effect
         etc = etc or isinstance(e, _FILES)
@@ -438,8 +440,10 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool 
         if isinstance(e, SysctlValue) and not optimistic:
             sysctls.append((e.key, e.netns))
         if isinstance(e, (RuleAbsent, ChainAbsent)) and not optimistic:
-            rules.append((e.table, e.chain, e.netns))
-    return read(runner, netns=netns, sysctls=sysctls, rules=rules, etc=etc)
+            (rules6 if e.family == 6 else rules).append((e.table, e.chain, e.netns))
+        if isinstance(e, RouteAbsent) and e.via.version == 6:
+            v6 = True  # IPv6 routes are read only when some command needs them
+    return read(runner, netns=netns, sysctls=sysctls, rules=rules, rules6=rules6, v6=v6, etc=etc)
 
 
 _FILES = (FileAbsent, FilePresent, DirAbsent, DirPresent)

@@ -95,6 +95,17 @@ def iptables_restore_rule(command: Command) -> tuple[str, str] | None:
     """
     if command.tool != "iptables":
         return None
+    return _restore_rule(command)
+
+
+def ip6tables_restore_rule(command: Command) -> tuple[str, str] | None:
+    """:func:`iptables_restore_rule` for ``ip6tables`` (an ``ip6tables-restore`` line; ip6tables(8))."""
+    if command.tool != "ip6tables":
+        return None
+    return _restore_rule(command)
+
+
+def _restore_rule(command: Command) -> tuple[str, str] | None:
     args = list(command.args)
     table = "filter"
     if len(args) >= 2 and args[0] in ("-t", "--table"):

@@ -15,7 +15,8 @@ the text it reads on standard input):
   (sysctl(8));
 * every host ``iptables [-t TABLE] -A|-D|-I CHAIN ...``, ``-N CHAIN`` and
   ``-X CHAIN`` in ONE ``iptables-restore --noflush -w`` fed a restore file
-  (``*TABLE``, the rules, ``COMMIT``; iptables-restore(8));
+  (``*TABLE``, the rules, ``COMMIT``; iptables-restore(8)), and every host
+  ``ip6tables`` one in ONE ``ip6tables-restore --noflush -w`` after it;
 * anything else alone, as the command itself: a ``sysctl`` or ``iptables``
   inside a namespace (after the host's), another form of ``sysctl`` or
   ``iptables`` (where it stands among the host's, which then take more than
@@ -59,7 +60,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from .batchlines import _PLAIN_TEXT, _sysctl_settings, ip_batch_line, iptables_restore_rule
+from .batchlines import _PLAIN_TEXT, _sysctl_settings, ip6tables_restore_rule, ip_batch_line, iptables_restore_rule
 from .commands import Command
 from .gcpause import paused
 from .jobs import JOBS, partition
@@ -69,6 +70,9 @@ DIRECTIONS = ("up", "down")
 
 IPTABLES_RESTORE = ("iptables-restore", "--noflush", "-w")
 """The restore command: keep existing rules (``--noflush``), wait for the xtables lock (``-w``)."""
+
+IP6TABLES_RESTORE = ("ip6tables-restore", "--noflush", "-w")
+"""The same for the IPv6 tables (ip6tables-restore(8))."""
 
 NSENTER_MIN = 256
 """From this many namespaces in one plan on, a namespace's batch runs as
@@ -103,8 +107,8 @@ class Invocation:
         input: the text it reads on standard input (a batch or restore file,
             ending in a newline), or None when it reads nothing.
         commands: the bridgenet commands it carries, in order.
-        kind: ``"ip"``, ``"ip-netns"``, ``"sysctl"``, ``"iptables"`` (a
-            batch), or ``"alone"`` (one command run as itself).
+        kind: ``"ip"``, ``"ip-netns"``, ``"sysctl"``, ``"iptables"``,
+            ``"ip6tables"`` (a batch), or ``"alone"`` (one command run as itself).
         job: None for a process of the main sequence; for one of the
             parallel jobs (``jobs.py``), the job's number (0, 1, ...).
     """
@@ -232,12 +236,17 @@ def _sysctl_merge(run: list[tuple[Command, object]]) -> Invocation:
     return Invocation(("sysctl", "-w", *words), None, tuple(c for c, _ in run), "sysctl")
 
 
-def _restore(run: list[tuple[Command, object]]) -> Invocation:
+def _restore(run: list[tuple[Command, object]], argv: tuple[str, ...] = IPTABLES_RESTORE,
+             kind: str = "iptables") -> Invocation:
     tables: dict[str, list[str]] = {}
     for _, (table, line) in run:  # type: ignore[misc]
         tables.setdefault(table, []).append(line)
     text = "".join(f"*{t}\n" + "".join(f"{line}\n" for line in lines) + "COMMIT\n" for t, lines in tables.items())
-    return Invocation(IPTABLES_RESTORE, text, tuple(c for c, _ in run), "iptables")
+    return Invocation(argv, text, tuple(c for c, _ in run), kind)
+
+
+def _restore6(run: list[tuple[Command, object]]) -> Invocation:
+    return _restore(run, IP6TABLES_RESTORE, "ip6tables")
 
 
 def plan(commands: Sequence[Command], *, direction: str = "up", jobs: int = JOBS) -> tuple[Invocation, ...]:
@@ -273,6 +282,7 @@ def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]
     inside: dict[str, list[Command]] = {}
     sysctls: list[Command] = []
     rules: list[Command] = []
+    rules6: list[Command] = []
     other: list[Command] = []
     for c in commands:
         tool = c.tool
@@ -288,6 +298,8 @@ def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]
             sysctls.append(c)
         elif tool == "iptables":
             rules.append(c)
+        elif tool == "ip6tables":
+            rules6.append(c)
         else:
             other.append(c)
     # all ip lines looked at once: when they are all plain, each batch file is its lines joined
@@ -298,6 +310,7 @@ def _plan(commands: Sequence[Command], direction: str) -> tuple[Invocation, ...]
     p_inside = [_ip_phase(cmds, ns, next(part), nsenter=nsenter) for ns, cmds in inside.items()]
     p_sysctl = _merged_phase(sysctls, _sysctl_settings, _sysctl_merge)
     p_rules = _merged_phase(rules, iptables_restore_rule, _restore)
+    p_rules += _merged_phase(rules6, ip6tables_restore_rule, _restore6)
     p_other = [_alone(c) for c in other]
     if direction == "up":
         return (*p_host, *p_inside, *p_plug, *p_sysctl, *p_rules, *p_other)
@@ -319,6 +332,7 @@ def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job:
     job_inside: list[dict[str, list[Command]]] = [{} for _ in range(n_jobs)]
     sysctls: list[Command] = []
     rules: list[Command] = []
+    rules6: list[Command] = []
     other: list[Command] = []
     for i, c in enumerate(commands):
         if c.tool == "ip":
@@ -338,6 +352,8 @@ def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job:
             sysctls.append(c)
         elif c.tool == "iptables":
             rules.append(c)
+        elif c.tool == "ip6tables":
+            rules6.append(c)
         else:
             other.append(c)
     # all ip lines looked at once, in the order the processes come (which is the order errors come in)
@@ -353,5 +369,6 @@ def _plan_in_jobs(commands: Sequence[Command], job_of: dict[str, int], host_job:
             _ip_phase(cmds, ns, next(part), j, nsenter=nsenter) for ns, cmds in job_inside[j].items()] + (
             [_ip_phase(job_plug[j], None, next(part), j)] if job_plug[j] else [])
     return (*out, *_merged_phase(sysctls, _sysctl_settings, _sysctl_merge),
-            *_merged_phase(rules, iptables_restore_rule, _restore), *(_alone(c) for c in other))
+            *_merged_phase(rules, iptables_restore_rule, _restore),
+            *_merged_phase(rules6, ip6tables_restore_rule, _restore6), *(_alone(c) for c in other))
 

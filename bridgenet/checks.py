@@ -101,7 +101,7 @@ def ping(sandbox: Sandbox, dst: str, *, netns: str | None = None, count: int = 1
 _SERVER = r"""
 import socket, sys
 host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((host, port))
 s.listen(16)

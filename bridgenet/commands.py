@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address, ip_interface
 
 import attrs
 
@@ -121,10 +121,10 @@ class LinkAlias:
 
 @attrs.frozen
 class AddrPresent:
-    """Address ``address`` (with prefix length) is on link ``dev`` in ``netns``."""
+    """Address ``address`` (with prefix length, IPv4 or IPv6) is on link ``dev`` in ``netns``."""
 
     dev: str
-    address: IPv4Interface
+    address: IPv4Interface | IPv6Interface
     netns: str | None = None
     broadcast: IPv4Address | None = None
 
@@ -134,7 +134,7 @@ class AddrAbsent:
     """Address ``address`` is not on link ``dev`` in ``netns``."""
 
     dev: str
-    address: IPv4Interface
+    address: IPv4Interface | IPv6Interface
     netns: str | None = None
 
 
@@ -143,7 +143,7 @@ class RoutePresent:
     """A route to ``dst`` (``"default"`` or a CIDR) via ``via`` exists in ``netns``."""
 
     dst: str
-    via: IPv4Address
+    via: IPv4Address | IPv6Address
     netns: str | None = None
 
 
@@ -152,7 +152,7 @@ class RouteAbsent:
     """No route to ``dst`` via ``via`` in ``netns``."""
 
     dst: str
-    via: IPv4Address
+    via: IPv4Address | IPv6Address
     netns: str | None = None
 
 
@@ -167,40 +167,56 @@ class SysctlValue:
 
 @attrs.frozen
 class RulePresent:
-    """The iptables rule ``rule`` (the argv after ``-A CHAIN``) is in ``table``/``chain``."""
+    """The iptables rule ``rule`` (the argv after ``-A CHAIN``) is in ``table``/``chain``.
+
+    ``family``: 4 for iptables, 6 for ip6tables (the rule is in the IPv6 tables).
+    """
 
     table: str
     chain: str
     rule: tuple[str, ...]
     netns: str | None = None
+    family: int = 4
 
 
 @attrs.frozen
 class RuleAbsent:
-    """One instance of the iptables rule ``rule`` fewer (``-D`` removes the first match)."""
+    """One instance of the iptables rule ``rule`` fewer (``-D`` removes the first match).
+
+    ``family``: 4 for iptables, 6 for ip6tables (the rule is in the IPv6 tables).
+    """
 
     table: str
     chain: str
     rule: tuple[str, ...]
     netns: str | None = None
+    family: int = 4
 
 
 @attrs.frozen
 class ChainPresent:
-    """The user-defined iptables chain ``chain`` exists in ``table`` (``iptables -N``)."""
+    """The user-defined iptables chain ``chain`` exists in ``table`` (``iptables -N``).
+
+    ``family``: 4 for iptables, 6 for ip6tables.
+    """
 
     table: str
     chain: str
     netns: str | None = None
+    family: int = 4
 
 
 @attrs.frozen
 class ChainAbsent:
-    """No chain ``chain`` in ``table`` (``iptables -X``; it must be empty and unreferenced first)."""
+    """No chain ``chain`` in ``table`` (``iptables -X``; it must be empty and unreferenced first).
+
+    ``family``: 4 for iptables, 6 for ip6tables.
+    """
 
     table: str
     chain: str
     netns: str | None = None
+    family: int = 4
 
 
 @attrs.frozen
@@ -249,7 +265,7 @@ class Command:
     """One command: ``tool`` with ``args``, run in the host or inside ``netns``.
 
     Attributes:
-        tool: the program, ``"ip"``, ``"iptables"`` or ``"sysctl"``.
+        tool: the program, ``"ip"``, ``"iptables"``, ``"ip6tables"`` or ``"sysctl"``.
         args: its arguments, a tuple of strings (never a shell string).
         netns: None to run in the host; a namespace name to run inside it.
         step: key of the :class:`Step` it belongs to.
@@ -354,9 +370,14 @@ def ip(*args: str, netns: str | None = None, step: str = "", effect: Effect | No
     return Command("ip", args, netns=netns, step=step, effect=effect)
 
 
-def iptables(*args: str, netns: str | None = None, step: str = "", effect: Effect | None = None) -> Command:
-    """Build an ``iptables`` command (iptables(8))."""
-    return Command("iptables", args, netns=netns, step=step, effect=effect)
+IPTABLES_TOOLS = {4: "iptables", 6: "ip6tables"}
+"""The tool of each IP family (iptables(8), ip6tables(8): the same options, the IPv6 tables)."""
+
+
+def iptables(*args: str, netns: str | None = None, step: str = "", effect: Effect | None = None,
+             family: int = 4) -> Command:
+    """Build an ``iptables`` command (iptables(8)), or with ``family=6`` an ``ip6tables`` one."""
+    return Command(IPTABLES_TOOLS[family], args, netns=netns, step=step, effect=effect)
 
 
 def sysctl_w(key: str, value: str, *, netns: str | None = None, step: str = "") -> Command:
@@ -386,7 +407,7 @@ def command_to_dict(command: Command) -> dict:
         fields = {}
         for f in attrs.fields(type(e)):
             v = getattr(e, f.name)
-            if isinstance(v, (IPv4Address, IPv4Interface)):
+            if isinstance(v, (IPv4Address, IPv4Interface, IPv6Address, IPv6Interface)):
                 v = str(v)
             elif isinstance(v, tuple):
                 v = list(v)
@@ -403,10 +424,10 @@ def command_from_dict(d: dict) -> Command:
         cls = EFFECTS[e.pop("type")]
         for key in ("address",):
             if key in e and e[key] is not None:
-                e[key] = IPv4Interface(e[key])
+                e[key] = IPv4Interface(e[key]) if ":" not in e[key] else ip_interface(e[key])
         for key in ("via", "broadcast"):
             if key in e and e[key] is not None:
-                e[key] = IPv4Address(e[key])
+                e[key] = IPv4Address(e[key]) if ":" not in e[key] else ip_address(e[key])
         if "rule" in e:
             e["rule"] = tuple(e["rule"])
         effect = cls(**e)

@@ -20,11 +20,13 @@ Example (``bridgenet up --file demo.toml``)::
     peer = "eth0"              # container end (default "eth0")
 
 Beyond one bridge (``topology.py``): ``[[bridges]]`` (name, address, mtu,
-masquerade), containers with ``bridge``, ``mtu``, ``routes``, ``forward``,
-``default_route``, ``ports`` (published ports, ``ports.py``) or several
-``[[containers.interfaces]]`` (bridge, address, peer, veth, mtu), bare veths
-in ``[[links]]`` (``ends = [{netns, name, address}, {...}]``, mtu) and the
-host's own ``routes = [{to, via}]``. A file
+masquerade, address6, masquerade6), containers with ``bridge``, ``mtu``,
+``routes``, ``forward``, ``default_route``, ``address6``,
+``default_route6``, ``ports`` (published ports, ``ports.py``) or several
+``[[containers.interfaces]]`` (bridge, address, address6, peer, veth, mtu),
+bare veths in ``[[links]]`` (``ends = [{netns, name, address, address6},
+{...}]``, mtu) and the host's own ``routes = [{to, via}]`` (IPv4 or IPv6;
+``topology_v6.py`` for IPv6). A file
 that uses none of these keys is read exactly as before (the lesson's shape,
 :func:`bridgenet.shape.bridge_network`); one that does is built by
 :func:`bridgenet.topology.topology`, with the top-level ``bridge`` and

@@ -8,7 +8,7 @@ compare it with the state files of the networks already up.
 
 
 from collections.abc import Sequence
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Interface, ip_network
 
 from .commands import (
     LinkPresent,
@@ -136,7 +136,8 @@ def check_conflicts(network: Network, state: LiveState, *, moves_peers: bool | N
     for r in network.of_type(Route):
         if not _ns_ok(state, r.netns):
             continue
-        for entry in state.ns(r.netns).routes:
+        ns_state = state.ns(r.netns)
+        for entry in ns_state.routes6 if r.via.version == 6 else ns_state.routes:
             if entry.dst == r.dst and entry.gateway != str(r.via):
                 found = f"via {entry.gateway}" if entry.gateway else f"dev {entry.dev}"
                 raise ConflictError(f"route {r.dst} in {_where(r.netns)}", f"{r.dst} via {r.via}", f"{r.dst} {found}")
@@ -193,8 +194,11 @@ def _addr_objects(network: Network) -> list[tuple[str, str | None, object]]:
     for o in network.ordered:
         if isinstance(o, Address):
             out.append((o.dev, o.netns, o.address))
-        elif isinstance(o, VethPair) and o.address is not None:
-            out.append((o.peer, o.netns, o.address))
+        elif isinstance(o, VethPair):
+            if o.address is not None:
+                out.append((o.peer, o.netns, o.address))
+            if o.address6 is not None:
+                out.append((o.peer, o.netns, o.address6))
     return out
 
 
@@ -203,15 +207,16 @@ def _check_addresses(network: Network, state: LiveState, ours_in: dict[str | Non
     wanted_on: dict[tuple[str | None, str], set] = {}
     for dev, ns, addr in wanted:
         wanted_on.setdefault((ns, dev), set()).add(addr)
-    owners: dict[str | None, dict] = {}  # each namespace's address -> link map, built once
+    owners: dict[tuple[str | None, bool], dict] = {}  # each namespace's address -> link map, built once
     for dev, ns, addr in wanted:
+        v6 = type(addr) is IPv6Interface
         spaces = [ns] + ([None] if ns is not None else [])
         for space in spaces:
             if not _ns_ok(state, space):
                 continue
-            if space not in owners:
-                owners[space] = state.ns(space).owners()
-            owner = owners[space].get(addr.ip)
+            if (space, v6) not in owners:
+                owners[(space, v6)] = state.ns(space).owners6() if v6 else state.ns(space).owners()
+            owner = owners[(space, v6)].get(addr.ip)
             if owner is not None and not (space == ns and owner == dev):
                 raise ConflictError(f"address {addr.ip}", f"{addr} on {dev} in {_where(ns)}",
                                     f"{addr.ip} already on {owner} in {_where(space)}")
@@ -221,25 +226,29 @@ def _check_addresses(network: Network, state: LiveState, ours_in: dict[str | Non
         mine = ours_in.get(ns, set())
         link = links.get(dev)
         if link is not None:
-            others = [a for a in link.addresses if a not in wanted_on.get((ns, dev), set())]
+            others = [a for a in (link.addresses6 if v6 else link.addresses)
+                      if a not in wanted_on.get((ns, dev), set())]
             if others:
                 raise ConflictError(f"link {dev} in {_where(ns)}", f"only {addr}",
                                     f"{dev} carrying {', '.join(map(str, others))}")
-        net: IPv4Network = addr.network
+        net = addr.network
         for other in links.values():
             if other.name in mine:
                 continue
-            for a in other.addresses:
+            for a in other.addresses6 if v6 else other.addresses:
                 if a.network.overlaps(net):
                     raise ConflictError(f"subnet {net}", f"{net} on {dev} in {_where(ns)}",
                                         f"{a} on {other.name}, an overlapping subnet")
-        for r in state.ns(ns).routes:
+        for r in state.ns(ns).routes6 if v6 else state.ns(ns).routes:
             if r.dst in ("default", "") or r.dev in mine:
                 continue
             try:
-                rnet = IPv4Network(r.dst if "/" in r.dst else f"{r.dst}/32", strict=False)
+                rnet = (ip_network(r.dst, strict=False) if v6 else
+                        IPv4Network(r.dst if "/" in r.dst else f"{r.dst}/32", strict=False))
             except ValueError:
                 continue
+            if v6 and rnet.is_link_local:
+                continue  # the kernel's fe80::/64 on every link
             if rnet.overlaps(net):
                 via = f" via {r.gateway}" if r.gateway else ""
                 raise ConflictError(f"subnet {net}", f"{net} on {dev} in {_where(ns)}",

@@ -15,7 +15,7 @@ messages name the objects.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Interface
 from typing import TYPE_CHECKING
 
 from . import rules
@@ -23,6 +23,7 @@ from .errors import ValidationError
 from .firewall import FilterChain, Isolation
 from .model import Address, Bridge, EtcNetns, ForwardRule, Names, Namespace, NatRule, Route, Sysctl, VethPair
 from .ordering import Inventory
+from .crosscheck6 import addresses6
 from .ports import PORT_CLASSES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -88,6 +89,7 @@ class Checker:
         self.bridge_rules()
         self.mtus()
         self.addresses()
+        addresses6(self)
         self.routes()
 
     @property
@@ -115,8 +117,8 @@ class Checker:
             elif type(o) is Bridge:
                 bridges[o.name] = o
         for o in self.inv.addresses:
-            if type(o) is Address and o.netns is None:
-                host.append(o)
+            if type(o) is Address and o.netns is None and type(o.address) is IPv4Interface:
+                host.append(o)  # IPv6 host addresses: crosscheck6.py
         for master, n in count.items():
             if n > rules.MAX_BRIDGE_PORTS:
                 self.fail(bridges[master], "ports", too_many_ports(master, n), n)
@@ -215,8 +217,8 @@ class Checker:
         bridge_addrs: dict[str, list[IPv4Interface]] = {}
         for o in self.inv.links_and_addresses:
             iface = o.address
-            if iface is None:
-                continue
+            if iface is None or type(iface) is IPv6Interface:
+                continue  # IPv6: crosscheck6.py
             ip = int(iface)
             other = owners.get(ip)
             if other is not None:
@@ -276,11 +278,12 @@ class Checker:
         holders = self.inv.holders  # the on-link subnets of each namespace, in integers
         seen: dict[tuple[str | None, str], Route] = {}
         for o in self.inv.routes:
-            other = seen.get((o.netns, o.dst))
+            key = (o.netns, o.dst, type(o.via) is IPv4Address)  # one default route per family
+            other = seen.get(key)
             if other is not None:
                 self.fail(o, "dst", f"a namespace has one route to {o.dst}: {rules.describe(other)} is "
                           f"already {other.dst} via {other.via}", o.dst)
-            seen[(o.netns, o.dst)] = o
+            seen[key] = o
             on = holders.get(o.netns, ())
             if o.netns is None and not on:
                 continue  # a host route may use a link bridgenet does not manage
@@ -306,4 +309,5 @@ class Checker:
 
     def onlink(self, netns: str | None) -> list[IPv4Interface]:
         """The addresses on the links of ``netns`` (None: the host) that the network makes, in order."""
-        return [o.address for o in self.inv.links_and_addresses if o.address is not None and o.netns == netns]
+        out = [o.address for o in self.inv.links_and_addresses if o.address is not None and o.netns == netns]
+        return out + [o.address6 for o in self.inv.veths if o.address6 is not None and o.netns == netns]

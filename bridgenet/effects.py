@@ -6,6 +6,7 @@ Every command carries an effect (``commands.py``); planning compares it with
 (the undo of a command on an object bridgenet did not create).
 """
 
+from ipaddress import IPv6Address, IPv6Interface
 
 from .commands import (
     AddrAbsent,
@@ -38,7 +39,7 @@ from .commands import (
     iptables,
     sysctl_w,
 )
-from .state import LiveState
+from .state import Link, LiveState, NsState
 
 
 # --- effects against state ---------------------------------------------------------
@@ -79,23 +80,23 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
     if isinstance(e, LinkHairpin):
         return link is not None and bool(link.hairpin) == e.on
     if isinstance(e, AddrPresent):
-        return link is not None and e.address in link.addresses
+        return link is not None and e.address in _addresses(link, e.address)
     if isinstance(e, AddrAbsent):
-        return link is None or e.address not in link.addresses
+        return link is None or e.address not in _addresses(link, e.address)
     if isinstance(e, (RoutePresent, RouteAbsent)):
         present = _ns_ok(state, e.netns) and any(
-            r.dst == e.dst and r.gateway == str(e.via) for r in state.ns(e.netns).routes
+            r.dst == e.dst and r.gateway == str(e.via) for r in _routes(state.ns(e.netns), e.via)
         )
         return present if isinstance(e, RoutePresent) else not present
     if isinstance(e, SysctlValue):
         return state.sysctls.get((e.key, e.netns)) == e.value
     if isinstance(e, (RulePresent, RuleAbsent)):
-        present = e.rule in state.rules.get((e.table, e.chain, e.netns), [])
+        present = e.rule in state.rules_of(e.family).get((e.table, e.chain, e.netns), [])
         return present if isinstance(e, RulePresent) else not present
     if isinstance(e, (ChainPresent, ChainAbsent)):
         if not _ns_ok(state, e.netns):
             return isinstance(e, ChainAbsent)
-        exists = state.chain_exists(e.table, e.chain, e.netns)
+        exists = state.chain_exists(e.table, e.chain, e.netns, e.family)
         if exists is None:
             return False  # not read: run the command (it fails clearly if it has nothing to do)
         return exists if isinstance(e, ChainPresent) else not exists
@@ -130,6 +131,16 @@ def gone(effect: Effect | None, state: LiveState) -> str | None:
     if name not in state.ns(netns).links:
         return f"link {name} is gone" + (f" from netns {netns}" if netns else "")
     return None
+
+
+def _addresses(link: Link, address: object) -> tuple:
+    """The link's addresses of the family of ``address`` (IPv6: the global ones, :attr:`Link.addresses6`)."""
+    return link.addresses6 if type(address) is IPv6Interface else link.addresses
+
+
+def _routes(ns: NsState, via: object) -> tuple:
+    """The namespace's routes of the family of ``via`` (IPv6: ``routes6``, read for networks with IPv6)."""
+    return ns.routes6 if type(via) is IPv6Address else ns.routes
 
 
 def _ns_ok(state: LiveState, netns: str | None) -> bool:
@@ -181,11 +192,12 @@ def inverse(command: Command, state: LiveState) -> list[Command]:
             return []
         return [sysctl_w(e.key, old, netns=e.netns, step=k)]
     if isinstance(e, RulePresent):
-        return [iptables("-t", e.table, "-D", e.chain, *e.rule, netns=e.netns, step=k,
-                         effect=RuleAbsent(e.table, e.chain, e.rule, e.netns))]
+        return [iptables("-t", e.table, "-D", e.chain, *e.rule, netns=e.netns, step=k, family=e.family,
+                         effect=RuleAbsent(e.table, e.chain, e.rule, e.netns, e.family))]
     if isinstance(e, ChainPresent):
         table = () if e.table == "filter" else ("-t", e.table)
-        return [iptables(*table, "-X", e.chain, netns=e.netns, step=k, effect=ChainAbsent(e.table, e.chain, e.netns))]
+        return [iptables(*table, "-X", e.chain, netns=e.netns, step=k, family=e.family,
+                         effect=ChainAbsent(e.table, e.chain, e.netns, e.family))]
     if isinstance(e, DirPresent):
         from .names import rmdir
 

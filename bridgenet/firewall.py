@@ -70,6 +70,11 @@ def _check_comment(obj: object, value: str | None) -> None:
         )
 
 
+def _family_suffix(family: int) -> str:
+    """What an ip6tables step's key ends with (``" ip6"``), so that it differs from the iptables one."""
+    return " ip6" if family == 6 else ""
+
+
 _CHAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,28}")
 _BUILTIN_CHAINS = {"INPUT", "OUTPUT", "FORWARD", "PREROUTING", "POSTROUTING"}
 
@@ -87,11 +92,14 @@ class FilterChain:
         chain: the chain's name, e.g. ``"BRIDGENET-FORWARD"``.
         jump_from: the built-in chain that jumps to it first thing, or None.
         netns: where (None: the host).
+        family: 4 (iptables) or 6 (ip6tables: the same chain in the IPv6
+            filter table, for a network with IPv6).
     """
 
     chain: str = attrs.field()
     jump_from: str | None = attrs.field(default=None)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+    family: int = attrs.field(default=4, validator=rules.family, kw_only=True)
 
     @chain.validator
     def _check_chain(self, attribute: attrs.Attribute, value: object) -> None:
@@ -113,7 +121,7 @@ class FilterChain:
 
     @property
     def step_key(self) -> str:
-        return f"{CHAIN_STEP_PREFIX}{self.chain}@{self.netns or 'host'}"
+        return f"{CHAIN_STEP_PREFIX}{self.chain}@{self.netns or 'host'}{_family_suffix(self.family)}"
 
     @property
     def jump(self) -> tuple[str, ...]:
@@ -121,14 +129,15 @@ class FilterChain:
         return ("-j", self.chain)
 
     def steps(self, ctx: RenderContext) -> list[Step]:
-        k, ns = self.step_key, self.netns
-        up = [iptables("-N", self.chain, netns=ns, step=k, effect=ChainPresent("filter", self.chain, ns))]
-        down = [iptables("-X", self.chain, netns=ns, step=k, effect=ChainAbsent("filter", self.chain, ns))]
+        k, ns, f = self.step_key, self.netns, self.family
+        up = [iptables("-N", self.chain, netns=ns, step=k, family=f, effect=ChainPresent("filter", self.chain, ns, f))]
+        down = [iptables("-X", self.chain, netns=ns, step=k, family=f,
+                         effect=ChainAbsent("filter", self.chain, ns, f))]
         if self.jump_from:
-            up.append(iptables("-I", self.jump_from, *self.jump, netns=ns, step=k,
-                               effect=RulePresent("filter", self.jump_from, self.jump, ns)))
-            down.insert(0, iptables("-D", self.jump_from, *self.jump, netns=ns, step=k,
-                                    effect=RuleAbsent("filter", self.jump_from, self.jump, ns)))
+            up.append(iptables("-I", self.jump_from, *self.jump, netns=ns, step=k, family=f,
+                               effect=RulePresent("filter", self.jump_from, self.jump, ns, f)))
+            down.insert(0, iptables("-D", self.jump_from, *self.jump, netns=ns, step=k, family=f,
+                                    effect=RuleAbsent("filter", self.jump_from, self.jump, ns, f)))
         why = (
             f"bridgenet keeps its rules in a chain of its own, {self.chain}, shared by its networks"
             + (f", and jumps to it from the top of {self.jump_from}, so that they take effect whatever "
@@ -159,12 +168,14 @@ class Isolation:
             from ``bridge`` to one of them is not isolated (``-I
             BRIDGENET-ISOLATION -i BRIDGE -o SIBLING -j RETURN``, before every
             DROP), so one network's subnets reach each other through the host.
+        family: 4 (iptables) or 6 (ip6tables, for a bridge that carries IPv6).
     """
 
     bridge: str = attrs.field(validator=rules.ifname)
     comment: str | None = attrs.field(default=None)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
     siblings: tuple[str, ...] = attrs.field(default=(), converter=tuple, kw_only=True)
+    family: int = attrs.field(default=4, validator=rules.family, kw_only=True)
 
     @siblings.validator
     def _check_siblings(self, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -183,7 +194,7 @@ class Isolation:
 
     @property
     def step_key(self) -> str:
-        return f"isolate {self.bridge}@{self.netns or 'host'}"
+        return f"isolate {self.bridge}@{self.netns or 'host'}{_family_suffix(self.family)}"
 
     def rules(self, comment: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
         """``[(chain, rule), ...]``: the drop rule, then the jump, as ``iptables -S`` prints them."""
@@ -196,7 +207,7 @@ class Isolation:
         ]
 
     def steps(self, ctx: RenderContext) -> list[Step]:
-        k, ns = self.step_key, self.netns
+        k, ns, f = self.step_key, self.netns, self.family
         (drop_chain, drop), (jump_chain, jump), *returns = self.rules(ctx.tag)
         return [
             Step(
@@ -208,20 +219,22 @@ class Isolation:
                     f"as Docker isolates its networks. {self.bridge} still reaches the upstream."
                 ),
                 up=(
-                    iptables("-A", drop_chain, *drop, netns=ns, step=k,
-                             effect=RulePresent("filter", drop_chain, drop, ns)),
-                    iptables("-I", jump_chain, *jump, netns=ns, step=k,
-                             effect=RulePresent("filter", jump_chain, jump, ns)),
-                    *(iptables("-I", chain, *rule, netns=ns, step=k, effect=RulePresent("filter", chain, rule, ns))
+                    iptables("-A", drop_chain, *drop, netns=ns, step=k, family=f,
+                             effect=RulePresent("filter", drop_chain, drop, ns, f)),
+                    iptables("-I", jump_chain, *jump, netns=ns, step=k, family=f,
+                             effect=RulePresent("filter", jump_chain, jump, ns, f)),
+                    *(iptables("-I", chain, *rule, netns=ns, step=k, family=f,
+                             effect=RulePresent("filter", chain, rule, ns, f))
                       for chain, rule in returns),
                 ),
                 down=(
-                    *(iptables("-D", chain, *rule, netns=ns, step=k, effect=RuleAbsent("filter", chain, rule, ns))
+                    *(iptables("-D", chain, *rule, netns=ns, step=k, family=f,
+                             effect=RuleAbsent("filter", chain, rule, ns, f))
                       for chain, rule in reversed(returns)),
-                    iptables("-D", jump_chain, *jump, netns=ns, step=k,
-                             effect=RuleAbsent("filter", jump_chain, jump, ns)),
-                    iptables("-D", drop_chain, *drop, netns=ns, step=k,
-                             effect=RuleAbsent("filter", drop_chain, drop, ns)),
+                    iptables("-D", jump_chain, *jump, netns=ns, step=k, family=f,
+                             effect=RuleAbsent("filter", jump_chain, jump, ns, f)),
+                    iptables("-D", drop_chain, *drop, netns=ns, step=k, family=f,
+                             effect=RuleAbsent("filter", drop_chain, drop, ns, f)),
                 ),
             )
         ]
@@ -239,9 +252,9 @@ def chains_needed(objects) -> dict[int, list[FilterChain]]:  # noqa: ANN001
     for i, o in enumerate(objects):
         wanted = []
         if isinstance(o, (ForwardRule, Isolation)):
-            wanted.append(FilterChain(FORWARD_CHAIN, "FORWARD", o.netns))
+            wanted.append(FilterChain(FORWARD_CHAIN, "FORWARD", o.netns, family=o.family))
         if isinstance(o, Isolation):
-            wanted.append(FilterChain(ISOLATION_CHAIN, None, o.netns))
+            wanted.append(FilterChain(ISOLATION_CHAIN, None, o.netns, family=o.family))
         for c in wanted:
             if c.step_key not in present:
                 present.add(c.step_key)
@@ -271,11 +284,15 @@ class ForwardRule:
         bridge: the bridge whose traffic to accept.
         comment: a comment stored with the rules, or None (a tagged network
             sets ``bridgenet:NAME``).
+        family: 4 (iptables) or 6 (ip6tables: the same rules for the
+            bridge's IPv6 traffic, which an ip6tables FORWARD DROP policy
+            would drop).
     """
 
     bridge: str = attrs.field(validator=rules.ifname)
     comment: str | None = attrs.field(default=None, validator=rules.comment)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
+    family: int = attrs.field(default=4, validator=rules.family, kw_only=True)
 
     @property
     def name(self) -> str:
@@ -283,7 +300,7 @@ class ForwardRule:
 
     @property
     def step_key(self) -> str:
-        return f"forward {self.bridge}@{self.netns or 'host'}"
+        return f"forward {self.bridge}@{self.netns or 'host'}{_family_suffix(self.family)}"
 
     @property
     def chain(self) -> str:
@@ -313,13 +330,13 @@ class ForwardRule:
                     "(a new connection from outside reaches a container only through a published port)."
                 ),
                 up=tuple(
-                    iptables("-A", chain, *spec, netns=self.netns, step=k,
-                             effect=RulePresent("filter", chain, spec, self.netns))
+                    iptables("-A", chain, *spec, netns=self.netns, step=k, family=self.family,
+                             effect=RulePresent("filter", chain, spec, self.netns, self.family))
                     for spec in specs
                 ),
                 down=tuple(
-                    iptables("-D", chain, *spec, netns=self.netns, step=k,
-                             effect=RuleAbsent("filter", chain, spec, self.netns))
+                    iptables("-D", chain, *spec, netns=self.netns, step=k, family=self.family,
+                             effect=RuleAbsent("filter", chain, spec, self.netns, self.family))
                     for spec in reversed(specs)
                 ),
             )

@@ -54,6 +54,17 @@ READS = [
 ]
 """What the checks read (``state.Read`` values): planning reads them with the rest, in one shell."""
 
+READS6 = [(("sh", "-c", "ip6tables -w -t filter -S 2>&1"), None)]
+"""Read after :data:`READS` for a network with IPv6 only (``Network.has_ipv6``): ip6tables-nft prints its
+own legacy warning ("ip6tables-legacy tables present"), the same split for the IPv6 tables."""
+
+LEGACY_MARK6 = "ip6tables-legacy tables present"
+
+
+def reads_for(network: Network) -> list:
+    """:data:`READS`, and :data:`READS6` when ``network`` has IPv6."""
+    return READS + READS6 if network.has_ipv6 else READS
+
 
 def warnings(network: Network, runner: Runner, results: Sequence[tuple[int, str]] | None = None) -> list[str]:
     """The warnings for bringing ``network`` up on the host ``runner`` acts on, each one sentence or two.
@@ -63,10 +74,15 @@ def warnings(network: Network, runner: Runner, results: Sequence[tuple[int, str]
     :func:`bridgenet.state.gather`). Where nothing can be read (a dry-run),
     no warnings.
     """
-    if results is None or len(results) != len(READS):
-        results = gather(runner, READS)
-    (code, filter_text), (lcode, links_text), (_, nf_call) = results
+    reads = reads_for(network)
+    if results is None or len(results) != len(reads):
+        results = gather(runner, reads)
+    (code, filter_text), (lcode, links_text), (_, nf_call), *six = results
     out: list[str] = []
+    for _, text6 in six:
+        line6 = next((ln.strip() for ln in text6.splitlines() if LEGACY_MARK6 in ln), None)
+        if line6 is not None:
+            out.append(legacy_warning(line6).replace("iptables", "ip6tables"))
     bridges = [b.name for b in network.bridges]
     lines = filter_text.splitlines() if code == 0 else []
     out += forward_warnings(network, [ln for ln in lines if not ln.startswith("#")], nf_call.strip() == "1")

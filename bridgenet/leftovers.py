@@ -42,11 +42,12 @@ def _tagged(rule: tuple[str, ...]) -> bool:
 
 
 def read_leftovers(runner: Runner) -> LiveState:
-    """Live state with every namespace and the chains of :data:`TAGGED_CHAINS` (one process)."""
+    """Live state with every namespace and the chains of :data:`TAGGED_CHAINS`, iptables' and ip6tables'
+    (one process)."""
     names, stale = read_netns(runner)
+    where = [(t, c, None) for t, c in TAGGED_CHAINS]
     jumps = [(t, b, None) for t, _, builtins, _ in _JUMPED_FROM for b in builtins]
-    return read(runner, netns=sorted(names - stale), rules=[*((t, c, None) for t, c in TAGGED_CHAINS), *jumps],
-                etc=True)
+    return read(runner, netns=sorted(names - stale), rules=[*where, *jumps], rules6=where, etc=True)
 
 
 def tagged_commands(state: LiveState) -> list[Command]:
@@ -64,11 +65,12 @@ def tagged_commands(state: LiveState) -> list[Command]:
     tagged = [link for link in state.host.links.values() if (link.alias or "").startswith(TAG_PREFIX)]
     for link in sorted(tagged, key=lambda lk: lk.kind == "bridge"):
         cmds.append(ip("link", "del", link.name, step="clean", effect=LinkAbsent(link.name)))
-    for table, chain in TAGGED_CHAINS:
-        for rule in state.rules.get((table, chain, None), []):
-            if _tagged(rule):
-                cmds.append(iptables("-t", table, "-D", chain, *rule, step="clean",
-                                     effect=RuleAbsent(table, chain, rule)))
+    for family in (4, 6):
+        for table, chain in TAGGED_CHAINS:
+            for rule in state.rules_of(family).get((table, chain, None), []):
+                if _tagged(rule):
+                    cmds.append(iptables("-t", table, "-D", chain, *rule, step="clean", family=family,
+                                         effect=RuleAbsent(table, chain, rule, None, family)))
     return cmds
 
 
@@ -79,20 +81,32 @@ def chain_commands(state: LiveState) -> list[Command]:
     in ``BRIDGENET-FORWARD`` jumps to it; ``BRIDGENET-FORWARD`` when no
     untagged rule is left in it: first its jumps from FORWARD, then ``-X``.
     """
+    return [*_chain_commands(state, 4), *_chain_commands(state, 6)]
+
+
+def _chain_commands(state: LiveState, f: int) -> list[Command]:
+    """:func:`chain_commands` for one family (4: iptables, 6: ip6tables)."""
+    rules = state.rules_of(f)
+
     def left(chain: str) -> list[tuple[str, ...]]:
-        return [r for r in state.rules.get(("filter", chain, None), []) if not _tagged(r)]
+        return [r for r in rules.get(("filter", chain, None), []) if not _tagged(r)]
 
     cmds: list[Command] = []
     iso_left = left(ISOLATION_CHAIN)
     fwd_left = left(FORWARD_CHAIN)
-    if state.chain_exists("filter", ISOLATION_CHAIN) and not iso_left and not any(
+    if state.chain_exists("filter", ISOLATION_CHAIN, None, f) and not iso_left and not any(
             r[-2:] == ("-j", ISOLATION_CHAIN) for r in fwd_left):
-        cmds.append(iptables("-X", ISOLATION_CHAIN, step="clean", effect=ChainAbsent("filter", ISOLATION_CHAIN)))
-    if state.chain_exists("filter", FORWARD_CHAIN) and not fwd_left:
+        cmds.append(iptables("-X", ISOLATION_CHAIN, step="clean", family=f,
+                             effect=ChainAbsent("filter", ISOLATION_CHAIN, None, f)))
+    if state.chain_exists("filter", FORWARD_CHAIN, None, f) and not fwd_left:
         jump = ("-j", FORWARD_CHAIN)
-        for _ in range(state.rules.get(("filter", "FORWARD", None), []).count(jump)):
-            cmds.append(iptables("-D", "FORWARD", *jump, step="clean", effect=RuleAbsent("filter", "FORWARD", jump)))
-        cmds.append(iptables("-X", FORWARD_CHAIN, step="clean", effect=ChainAbsent("filter", FORWARD_CHAIN)))
+        for _ in range(rules.get(("filter", "FORWARD", None), []).count(jump)):
+            cmds.append(iptables("-D", "FORWARD", *jump, step="clean", family=f,
+                                 effect=RuleAbsent("filter", "FORWARD", jump, None, f)))
+        cmds.append(iptables("-X", FORWARD_CHAIN, step="clean", family=f,
+                             effect=ChainAbsent("filter", FORWARD_CHAIN, None, f)))
+    if f != 4:
+        return cmds  # the published ports' chains are iptables' only (ports.py)
     for table, chain, builtins, match in _JUMPED_FROM:
         if not state.chain_exists(table, chain) or [r for r in state.rules.get((table, chain, None), [])
                                                     if not _tagged(r)]:

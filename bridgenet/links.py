@@ -6,7 +6,7 @@ when built (``rules.py``).
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Interface, IPv6Interface
 
 import attrs
 
@@ -134,6 +134,9 @@ class VethPair:
             an :class:`Address` on it. Created in one request from the host:
             ``ip link add NAME netns NS1 type veth peer name PEER netns NS2``
             (ip-link(8): ``netns`` places each end).
+        address6: the peer's IPv6 address with prefix length, e.g.
+            ``fd00:30::10/64``, or None; added with ``nodad`` (usable at
+            once, see :class:`bridgenet.addressing.Address`).
     """
 
     name: str = attrs.field(validator=rules.ifname)
@@ -145,6 +148,8 @@ class VethPair:
     )
     mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu, kw_only=True)
     name_netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name, kw_only=True)
+    address6: IPv6Interface | None = attrs.field(default=None, converter=rules.to_interface6,
+                                                 validator=rules.optional_interface6, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         if self.peer == self.name and self.netns == self.name_netns:
@@ -213,6 +218,9 @@ class VethPair:
                 ip("addr", "del", address, "dev", self.peer, netns=ns, step=pk,
                    effect=AddrAbsent(self.peer, self.address, ns))
             )
+        if self.address6 is not None:
+            undo.append(ip("addr", "del", str(self.address6), "dev", self.peer, netns=ns, step=pk,
+                           effect=AddrAbsent(self.peer, self.address6, ns)))
         out.append(
             Step(
                 key=pk,
@@ -222,6 +230,7 @@ class VethPair:
                 ),
                 why=(
                     (f"{self.peer} gets {address}; " if self.address else "")
+                    + (f"{self.peer} gets {self.address6} (nodad: usable at once); " if self.address6 else "")
                     + ("lo and the link go up" if ns is not None and ctx.brings_lo_up.get(ns) == self.name
                        else "the link goes up") + ". Until its peer "
                     f"{self.name} is up too, {self.peer} shows LOWERLAYERDOWN."
@@ -314,6 +323,9 @@ class VethPair:
         if self.address is not None:
             side.append(Command("ip", ("addr", "add", address, "dev", self.peer), ns, pk,
                                 AddrPresent(self.peer, self.address, ns)))
+        if self.address6 is not None:
+            side.append(Command("ip", ("addr", "add", str(self.address6), "dev", self.peer, "nodad"), ns, pk,
+                                AddrPresent(self.peer, self.address6, ns)))
         if ns is not None and ctx.brings_lo_up.get(ns) == self.name:
             side.append(Command("ip", ("link", "set", "dev", "lo", "up"), ns, pk, LinkUp("lo", ns)))
         if ctx.tag and ns is not None:

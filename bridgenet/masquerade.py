@@ -1,8 +1,9 @@
-"""Source NAT for a subnet: :class:`NatRule` (iptables-extensions(8) ``MASQUERADE``)."""
+"""Source NAT for a subnet: :class:`NatRule` (iptables-extensions(8) ``MASQUERADE``; for an IPv6 subnet,
+ip6tables' NAT66, what Docker does for IPv6 networks with ip6tables enabled)."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
 import attrs
 
@@ -16,7 +17,9 @@ class NatRule:
     """Source NAT for a subnet: ``-t nat -A POSTROUTING -s SUBNET -j MASQUERADE`` (iptables-extensions(8)).
 
     Attributes:
-        source: the subnet whose packets leave with the outgoing link's address.
+        source: the subnet whose packets leave with the outgoing link's address;
+            an IPv6 subnet renders ``ip6tables -t nat -A POSTROUTING ...`` (the
+            same rule in the IPv6 nat table).
         out_interface: only packets leaving through this link (``-o``), or None for any.
         not_out_interface: not packets leaving through this link (``! -o``);
             Docker excludes its bridge this way, so that traffic between two
@@ -29,7 +32,7 @@ class NatRule:
         netns: where the rule lives (None: the host).
     """
 
-    source: IPv4Network = attrs.field(converter=rules.to_network, validator=rules.network)
+    source: IPv4Network | IPv6Network = attrs.field(converter=rules.to_network_any, validator=rules.network_any)
     out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
     not_out_interface: str | None = attrs.field(default=None, validator=rules.optional_ifname)
     comment: str | None = attrs.field(default=None, validator=rules.comment)
@@ -38,6 +41,11 @@ class NatRule:
     @property
     def name(self) -> str:
         return f"MASQUERADE {self.source}"
+
+    @property
+    def family(self) -> int:
+        """4 (iptables) or 6 (ip6tables), the family of ``source``."""
+        return 6 if type(self.source) is IPv6Network else 4
 
     @property
     def step_key(self) -> str:
@@ -59,7 +67,7 @@ class NatRule:
         return tuple(spec)
 
     def steps(self, ctx: RenderContext) -> list[Step]:
-        k = self.step_key
+        k, f = self.step_key, self.family
         spec = self.rule(ctx.tag)
         return [
             Step(
@@ -71,9 +79,9 @@ class NatRule:
                     "address of the link they leave by, and conntrack maps the replies back. "
                     "(Port publishing is the mirror image: DNAT in PREROUTING.)"
                 ),
-                up=(iptables("-t", "nat", "-A", "POSTROUTING", *spec, netns=self.netns, step=k,
-                             effect=RulePresent("nat", "POSTROUTING", spec, self.netns)),),
-                down=(iptables("-t", "nat", "-D", "POSTROUTING", *spec, netns=self.netns, step=k,
-                               effect=RuleAbsent("nat", "POSTROUTING", spec, self.netns)),),
+                up=(iptables("-t", "nat", "-A", "POSTROUTING", *spec, netns=self.netns, step=k, family=f,
+                             effect=RulePresent("nat", "POSTROUTING", spec, self.netns, f)),),
+                down=(iptables("-t", "nat", "-D", "POSTROUTING", *spec, netns=self.netns, step=k, family=f,
+                               effect=RuleAbsent("nat", "POSTROUTING", spec, self.netns, f)),),
             )
         ]

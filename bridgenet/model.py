@@ -20,10 +20,10 @@ from .links import Bridge, Namespace, VethPair
 from .masquerade import NatRule
 from .names import EtcNetns, Names
 from .render import RenderContext
-from .sysctls import Sysctl, ip_forward
+from .sysctls import Sysctl, ip6_forward, ip_forward
 
 __all__ = ["Address", "Bridge", "EtcNetns", "FilterChain", "ForwardRule", "Isolation", "Names", "Namespace", "NatRule",
-           "NetworkObject", "RenderContext", "Route", "Sysctl", "VethPair", "ip_forward"]
+           "NetworkObject", "RenderContext", "Route", "Sysctl", "VethPair", "ip6_forward", "ip_forward"]
 
 NetworkObject = (
     Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule | ForwardRule | FilterChain | Isolation

@@ -203,6 +203,19 @@ class Network:
     def sysctls(self) -> list[Sysctl]:
         return self.of_type(Sysctl)
 
+    @property
+    def has_ipv6(self) -> bool:
+        """Whether any object is IPv6 (an IPv6 address or route, an ip6tables rule or chain): then planning
+        reads the IPv6 routes and ip6tables too; an IPv4-only network reads nothing more than before."""
+        for o in self._order:
+            if getattr(o, "address6", None) is not None or getattr(o, "family", 4) == 6:
+                return True
+            if isinstance(o, Address) and o.address.version == 6:
+                return True
+            if isinstance(o, Route) and o.via.version == 6:
+                return True
+        return False
+
 
 _UP_WITHOUT_STEPS = (Namespace, VethPair, Route)
 """Classes whose ``_up_commands(ctx)`` is the ``up`` of their ``steps(ctx)``, joined; exactly these
@@ -216,8 +229,9 @@ def with_accept_forward(network: Network) -> Network:
     own objects, so the rest of its transcript is unchanged; the lesson's
     network, for one, keeps its 23 commands and gets four more at the end.
     """
-    have = {(o.bridge, o.netns) for o in network.of_type(ForwardRule)}
-    extra = [ForwardRule(b.name) for b in network.bridges if (b.name, None) not in have]
+    have = {(o.bridge, o.netns, o.family) for o in network.of_type(ForwardRule)}
+    families = (4, 6) if network.has_ipv6 else (4,)  # ip6tables too for a network with IPv6
+    extra = [ForwardRule(b.name, family=f) for f in families for b in network.bridges if (b.name, None, f) not in have]
     if not extra:
         return network
     return Network(network.name, [*network.objects, *extra], tag=network.tag, move_peers=network.move_peers,

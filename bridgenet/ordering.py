@@ -38,7 +38,7 @@ class Inventory:
         keys: the objects' step keys, in order, once someone has set them
             (the checks do), else None.
         holders: ``{netns: [(first address, netmask, index, network, address), ...]}``
-            of each VethPair with an address and each Address, in order
+            of each VethPair with an address (or IPv6 address) and each Address, in order
             (addresses and mask as integers).
     """
 
@@ -74,6 +74,8 @@ class Inventory:
                 creators[(o.netns, o.peer)] = i
                 if o.address is not None:
                     hold(o.netns, o.address, i)
+                if o.address6 is not None:
+                    hold(o.netns, o.address6, i)
             elif t is Namespace or (t is not Route and isinstance(o, Namespace)):
                 namespaces.append(o)
                 ns_index[o.name] = i

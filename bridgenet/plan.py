@@ -111,24 +111,31 @@ def wanted_reads(network: Network) -> dict:
     """What :func:`bridgenet.state.read` must read to plan ``network``."""
     netns = [n.name for n in network.namespaces]
     sysctls = [(s.key, s.netns) for s in network.sysctls()]
-    rules = [("nat", "POSTROUTING", r.netns) for r in network.of_type(NatRule)]
-    rules += [("filter", FORWARD_CHAIN, r.netns) for r in network.of_type(ForwardRule)]
-    rules += [("filter", chain, r.netns) for r in network.of_type(Isolation)
-              for chain in (FORWARD_CHAIN, ISOLATION_CHAIN)]
+    by_family: dict[int, list] = {4: [], 6: []}
+    for r in network.of_type(NatRule):
+        by_family[r.family].append(("nat", "POSTROUTING", r.netns))
+    for r in network.of_type(ForwardRule):
+        by_family[r.family].append(("filter", FORWARD_CHAIN, r.netns))
+    for r in network.of_type(Isolation):
+        by_family[r.family] += [("filter", chain, r.netns) for chain in (FORWARD_CHAIN, ISOLATION_CHAIN)]
     for c in network.of_type(FilterChain):
-        rules.append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
+        by_family[c.family].append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
         if c.jump_from:
-            rules.append(("filter", c.jump_from, c.netns))
+            by_family[c.family].append(("filter", c.jump_from, c.netns))
+    rules = by_family[4]
     rules += [r for o in network.ordered if hasattr(o, "reads") for r in o.reads()]  # published ports (ports.py)
     etc = any(type(o).__name__ == "EtcNetns" for o in network.objects)
-    return {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
+    out = {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
+    if network.has_ipv6:  # an IPv4-only network reads nothing more
+        out.update(rules6=by_family[6], v6=True)
+    return out
 
 
 def read_for(network: Network, runner: Runner) -> LiveState:
     """Read the live state ``network`` needs for planning, and what its warnings need (one shell)."""
-    from .hostcheck import READS
+    from .hostcheck import reads_for
 
-    return read(runner, **wanted_reads(network), extra=READS)
+    return read(runner, **wanted_reads(network), extra=reads_for(network))
 
 
 SETTLE_SECONDS = 3.0

@@ -44,6 +44,7 @@ def _remembering(validator, size: int = 256):
 _ifname_repeated = _remembering(rules.ifname)
 _optional_ifname_repeated = _remembering(rules.optional_ifname)
 _address_repeated = _remembering(rules.address)
+_via_repeated = _remembering(rules.address_any)
 
 
 @attrs.frozen

@@ -307,10 +307,14 @@ def interface(instance: Any, attribute: Any, value: Any) -> None:
     if isinstance(value, str):
         if "/" not in value:
             rule = "an address needs its prefix length, as in 10.201.0.4/24"
+        elif _parses_as_v6(value, ipaddress.IPv6Interface):
+            rule = _V6_FOR_V4
         else:
             rule = "an address is an IPv4 address with a prefix length, as in 10.201.0.4/24"
         raise ValidationError(describe(instance), attribute.name, rule, value)
     if not isinstance(value, ipaddress.IPv4Interface):
+        if isinstance(value, ipaddress.IPv6Interface):
+            raise ValidationError(describe(instance), attribute.name, _V6_FOR_V4, str(value))
         raise ValidationError(
             describe(instance), attribute.name, "an address is an IPv4 address with a prefix length", value
         )
@@ -370,6 +374,9 @@ def to_address(value: Any) -> Any:
 
 def address(instance: Any, attribute: Any, value: Any) -> None:
     """attrs validator: an ``IPv4Address`` usable as a gateway."""
+    if isinstance(value, (ipaddress.IPv6Address, str)) and _parses_as_v6(str(value), ipaddress.IPv6Address):
+        raise ValidationError(describe(instance), attribute.name, "an IPv6 address is given where an IPv4 "
+                              "gateway is wanted, as in 10.201.0.1", str(value))
     if not isinstance(value, ipaddress.IPv4Address):
         raise ValidationError(
             describe(instance), attribute.name, "a gateway is an IPv4 address, as in 10.201.0.1", value
@@ -398,3 +405,25 @@ def network(instance: Any, attribute: Any, value: Any) -> None:
             "a subnet is an IPv4 network with no host bits set, as in 10.201.0.0/24",
             value,
         )
+
+
+# --- IPv6 (RFC 4291, RFC 4193) -------------------------------------------------------------
+
+_V6_FOR_V4 = ("an IPv6 address is given where an IPv4 address is wanted (address6 takes the IPv6 one), "
+              "as in 10.201.0.4/24")
+_V4_FOR_V6 = "an IPv4 address is given where an IPv6 address is wanted (address takes the IPv4 one), as in fd00:30::10/64"
+
+
+def _parses_as_v6(text: str, cls: type) -> bool:
+    try:
+        cls(text)
+    except ValueError:
+        return False
+    return True
+
+
+# The IPv6 validators (rules6.py), importable from here like the others.
+from .rules6 import (  # noqa: E402,F401
+    address6_problem, address_any, family, interface6, interface_any, network_any, optional_interface6,
+    to_address_any, to_interface6, to_interface_any, to_network_any,
+)

@@ -281,7 +281,7 @@ def undo_steps(steps: Iterable[Step], *, group: int | None = None) -> list[Step]
             continue
         c = s.down[0]
         args = c.args
-        if c.tool == "iptables":
+        if c.tool in ("iptables", "ip6tables"):
             title = f"delete the rule{'s' if len(s.down) > 1 else ''} that up added"
             why = "-D deletes the first rule that matches exactly: the one up added."
         elif c.tool == "sysctl":

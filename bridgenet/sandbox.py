@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from .errors import SandboxError
 from .runners import Result, ShRunner
@@ -43,12 +43,20 @@ UPSTREAM_ADDRESS = IPv4Interface("198.51.100.1/24")
 """The upstream's address: RFC 5737 TEST-NET-2, documentation only, routed nowhere."""
 UPLINK_ADDRESS = IPv4Interface("198.51.100.2/24")
 """The sandbox host's address on the uplink (what MASQUERADE rewrites sources to)."""
+UPSTREAM_ADDRESS6 = IPv6Interface("2001:db8::1/64")
+"""The upstream's IPv6 address: RFC 3849 documentation prefix 2001:db8::/32, routed nowhere."""
+UPLINK_ADDRESS6 = IPv6Interface("2001:db8::2/64")
+"""The sandbox host's IPv6 address on the uplink (what NAT66 rewrites sources to)."""
 
 from .holder import ETC_UPPER, _children, _netns_inode, _userns_hint, _which, holder_script  # noqa: F401
 
 
 def _upstream_script() -> str:
     """Shell lines (run by the holder) that make the upstream namespace and wait for the uplink.
+
+    Both ends also get an IPv6 address on 2001:db8::/64 (RFC 3849), added
+    with ``nodad`` (usable at once), and the sandbox host an IPv6 default
+    route via the upstream's, so NAT66 is observed as NAT is.
 
     The uplink's two ends get distinct ifindexes (2 in the sandbox host, 3 in
     ``upstream``): with equal ones the kernel treats their link-up as
@@ -64,14 +72,19 @@ def _upstream_script() -> str:
         f"netns add {UPSTREAM_NETNS}",
         f"link add {UPLINK_IFNAME} index 2 type veth peer name {UPSTREAM_IFNAME} index 3 netns {UPSTREAM_NETNS}",
         f"addr add {UPLINK_ADDRESS} dev {UPLINK_IFNAME}",
+        f"addr add {UPLINK_ADDRESS6} dev {UPLINK_IFNAME} nodad",
         f"link set dev {UPLINK_IFNAME} up",
         "BRIDGENET",
         f"ip -n {UPSTREAM_NETNS} -batch - <<'BRIDGENET'",
         "link set dev lo up",
         f"addr add {UPSTREAM_ADDRESS} dev {UPSTREAM_IFNAME}",
+        f"addr add {UPSTREAM_ADDRESS6} dev {UPSTREAM_IFNAME} nodad",
         f"link set dev {UPSTREAM_IFNAME} up",
         "BRIDGENET",
-        f"ip route add default via {UPSTREAM_ADDRESS.ip}",
+        "ip -batch - <<'BRIDGENET'",
+        f"route add default via {UPSTREAM_ADDRESS.ip}",
+        f"route add default via {UPSTREAM_ADDRESS6.ip}",
+        "BRIDGENET",
         "n=0",
         f'while read s </sys/class/net/{UPLINK_IFNAME}/operstate && [ "$s" != up ] && [ $n -lt 300 ]; do',
         "    n=$((n + 1)); sleep 0.01",
@@ -90,7 +103,9 @@ class Sandbox:
         upstream: also make the namespace ``upstream`` (198.51.100.1/24,
             RFC 5737) linked to the sandbox host by the veth ``uplink``
             (198.51.100.2/24), with the sandbox host's default route via
-            198.51.100.1. It stands in for the internet; nothing lies beyond.
+            198.51.100.1; and in IPv6 2001:db8::1/64 and 2001:db8::2/64
+            (RFC 3849, ``nodad``), default route via 2001:db8::1. It stands
+            in for the internet; nothing lies beyond.
         userns: add a user namespace (``--user --map-root-user``). Default:
             only when not running as root.
         keep: leave the sandbox alive after ``close()`` (for inspection);
@@ -470,6 +485,16 @@ class Sandbox:
     def upstream_address(self) -> IPv4Address:
         """The address that stands in for the internet (198.51.100.1)."""
         return UPSTREAM_ADDRESS.ip
+
+    @property
+    def upstream_address6(self) -> IPv6Address:
+        """The IPv6 address that stands in for the internet (2001:db8::1, RFC 3849)."""
+        return UPSTREAM_ADDRESS6.ip
+
+    @property
+    def uplink_address6(self) -> IPv6Address:
+        """The sandbox host's IPv6 address on the uplink (2001:db8::2): what the upstream sees after NAT66."""
+        return UPLINK_ADDRESS6.ip
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else "closed"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address, IPv4Interface
+from collections.abc import Iterable, Iterator, Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 import attrs
 
@@ -42,6 +42,10 @@ class Link:
         peer_netnsid: ``link_netnsid``: set when the peer is in another namespace.
         addresses: IPv4 addresses with prefix length.
         broadcasts: the broadcast address of each of ``addresses`` (or None).
+        addresses6: IPv6 addresses of scope ``global`` (unique local ones
+            too) with prefix length, tentative or not; the kernel's own
+            link-local fe80:: addresses (scope ``link``) and ``::1`` are left
+            out, so that they never look like a conflict.
         stp_state: for a bridge, ``linkinfo.info_data.stp_state`` (0: STP off,
             1: kernel STP, 2: user-space STP); None for other links.
         forward_delay: for a bridge, ``linkinfo.info_data.forward_delay`` in
@@ -69,6 +73,7 @@ class Link:
     stp_state: int | None = None
     forward_delay: int | None = None
     group: str | None = None
+    addresses6: tuple[IPv6Interface, ...] = ()
     hairpin: bool | None = None
 
     @property
@@ -89,14 +94,24 @@ class RouteEntry:
 
 @attrs.frozen
 class NsState:
-    """Links and routes of one network namespace."""
+    """Links and routes of one network namespace.
+
+    ``routes``: the IPv4 main table; ``routes6``: the IPv6 main table (with
+    the kernel's own ``fe80::/64`` routes), read only when asked for
+    (:func:`read` with ``v6``), else empty.
+    """
 
     links: dict[str, Link]
     routes: tuple[RouteEntry, ...]
+    routes6: tuple[RouteEntry, ...] = ()
 
     def owners(self) -> dict[IPv4Address, str]:
         """``{address: link}`` for every IPv4 address in the namespace."""
         return {a.ip: link.name for link in self.links.values() for a in link.addresses}
+
+    def owners6(self) -> dict[IPv6Address, str]:
+        """``{address: link}`` for every global IPv6 address in the namespace (:attr:`Link.addresses6`)."""
+        return {a.ip: link.name for link in self.links.values() for a in link.addresses6}
 
 
 EMPTY_NS = NsState({}, ())
@@ -120,6 +135,8 @@ class LiveState:
             was not read (or could not be), so nothing is known of its chains.
         extra: (exit code, stdout) of each of the ``extra`` reads given to
             :func:`read`, in order.
+        rules6, chains6: the same as ``rules`` and ``chains`` for ip6tables
+            (``ip6tables -S``), kept apart; read only when asked for.
         files, dirs: the files (``{path: text}``) and directories under
             ``/etc/netns`` when :func:`read` was asked for them (``names.py``).
     """
@@ -132,13 +149,19 @@ class LiveState:
     rules: dict[tuple[str, str, str | None], list[tuple[str, ...]]]
     chains: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
     extra: tuple[tuple[int, str], ...] = ()
+    rules6: dict[tuple[str, str, str | None], list[tuple[str, ...]]] = attrs.field(factory=dict)
+    chains6: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
     files: dict[str, str] = attrs.field(factory=dict)
     dirs: frozenset[str] = frozenset()
 
-    def chain_exists(self, table: str, chain: str, netns: str | None = None) -> bool | None:
-        """Whether ``chain`` exists in ``table`` of ``netns``; None when that table was not read."""
-        names = self.chains.get((table, netns))
+    def chain_exists(self, table: str, chain: str, netns: str | None = None, family: int = 4) -> bool | None:
+        """Whether ``chain`` exists in ``table`` of ``netns`` (ip6tables' with ``family=6``); None: not read."""
+        names = (self.chains if family == 4 else self.chains6).get((table, netns))
         return None if names is None else chain in names
+
+    def rules_of(self, family: int) -> dict[tuple[str, str, str | None], list[tuple[str, ...]]]:
+        """:attr:`rules` (family 4, iptables) or :attr:`rules6` (family 6, ip6tables)."""
+        return self.rules if family == 4 else self.rules6
 
     def ns(self, netns: str | None) -> NsState:
         """State of ``netns`` (None: the host); empty if it does not exist."""
@@ -171,12 +194,14 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
         name = item.get("ifname")
         if not name:
             continue
-        addrs, bcasts = [], []
+        addrs, bcasts, addrs6 = [], [], []
         for a in item.get("addr_info", []):
             if a.get("family") == "inet":
                 addrs.append(IPv4Interface(f"{a['local']}/{a['prefixlen']}"))
                 b = a.get("broadcast")
                 bcasts.append(IPv4Address(b) if b else None)
+            elif a.get("family") == "inet6" and a.get("scope") == "global":
+                addrs6.append(IPv6Interface(f"{a['local']}/{a['prefixlen']}"))
         info = item.get("linkinfo") or {}
         data = info.get("info_data") if info.get("info_kind") == "bridge" else None
         data = data if isinstance(data, dict) else {}
@@ -198,6 +223,7 @@ def parse_links(doc: list[dict]) -> dict[str, Link]:
             stp_state=_int_or_none(data.get("stp_state")),
             forward_delay=_int_or_none(data.get("forward_delay")),
             group=str(item["group"]) if item.get("group") is not None else None,
+            addresses6=tuple(addrs6),
             hairpin=bool(port.get("hairpin")) if isinstance(port, dict) else None,
         )
     return links
@@ -213,6 +239,24 @@ def parse_routes(doc: list[dict]) -> tuple[RouteEntry, ...]:
         RouteEntry(r.get("dst", ""), r.get("gateway"), r.get("dev"), r.get("protocol"), r.get("scope"))
         for r in doc
     )
+
+
+def is_route6(entry: dict) -> bool:
+    """Whether an entry of ``ip -json route show table all`` is an IPv6 route of the main table.
+
+    ``table all`` lists both families (``ip route show`` alone only IPv4, and
+    a batch line takes no ``-6``); main-table entries carry no ``table`` key
+    (``"table": "main"`` with ``-d``), and only IPv6 ones carry ``pref``
+    (RTA_PREF; measured with iproute2 6.1).
+    """
+    if entry.get("table", "main") != "main":
+        return False
+    return "pref" in entry or ":" in str(entry.get("dst", "")) or ":" in str(entry.get("gateway") or "")
+
+
+def parse_routes6(doc: list[dict]) -> tuple[RouteEntry, ...]:
+    """The IPv6 main-table routes of ``ip -json route show table all`` output (:func:`is_route6`)."""
+    return parse_routes([r for r in doc if isinstance(r, dict) and is_route6(r)])
 
 
 # --- reading: every read is an argv (and its input); many run in one shell ---------------
@@ -264,10 +308,11 @@ def _netns_of(argv: tuple[str, ...]) -> str | None:
     return None
 
 
-def _show_read(netns: str | None) -> Read:
-    """``ip -d -json`` ``addr show`` and ``route show`` of ``netns`` (None: the host), as one ``ip -batch``."""
+def _show_read(netns: str | None, v6: bool = False) -> Read:
+    """``ip -d -json`` ``addr show`` and ``route show`` of ``netns`` (None: the host), as one ``ip -batch``;
+    with ``v6``, ``route show table all`` too (its IPv6 routes: no process more)."""
     return ("ip", "-d", "-json", *(("-n", netns) if netns is not None else ()), "-batch", "-"), \
-        "addr show\nroute show\n"
+        "addr show\nroute show\nroute show table all\n" if v6 else "addr show\nroute show\n"
 
 
 def _show_docs(text: str) -> tuple[list[dict], list[dict]]:
@@ -276,12 +321,21 @@ def _show_docs(text: str) -> tuple[list[dict], list[dict]]:
         docs = _json_docs(text)
     except ValueError:
         return [], []
-    return (docs[0], docs[1]) if len(docs) == 2 else ([], [])
+    return (docs[0], docs[1]) if len(docs) in (2, 3) else ([], [])
 
 
-def _ns_state(text: str) -> NsState:
+def _routes6_doc(text: str) -> list[dict]:
+    """The IPv6 main-table routes of a ``v6`` :func:`_show_read`'s output (its third document)."""
+    try:
+        docs = _json_docs(text)
+    except ValueError:
+        return []
+    return [r for r in docs[2] if isinstance(r, dict) and is_route6(r)] if len(docs) == 3 else []
+
+
+def _ns_state(text: str, v6: bool = False) -> NsState:
     links, routes = _show_docs(text)
-    return NsState(parse_links(links), parse_routes(routes))
+    return NsState(parse_links(links), parse_routes(routes), parse_routes(_routes6_doc(text)) if v6 else ())
 
 
 def read_ns(runner: Runner, netns: str | None) -> NsState:
@@ -369,9 +423,9 @@ def parse_chains(text: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def _table_read(table: str, netns: str | None) -> Read:
-    """``iptables -w -t TABLE -S``: every chain and rule of one table (in ``netns``)."""
-    return _in_netns(("iptables", "-w", "-t", table, "-S"), netns), None
+def _table_read(table: str, netns: str | None, family: int = 4) -> Read:
+    """``iptables -w -t TABLE -S`` (``ip6tables`` for family 6): every chain and rule of one table (in ``netns``)."""
+    return _in_netns(("iptables" if family == 4 else "ip6tables", "-w", "-t", table, "-S"), netns), None
 
 
 def _rules_read(table: str, chain: str, netns: str | None) -> Read:
@@ -396,8 +450,8 @@ def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None)
 
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
-         rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = (), etc: bool = False
-         ) -> LiveState:
+         rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = (),
+         rules6: Iterable[tuple[str, str, str | None]] = (), v6: bool = False, etc: bool = False) -> LiveState:
     """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
 
     Args:
@@ -409,6 +463,10 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
             which chains exist there (``LiveState.chains``).
         extra: more reads to run in the same shell; their results are
             ``LiveState.extra`` (e.g. ``hostcheck.READS``).
+        rules6: like ``rules``, read with ``ip6tables`` (``LiveState.rules6``, ``chains6``).
+        v6: read the IPv6 routes too (``NsState.routes6``; one more line in
+            each namespace's ``ip -batch``, no process more). IPv6 addresses
+            are always read (``addr show`` lists them).
         etc: also read ``/etc/netns`` (``LiveState.files``/``dirs``).
 
     Cost: one process through ``runner`` (see :func:`gather`).
@@ -417,19 +475,31 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     sys_keys = list(dict.fromkeys(sysctls))
     chains = list(dict.fromkeys(rules))
     tables = list(dict.fromkeys((t, n) for t, _, n in chains))
-    reads = [*_NETNS_READS, _show_read(None), *(_show_read(n) for n in spaces),
+    chains6 = list(dict.fromkeys(rules6))
+    tables6 = list(dict.fromkeys((t, n) for t, _, n in chains6))
+    reads = [*_NETNS_READS, _show_read(None, v6), *(_show_read(n, v6) for n in spaces),
              *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables),
-             *([_names.READ] if etc else []), *extra]
+             *(_table_read(t, n, 6) for t, n in tables6), *([_names.READ] if etc else []), *extra]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
-    host = _ns_state(next(results)[1])
-    ns_states = {n: _ns_state(next(results)[1]) for n in spaces}
+    host = _ns_state(next(results)[1], v6)
+    ns_states = {n: _ns_state(next(results)[1], v6) for n in spaces}
     sys_values = {}
     for key, ns in sys_keys:
         value = _sysctl_value(next(results))
         if value is not None and (ns is None or ns in live):
             sys_values[(key, ns)] = value
+    rule_map, chain_map = _tables(results, tables, chains, live)
+    rule_map6, chain_map6 = _tables(results, tables6, chains6, live)
+    files, dirs = _names.parse_tree(*next(results)) if etc else ({}, frozenset())
+    return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
+                     chain_map, tuple(results), rule_map6, chain_map6, files, dirs)
+
+
+def _tables(results: Iterator[tuple[int, str]], tables: list[tuple[str, str | None]],
+            chains: list[tuple[str, str, str | None]], live: frozenset[str]) -> tuple[dict, dict]:
+    """(rules, chains) of :class:`LiveState` from the next ``len(tables)`` results (``iptables -S`` of each)."""
     table_text: dict[tuple[str, str | None], str | None] = {}
     chain_map: dict[tuple[str, str | None], frozenset[str]] = {}
     for table, ns in tables:
@@ -443,111 +513,8 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
         if (table, ns) in table_text:
             text = table_text[(table, ns)]
             rule_map[(table, chain, ns)] = parse_rules(text, chain) if text is not None else []
-    files, dirs = _names.parse_tree(*next(results)) if etc else ({}, frozenset())
-    return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
-                     chain_map, tuple(results), files, dirs)
+    return rule_map, chain_map
 
 
-# --- snapshots for before/after comparisons ------------------------------------
-
-_VOLATILE_LINK_KEYS = {
-    "ifindex", "link_index", "address", "broadcast", "stats", "stats64", "txqlen", "qdisc",
-    "link_netnsid", "perm_address", "inet6_addr_gen_mode", "parentbus", "parentdev",
-}
-
-
-_CARRIER_FLAGS = {"LOWER_UP", "NO-CARRIER", "DORMANT", "M-DOWN"}
-
-
-def _norm_links(doc: list[dict]) -> list[dict]:
-    out = []
-    for item in doc:
-        d = {k: v for k, v in item.items() if k not in _VOLATILE_LINK_KEYS}
-        # Carrier is derived by the kernel (a bridge that lost its last port
-        # stays without carrier; a new one reports it), not configuration.
-        d.pop("operstate", None)
-        d["flags"] = [f for f in item.get("flags", []) if f not in _CARRIER_FLAGS]
-        info = d.get("linkinfo")
-        if isinstance(info, dict):
-            d["linkinfo"] = {"info_kind": info.get("info_kind"), "info_slave_kind": info.get("info_slave_kind")}
-        d["addr_info"] = sorted(
-            (f"{a.get('local')}/{a.get('prefixlen')} brd {a.get('broadcast')}"
-             for a in item.get("addr_info", []) if a.get("family") == "inet"),
-        )
-        for k in list(d):
-            if k.startswith(("min_", "max_", "gso_", "gro_", "tso_", "num_", "promiscuity", "allmulti")):
-                d.pop(k)
-        out.append(d)
-    return sorted(out, key=lambda d: d.get("ifname", ""))
-
-
-def snapshot(runner: Runner) -> dict:
-    """Everything that ``up``/``down`` could change, normalised for comparison.
-
-    Returns a dict with, for the host and every named namespace, the links
-    (without counters, indexes, MAC addresses and carrier state, which the
-    kernel derives), IPv4 addresses and main routes (and, in a namespace,
-    its ``ip_forward``: a router's); ``netns``: the sorted
-    ``/run/netns`` names; ``ip_forward``; ``iptables``: ``iptables-save``
-    without ``#`` lines and counters; and ``etc_netns``: every directory
-    (``"DIR"``) and file (its text) under ``/etc/netns``. Two processes through ``runner``.
-    """
-    names, stale = read_netns(runner)
-    spaces = sorted(names - stale)
-    reads = [_show_read(None), *(_show_read(n) for n in spaces),
-             *(_sysctl_read("net.ipv4.ip_forward", n) for n in spaces), (("iptables-save",), None),
-             _sysctl_read("net.ipv4.ip_forward", None), _names.READ]
-    results = gather(runner, reads)
-    files, dirs = _names.parse_tree(*results.pop())
-    forwarding = results[1 + len(spaces):1 + 2 * len(spaces)]
-
-    def one(text: str, forward: tuple[int, str] | None = None) -> dict:
-        links, routes = _show_docs(text)
-        out = {"links": _norm_links(links), "routes": sorted(json.dumps(x, sort_keys=True) for x in routes)}
-        if forward is not None:
-            out["ip_forward"] = _sysctl_value(forward)
-        return out
-
-    return {
-        "host": one(results[0][1]),
-        "namespaces": {n: one(r[1], f) for n, r, f in zip(spaces, results[1:1 + len(spaces)], forwarding)},
-        "netns": sorted(names),
-        "stale_netns": sorted(stale),
-        "ip_forward": _sysctl_value(results[-1]),
-        "iptables": iptables_rules(results[-2][1]),
-        "etc_netns": {**{d: "DIR" for d in sorted(dirs)}, **dict(sorted(files.items()))},
-    }
-
-
-def iptables_rules(save: str) -> list[str]:
-    """The meaningful lines of ``iptables-save`` output, sorted.
-
-    Keeps rules (``TABLE -A ...``), user-defined chains and built-in chains
-    whose policy is not ACCEPT; drops ``#`` comments, counters and the
-    headers of tables that exist but are empty (``iptables -t nat`` creates
-    the nat table; an empty table is not a rule, KERNEL-NOTES).
-    """
-    out, table = [], ""
-    for line in save.splitlines():
-        if not line or line.startswith("#") or line == "COMMIT":
-            continue
-        if line.startswith("*"):
-            table = line[1:]
-            continue
-        if line.startswith(":"):
-            name, policy = line[1:].split()[:2]
-            if policy not in ("ACCEPT",):
-                out.append(f"{table} :{name} {policy}")
-            continue
-        out.append(f"{table} {line}")
-    return sorted(out)
-
-
-def difference(before: object, after: object, path: str = "", *, limit: int | None = 3) -> str:
-    """Where two snapshots differ: ``/path: before -> after`` for the first ``limit`` places (None: all)."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        keys = sorted(set(before) | set(after), key=str)
-        parts = [difference(before.get(k), after.get(k), f"{path}/{k}", limit=None)
-                 for k in keys if before.get(k) != after.get(k)]
-        return "; ".join(parts[:limit] if limit is not None else parts)
-    return f"{path}: {json.dumps(before, default=str)[:400]} -> {json.dumps(after, default=str)[:400]}"
+# Snapshots for before/after comparisons live in snapshots.py; importable from here as before.
+from .snapshots import difference, iptables_rules, snapshot  # noqa: E402,F401

@@ -65,7 +65,15 @@ class Sysctl:
     def steps(self, ctx: RenderContext, covered_by: str | None = None) -> list[Step]:
         k = self.step_key
         forwarding = self.key == "net.ipv4.ip_forward"
-        if forwarding and self.netns is not None:
+        if self.key == IPV6_FORWARDING:
+            why = (("With IPv6 forwarding on inside " + self.netns + ", it routes IPv6 packets between its links "
+                    "(a new namespace starts with it off). The namespace takes the setting with it.")
+                   if self.netns is not None else
+                   "With net.ipv6.conf.all.forwarding=1 the kernel routes IPv6 packets between its links, so what "
+                   "the containers send to their IPv6 gateway can leave through another link. It also makes every "
+                   "interface with accept_ra=1 ignore router advertisements (ip-sysctl.rst). Taking the network "
+                   f"down puts back the value it had before (else {self.default}).")
+        elif forwarding and self.netns is not None:
             why = (f"With ip_forward=1 inside {self.netns}, it routes packets between its own links: a router. "
                    "A packet that arrives on one link for a subnet behind another leaves there with its TTL one "
                    "lower (a new namespace starts with forwarding off, and drops such packets). "
@@ -77,7 +85,9 @@ class Sysctl:
         else:
             why = f"Set {self.key}; taking the network down puts back the value it had before (else {self.default})."
         title = (("turn on IP forwarding" + (f" in {self.netns} (a router)" if self.netns else ""))
-                 if (self.key, self.value) == ("net.ipv4.ip_forward", "1") else f"set {self.key}={self.value}")
+                 if (self.key, self.value) == ("net.ipv4.ip_forward", "1") else
+                 ("turn on IPv6 forwarding" + (f" in {self.netns} (a router)" if self.netns else ""))
+                 if (self.key, self.value) == (IPV6_FORWARDING, "1") else f"set {self.key}={self.value}")
         return [
             Step(
                 key=k,
@@ -93,3 +103,27 @@ class Sysctl:
 def ip_forward(netns: str | None = None) -> Sysctl:
     """The ``net.ipv4.ip_forward=1`` sysctl (kernel default 0; Documentation/networking/ip-sysctl.rst)."""
     return Sysctl("net.ipv4.ip_forward", "1", default="0", netns=netns)
+
+
+IPV6_FORWARDING = "net.ipv6.conf.all.forwarding"
+"""IPv6 forwarding on every interface (kernel default 0; Documentation/networking/ip-sysctl.rst, conf/all/forwarding)."""
+
+
+def ip6_forward(netns: str | None = None) -> Sysctl:
+    """The ``net.ipv6.conf.all.forwarding=1`` sysctl (kernel default 0; ip-sysctl.rst).
+
+    In the host it has a side effect a user may not expect: an interface with
+    ``accept_ra=1`` (the default) ignores router advertisements while
+    forwarding is on (ip-sysctl.rst, accept_ra: "Functional default: enabled
+    if local forwarding is disabled"), so a host on SLAAC can lose its IPv6
+    default route (:data:`ACCEPT_RA_ADVICE`).
+    """
+    return Sysctl(IPV6_FORWARDING, "1", default="0", netns=netns)
+
+
+ACCEPT_RA_ADVICE = (
+    "net.ipv6.conf.all.forwarding=1 in the host: while it is on, every interface with accept_ra=1 (the default) "
+    "ignores router advertisements (Documentation/networking/ip-sysctl.rst, accept_ra: \"Functional default: "
+    "enabled if local forwarding is disabled\"), so a host that gets its IPv6 default route by SLAAC (a laptop) "
+    "may lose it; set accept_ra=2 on that interface (`sysctl -w net.ipv6.conf.IFACE.accept_ra=2`) to keep it")
+"""The advice a network that turns IPv6 forwarding on in the host carries (``Network.advice``)."""

@@ -36,7 +36,7 @@ the rule.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 import attrs
 
@@ -45,8 +45,11 @@ from .crosscheck import ROOMLESS_GATEWAY
 from .errors import ValidationError
 from .firewall import Isolation
 from .gcpause import paused
-from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair, ip_forward
+from . import topology_v6 as v6
+from .model import (Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, VethPair, ip6_forward,
+                    ip_forward)
 from .network import Network
+from .sysctls import ACCEPT_RA_ADVICE
 from .names import check_dns, names_objects
 from .ports import Publish, port_objects
 
@@ -88,17 +91,26 @@ class BridgeSpec:
             veth plugged into it; None: the kernel's default.
         masquerade: MASQUERADE what leaves its subnet through another link;
             None: when it has an address.
+        address6: the host's IPv6 address on it with prefix length, e.g.
+            ``"fd00:30::1/64"`` (added with ``nodad``), the IPv6 default
+            gateway of its containers; None: no IPv6 on the host's side.
+        masquerade6: NAT66 (``ip6tables -t nat ... -j MASQUERADE``) for its
+            IPv6 subnet; None: when ``address6`` is a unique local address
+            (fc00::/7), as Docker does.
     """
 
     name: str = attrs.field(validator=rules.ifname)
     address: str | None = attrs.field(default=None, validator=_opt_text)
     mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu)
     masquerade: bool | None = attrs.field(default=None, validator=rules.optional_boolean)
+    address6: str | None = attrs.field(default=None, validator=_opt_text, kw_only=True)
+    masquerade6: bool | None = attrs.field(default=None, validator=rules.optional_boolean, kw_only=True)
 
 
 @attrs.frozen
 class RouteSpec:
-    """A static route: ``to`` (a subnet, or ``"default"``) via the neighbour ``via`` (ip-route(8))."""
+    """A static route: ``to`` (a subnet, or ``"default"``) via the neighbour ``via`` (ip-route(8)); IPv6
+    when ``via`` is an IPv6 address (``to`` then an IPv6 subnet or ``"default"``)."""
 
     to: str = attrs.field(validator=rules.text)
     via: str = attrs.field(validator=rules.text)
@@ -116,6 +128,8 @@ class Interface:
         veth: the host end; default ``"v-NETNS"`` for the first interface and
             ``"v-NETNS-K"`` for the K-th after it (cut to fit 15 bytes).
         mtu: both ends' MTU; default: the bridge's.
+        address6: its IPv6 address, e.g. ``"fd00:30::10"`` (prefix length
+            from the bridge's ``address6``) or with prefix length; None: none.
     """
 
     bridge: str | None = attrs.field(default=None, validator=_opt_text)
@@ -123,6 +137,7 @@ class Interface:
     peer: str | None = attrs.field(default=None, validator=_opt_text)
     veth: str | None = attrs.field(default=None, validator=_opt_text)
     mtu: int | None = attrs.field(default=None, validator=rules.optional_mtu)
+    address6: str | None = attrs.field(default=None, validator=_opt_text, kw_only=True)
 
 
 @attrs.frozen
@@ -135,10 +150,16 @@ class Node:
             :class:`Interface`), when ``interfaces`` is empty.
         interfaces: several interfaces instead.
         routes: static routes inside the namespace.
-        forward: ``net.ipv4.ip_forward=1`` inside it: a router.
+        forward: ``net.ipv4.ip_forward=1`` inside it: a router (and
+            ``net.ipv6.conf.all.forwarding=1`` when it has an IPv6 address).
         default_route: None: via the address of the bridge of its first
-            interface whose bridge has one (required to be given or False when
-            none has); False: none; an address: via it.
+            interface with an IPv4 address whose bridge has one (required to
+            be given or False when none has, unless the container is
+            IPv6-only); False: none; an address: via it.
+        address6: its one interface's IPv6 address (see :class:`Interface`).
+        default_route6: None: via the ``address6`` of the bridge of its
+            first interface with an IPv6 address whose bridge has one (else
+            none); False: none; an IPv6 address: via it.
         ports: published ports, Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]``
             (``"8080:80"``, ``"127.0.0.1:8081:80"``, ``"5353:53/udp"``;
             :mod:`bridgenet.ports`), sent to the address of its first
@@ -157,6 +178,14 @@ class Node:
         default=(), converter=_to_tuple, validator=[_seq, _tuple_of(RouteSpec, "a RouteSpec")])
     forward: bool = attrs.field(default=False, validator=rules.boolean)
     default_route: str | bool | None = attrs.field(default=None)
+    address6: str | None = attrs.field(default=None, validator=_opt_text, kw_only=True)
+    default_route6: str | bool | None = attrs.field(default=None, kw_only=True)
+
+    @default_route6.validator
+    def _check_default6(self, attribute: attrs.Attribute, value: object) -> None:
+        if value is not None and value is not False and not isinstance(value, str):
+            raise ValidationError(rules.describe(self), "default_route6", "false, or the IPv6 gateway's address as "
+                                  "text (default: via its bridge's address6)", value)
     ports: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple, validator=_seq)
 
     @default_route.validator
@@ -168,22 +197,24 @@ class Node:
     def links(self) -> tuple[Interface, ...]:
         """Its interfaces: ``interfaces``, or the one its own fields describe."""
         if self.interfaces:
-            for key in ("address", "bridge", "veth", "peer", "mtu"):
+            for key in ("address", "bridge", "veth", "peer", "mtu", "address6"):
                 if getattr(self, key) is not None:
                     raise ValidationError(rules.describe(self), key,
                                           "give a container either interfaces or bridge/address/veth/peer/mtu, "
                                           "not both", getattr(self, key))
             return self.interfaces
-        return (Interface(self.bridge, self.address, self.peer, self.veth, self.mtu),)
+        return (Interface(self.bridge, self.address, self.peer, self.veth, self.mtu, address6=self.address6),)
 
 
 @attrs.frozen
 class End:
-    """One end of a :class:`LinkSpec`: its name, its namespace (None: the host), its address (with prefix)."""
+    """One end of a :class:`LinkSpec`: its name, its namespace (None: the host), its address (with prefix),
+    its IPv6 address (``address6``, with prefix)."""
 
     netns: str | None = attrs.field(validator=rules.optional_netns_name)
     name: str = attrs.field(validator=rules.ifname)
     address: str | None = attrs.field(default=None, validator=_opt_text)
+    address6: str | None = attrs.field(default=None, validator=_opt_text, kw_only=True)
 
 
 @attrs.frozen
@@ -280,18 +311,22 @@ class _Builder:
         if not nodes and not links:
             self.fail(self.where, "containers", "a network has at least one container or link")
         gateways: dict[str, IPv4Interface | None] = {}
+        gateways6: dict[str, IPv6Interface | None] = {}
         by_name: dict[str, BridgeSpec] = {}
         for b in bridges:
             if b.name in by_name:
                 self.fail(f"BridgeSpec {b.name}", "name", "each bridge appears once", b.name)
             by_name[b.name] = b
             gateways[b.name] = self.gateway(b) if b.address is not None else None
+            gateways6[b.name] = v6.gateway6(f"BridgeSpec {b.name}", b.address6) if b.address6 is not None else None
         objs: list[NetworkObject] = [Bridge(b.name, mtu=b.mtu) for b in bridges]
         made: set[str] = set()
         derived: dict[str, str] = {}
         defaults: list[Route] = []
+        defaults6: list[Route] = []
         statics: list[Route] = []
         routers: list[str] = []
+        routers6: list[str] = []
         publishes: list[Publish] = []
         for node in nodes:
             here = f"Container {node.netns}"
@@ -301,14 +336,26 @@ class _Builder:
             made.add(node.netns)
             objs.append(Namespace(node.netns))
             first_gateway: IPv4Address | None = None
+            first_gateway6: IPv6Address | None = None
+            has4 = has6 = False
             target: VethPair | None = None
             for k, itf in enumerate(node.links()):
                 where = here if not node.interfaces else f"{here} interfaces[{k}]"
                 bridge = self.bridge_of(where, itf.bridge, by_name)
-                gw = gateways[bridge]
-                address = self.address(where, itf.address, gw, bridge)
-                if gw is not None and first_gateway is None:
+                gw, gw6 = gateways[bridge], gateways6[bridge]
+                if itf.address6 is not None or (gw is None and gw6 is not None):
+                    if itf.address is None and itf.address6 is None:
+                        self.fail(where, "address6", f"a container on {bridge} (which has the address6 {gw6}) has "
+                                  "an address in at least one of its subnets (address or address6)", None)
+                    address = self.address(where, itf.address, gw, bridge) if itf.address is not None else None
+                else:
+                    address = self.address(where, itf.address, gw, bridge)
+                address6 = v6.address6(where, itf.address6, gw6, bridge)
+                has4, has6 = has4 or address is not None, has6 or address6 is not None
+                if gw is not None and first_gateway is None and address is not None:
                     first_gateway = gw.ip
+                if gw6 is not None and first_gateway6 is None and address6 is not None:
+                    first_gateway6 = gw6.ip
                 veth = itf.veth if itf.veth is not None else _veth_name(node.netns, k)
                 if itf.veth is None and veth in derived:
                     self.fail(where, "veth", f"the host end's default name is {veth!r}, the same as for "
@@ -316,20 +363,26 @@ class _Builder:
                 derived.setdefault(veth, where)
                 mtu = itf.mtu if itf.mtu is not None else by_name[bridge].mtu
                 objs.append(VethPair(veth, itf.peer if itf.peer is not None else f"eth{k}", netns=node.netns,
-                                     master=bridge, address=address, mtu=mtu))
+                                     master=bridge, address=address, mtu=mtu, address6=address6))
                 if target is None and objs[-1].address is not None:
                     target = objs[-1]
             if node.ports:
                 publishes.append(Publish(node.netns, node.ports, target.address if target else None,
                                          target.master if target else None, target.name if target else None))
             if default_routes:
-                via = self.default_via(here, node, first_gateway)
+                via = self.default_via(here, node, first_gateway, ipv6_only=has6 and not has4)
                 if via is not None:
                     defaults.append(Route(node.netns, via))
+                via6 = v6.default_via6(here, node.default_route6, first_gateway6)
+                if via6 is not None:
+                    defaults6.append(Route(node.netns, via6))
             statics.extend(self.route(here, node.netns, r) for r in node.routes)
             if node.forward:
                 routers.append(node.netns)
-        self.disjoint(bridges, gateways, [o for o in objs if isinstance(o, VethPair)])
+                if has6:
+                    routers6.append(node.netns)
+        v6.disjoint(gateways, [o for o in objs if isinstance(o, VethPair)], "address", "subnets")
+        v6.disjoint(gateways6, [o for o in objs if isinstance(o, VethPair)], "address6", "IPv6 subnets")
         end_addresses: list[Address] = []
         for i, link in enumerate(links):
             here = f"link {i}"
@@ -342,24 +395,41 @@ class _Builder:
                 a, b = b, a  # the end in the host is the veth's peer: VethPair keeps its name end in a namespace
             peer_address = self.link_address(here, b)
             objs.append(VethPair(a.name, b.name, netns=b.netns, address=peer_address, mtu=link.mtu,
-                                 name_netns=a.netns))
+                                 name_netns=a.netns, address6=v6.address6(f"{here} end {b.name}", b.address6, None,
+                                                                         None)))
             name_address = self.link_address(here, a)
             if name_address is not None:
                 end_addresses.append(Address(a.name, name_address, a.netns, brd=False))
+            name_address6 = v6.address6(f"{here} end {a.name}", a.address6, None, None)
+            if name_address6 is not None:
+                end_addresses.append(Address(a.name, name_address6, a.netns))
+            for end in (a, b):
+                if end.address6 is not None and end.netns is not None and end.netns in routers \
+                        and end.netns not in routers6:
+                    routers6.append(end.netns)
         objs.extend(Address(name, gw) for name, gw in gateways.items() if gw is not None)
+        objs.extend(Address(name, gw6) for name, gw6 in gateways6.items() if gw6 is not None)
         objs.extend(end_addresses)
         objs.extend(defaults)
+        objs.extend(defaults6)
         objs.extend(statics)
         objs.extend(self.route(self.where, None, r) for r in host_routes)
         objs.extend(ip_forward(ns) for ns in routers)
+        objs.extend(ip6_forward(ns) for ns in routers6)
+        advice = list(v6.router_advice(objs, routers)) + v6.router_advice6(objs, routers6)
         if forward:
             objs.append(ip_forward())
+            if any(gw6 is not None for gw6 in gateways6.values()):
+                objs.append(ip6_forward())
+                advice.append(ACCEPT_RA_ADVICE)
         names = [b.name for b in bridges]
         if isolate:
             objs.extend(Isolation(n, siblings=[o for o in names if o != n and gateways[o] is not None]
                                   if gateways[n] is not None else ()) for n in names)
         if accept_forward:
             objs.extend(ForwardRule(n) for n in names)
+        objs.extend(v6.firewall6(names, gateways6, [o for o in objs if isinstance(o, VethPair)], isolate=isolate,
+                                 accept_forward=accept_forward))
         for b in bridges:
             gw = gateways[b.name]
             masquerade = b.masquerade if b.masquerade is not None else gw is not None
@@ -368,29 +438,11 @@ class _Builder:
                     self.fail(f"BridgeSpec {b.name}", "masquerade", "MASQUERADE needs the bridge's address (its "
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
+        objs.extend(n for n in (v6.nat6(b.name, gateways6[b.name], b.masquerade6) for b in bridges) if n is not None)
         objs.extend(port_objects(publishes, have_forward_chain=accept_forward or isolate))
         if dns is not None:  # names on
             objs.extend(names_objects(self.name, [o.name for o in objs if isinstance(o, Namespace)], objs, dns))
-        return Network(self.name, objs, tag=self.tag, source=self.source, advice=_router_advice(objs, routers))
-
-    def disjoint(self, bridges: list[BridgeSpec], gateways: dict[str, IPv4Interface | None],
-                 veths: list[VethPair]) -> None:
-        """Two bridges' subnets do not overlap (a namespace on both, or the host, could not tell them
-        apart): each bridge's subnet is its address's, or that of its first port with an address."""
-        subnet: dict[str, IPv4Network] = {n: gw.network for n, gw in gateways.items() if gw is not None}
-        for v in veths:
-            if v.master is not None and v.address is not None:
-                subnet.setdefault(v.master, v.address.network)
-        seen: list[tuple[str, IPv4Network]] = []
-        for b in bridges:
-            net = subnet.get(b.name)
-            if net is None:
-                continue
-            for other, onet in seen:
-                if net.overlaps(onet):
-                    self.fail(f"BridgeSpec {b.name}", "address", f"two bridges' subnets do not overlap: {b.name} "
-                              f"is on {net}, {other} on {onet}", str(net))
-            seen.append((b.name, net))
+        return Network(self.name, objs, tag=self.tag, source=self.source, advice=advice)
 
     def gateway(self, b: BridgeSpec) -> IPv4Interface:
         here = f"BridgeSpec {b.name}"
@@ -433,42 +485,18 @@ class _Builder:
                       "10.99.0.1/30", end.address)
         return end.address
 
-    def default_via(self, where: str, node: Node, gateway: IPv4Address | None) -> IPv4Address | str | None:
+    def default_via(self, where: str, node: Node, gateway: IPv4Address | None, *,
+                    ipv6_only: bool = False) -> IPv4Address | str | None:
         if node.default_route is False:
             return None
         if isinstance(node.default_route, str):
             return node.default_route
+        if gateway is None and ipv6_only:
+            return None  # an IPv6-only container has no IPv4 default route
         if gateway is None:
             self.fail(where, "default_route", "none of this container's bridges has an address to route "
                       "through: give default_route an address, or false", None)
         return gateway
 
     def route(self, where: str, netns: str | None, r: RouteSpec) -> Route:
-        to = r.to
-        if to != "default":
-            try:
-                to = str(IPv4Network(to))
-            except ValueError:
-                self.fail(where, "routes", "a route's 'to' is 'default' or an IPv4 subnet with no host bits set, "
-                          "as in 10.20.0.0/24", r.to)
-        return Route(netns, r.via, to)
-
-
-def _router_advice(objs: list[NetworkObject], routers: list[str]) -> tuple[str, ...]:
-    """Warnings: a route whose ``via`` is an address of a namespace without ``forward = true`` (that
-    namespace drops what it is asked to forward: IPv4 forwarding is off in a new namespace)."""
-    owner: dict[IPv4Address, str] = {}
-    for o in objs:
-        if isinstance(o, VethPair) and o.address is not None and o.netns is not None:
-            owner[o.address.ip] = o.netns
-        elif isinstance(o, Address) and o.netns is not None:
-            owner[o.address.ip] = o.netns
-    out = []
-    for o in objs:
-        if isinstance(o, Route):
-            ns = owner.get(o.via)
-            if ns is not None and ns not in routers and ns != o.netns:
-                out.append(f"route {o.dst} via {o.via} in {o.netns or 'the host'}: {o.via} is netns {ns}, which "
-                           "does not forward (give it forward = true: net.ipv4.ip_forward=1 inside it; it is 0 in "
-                           "a new namespace), so what this route sends there is dropped")
-    return tuple(out)
+        return Route(netns, r.via, v6.route_target(where, r.to))

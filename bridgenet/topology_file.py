@@ -11,13 +11,14 @@ from .errors import ValidationError
 from .network import Network
 from .topology import BridgeSpec, End, Interface, LinkSpec, Node, RouteSpec, topology
 
-_BRIDGE = {"name": str, "address": str, "mtu": int, "masquerade": bool}
+_BRIDGE = {"name": str, "address": str, "mtu": int, "masquerade": bool, "address6": str, "masquerade6": bool}
 _CONTAINER = {"netns": str, "address": str, "veth": str, "peer": str, "bridge": str, "mtu": int, "routes": list,
-              "forward": bool, "default_route": (str, bool), "interfaces": list, "ports": list}
-_INTERFACE = {"bridge": str, "address": str, "peer": str, "veth": str, "mtu": int}
+              "forward": bool, "default_route": (str, bool), "interfaces": list, "ports": list, "address6": str,
+              "default_route6": (str, bool)}
+_INTERFACE = {"bridge": str, "address": str, "peer": str, "veth": str, "mtu": int, "address6": str}
 _ROUTE = {"to": str, "via": str}
 _LINK = {"ends": list, "mtu": int}
-_END = {"netns": str, "name": str, "address": str}
+_END = {"netns": str, "name": str, "address": str, "address6": str}
 _TYPE_WORDS = {str: "text", int: "a whole number", bool: "true or false", list: "a list",
                (str, bool): "text or false"}
 
@@ -104,7 +105,8 @@ def _bridges(where: str, data: dict) -> list[BridgeSpec]:
         here = f"{where} bridges[{i}]"
         t = _table(here, b, _BRIDGE, ("name",))
         try:
-            out.append(BridgeSpec(t["name"], t.get("address"), t.get("mtu"), t.get("masquerade")))
+            out.append(BridgeSpec(t["name"], t.get("address"), t.get("mtu"), t.get("masquerade"),
+                                  address6=t.get("address6"), masquerade6=t.get("masquerade6")))
         except ValidationError as e:
             raise _rewrap(here, e) from None
     return out
@@ -117,18 +119,20 @@ def _node(here: str, item: object) -> Node:
         there = f"{here} interfaces[{k}]"
         i = _table(there, itf, _INTERFACE)
         try:
-            interfaces.append(Interface(i.get("bridge"), i.get("address"), i.get("peer"), i.get("veth"), i.get("mtu")))
+            interfaces.append(Interface(i.get("bridge"), i.get("address"), i.get("peer"), i.get("veth"), i.get("mtu"),
+                                        address6=i.get("address6")))
         except ValidationError as e:
             raise _rewrap(there, e) from None
     if interfaces:
-        for key in ("address", "bridge", "veth", "peer", "mtu"):
+        for key in ("address", "bridge", "veth", "peer", "mtu", "address6"):
             if key in t:
                 raise ValidationError(here, key, "give a container either [[containers.interfaces]] or "
-                                      "bridge/address/veth/peer/mtu, not both", t[key])
+                                      "bridge/address/address6/veth/peer/mtu, not both", t[key])
     routes = _routes(here, t.get("routes", []))
     try:
         return Node(t["netns"], t.get("address"), t.get("bridge"), t.get("veth"), t.get("peer"), t.get("mtu"),
-                    interfaces, routes, t.get("forward", False), t.get("default_route"), t.get("ports", ()))
+                    interfaces, routes, t.get("forward", False), t.get("default_route"), t.get("ports", ()),
+                    address6=t.get("address6"), default_route6=t.get("default_route6"))
     except ValidationError as e:
         raise _rewrap(here, e) from None
 
@@ -143,7 +147,7 @@ def _link(here: str, item: object) -> LinkSpec:
         there = f"{here} ends[{k}]"
         e = _table(there, end, _END, ("name",))
         try:
-            out.append(End(e.get("netns"), e["name"], e.get("address")))
+            out.append(End(e.get("netns"), e["name"], e.get("address"), address6=e.get("address6")))
         except ValidationError as err:
             raise _rewrap(there, err) from None
     if out[0].netns is None and out[1].netns is None:

@@ -238,8 +238,8 @@ LAN1_MTU = BASE.replace('name = "lan1"\n', 'name = "lan1"\nmtu = 1400\n')
 # (id, file text, the key named, where it is named, a piece of the rule)
 BAD = [
     ("unknown-top", "colour = 1\n" + BASE + A, "colour", "bad.toml", "known keys are"),
-    ("unknown-bridges", BASE + 'colour = "x"\n' + A, "colour", "bridges[1]", "known keys are address, masquerade"),
-    ("unknown-containers", BASE + A + "colour = 1\n", "colour", "containers[0]", "known keys are address, bridge"),
+    ("unknown-bridges", BASE + 'colour = "x"\n' + A, "colour", "bridges[1]", "known keys are address, address6, masquerade"),
+    ("unknown-containers", BASE + A + "colour = 1\n", "colour", "containers[0]", "known keys are address, address6, bridge"),
     ("unknown-interfaces", BASE + '[[containers]]\nnetns = "a"\n  [[containers.interfaces]]\n  bridge = "lan0"\n'
      '  address = "10.10.0.10"\n  colour = 1\n', "colour", "containers[0] interfaces[0]", "known keys are address"),
     ("unknown-container-routes", BASE + A + 'routes = [{to = "10.20.0.0/24", via = "10.10.0.254", metric = 5}]\n',
