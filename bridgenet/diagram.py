@@ -26,7 +26,7 @@ What is shown, and from which object:
   upstream (what lies beyond the host's uplink); in a namespace: a note;
 * FORWARD accept rules and isolation (``firewall.py``): a note per bridge;
 * IPv6 addresses and published ports, when the model has them
-  (:func:`_addresses6`, :func:`_published`: read defensively, by name).
+  (:func:`_addresses6`, :func:`_published`).
 
 Deterministic: everything follows the network's own order
 (``Network.ordered``); nothing is sorted by hash or read from the host.
@@ -157,36 +157,17 @@ def _addresses6(obj: object) -> tuple[str, ...]:
     return tuple(str(v) for v in value if v is not None)
 
 
-_PORT_CLASSES = ("PublishedPort", "Port")
-
-
 def _published(obj: object) -> str | None:
-    """A published port as one line (``tcp 0.0.0.0:8080 -> web 10.88.0.10:80``), or None if ``obj`` is none.
-
-    Any object whose class is named PublishedPort or Port; its fields are
-    read by name: ``host_ip``, ``host_port``, ``container_port`` (or
-    ``port``), ``proto`` (or ``protocol``), and where it goes: ``netns`` (or
-    ``container``) and ``address`` (or ``container_ip``).
-    """
-    if type(obj).__name__ not in _PORT_CLASSES:
+    """A published port (:class:`bridgenet.ports.PublishedPort`) as one line, e.g.
+    ``tcp 0.0.0.0:8080 -> web 10.88.0.10:80``; None for any other object."""
+    if type(obj).__name__ != "PublishedPort":
         return None
-
-    def first(*names: str) -> object:
-        for n in names:
-            v = getattr(obj, n, None)
-            if v is not None:
-                return v
-        return None
-
-    proto = first("proto", "protocol") or "tcp"
-    host_ip = first("host_ip")
-    host_port = first("host_port")
-    to_port = first("container_port", "port")
-    where = first("netns", "container")
-    to_ip = first("address", "container_ip")
-    host = f"{host_ip or '0.0.0.0'}:{host_port}" if host_port is not None else str(host_ip or "?")
-    target = " ".join(str(x) for x in (where, to_ip) if x is not None) or "?"
-    return f"{proto} {host} -> {target}:{to_port if to_port is not None else host_port}"
+    m = obj.mapping  # type: ignore[attr-defined]
+    family = getattr(obj, "family", m.family)
+    any_address = "[::]" if family == 6 else "0.0.0.0"
+    host_ip = m.host_ip if m.host_ip is None or family == 4 else f"[{m.host_ip}]"
+    to_ip = obj.address if family == 4 else f"[{obj.address}]"  # type: ignore[attr-defined]
+    return f"{m.proto} {host_ip or any_address}:{m.host_port} -> {obj.container} {to_ip}:{m.container_port}"  # type: ignore[attr-defined]
 
 
 # --- reading a network ------------------------------------------------------------------------------------
@@ -270,10 +251,11 @@ def picture(network: object) -> Picture:
                 nat.append(text)
             else:
                 notes[box(o.netns)].append(text)
-        elif isinstance(o, ForwardRule) and o.netns is None and o.bridge in bridge_notes:
-            bridge_notes[o.bridge].append("FORWARD accepts the bridge's traffic")
-        elif isinstance(o, Isolation) and o.netns is None and o.bridge in bridge_notes:
-            bridge_notes[o.bridge].append("isolated from other networks")
+        elif isinstance(o, (ForwardRule, Isolation)) and o.netns is None and o.bridge in bridge_notes:
+            note = ("FORWARD accepts the bridge's traffic" if isinstance(o, ForwardRule)
+                    else "isolated from other networks")  # once, whatever the family (iptables, ip6tables)
+            if note not in bridge_notes[o.bridge]:
+                bridge_notes[o.bridge].append(note)
         else:
             line = _published(o)
             if line is not None:

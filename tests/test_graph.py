@@ -204,36 +204,19 @@ def test_a_network_without_anything_in_the_host():
 # --- what the model gains elsewhere (IPv6, published ports), read by name ---------------------------------
 
 
-@attrs.frozen
-class PublishedPort:  # the shape ports.py is expected to have; only the names are read
-    host_port: int
-    netns: str
-    container_port: int
-    proto: str = "tcp"
-    host_ip: str | None = None
-    address: str | None = None
-
-
-def test_ipv6_and_published_ports_read_by_name():
-    v = attrs.make_class("V", {"address6": attrs.field(default=None)})
-    assert _addresses6(v("fd00::4/64")) == ("fd00::4/64",)
-    assert _addresses6(v(["fd00::4/64", None, "fd00::5/64"])) == ("fd00::4/64", "fd00::5/64")
-    assert _addresses6(v()) == () and _addresses6(object()) == ()
-    assert _published(PublishedPort(8080, "web", 80)) == "tcp 0.0.0.0:8080 -> web:80"
-    assert _published(PublishedPort(53, "dns", 5353, "udp", "127.0.0.1", "10.88.0.3")) == \
-        "udp 127.0.0.1:53 -> dns 10.88.0.3:5353"
-    assert _published(object()) is None
-
-
-def test_ipv6_addresses_drawn(monkeypatch):
-    net = bridgenet.tutorial()
-    import bridgenet.diagram as diagram
-
-    monkeypatch.setattr(diagram, "_addresses6", lambda o: ("fd00::4/64",) if getattr(o, "peer", "") == "veth4" else ())
-    text = bridgenet.graph(net)
-    lines = text.splitlines()
-    at = next(i for i, line in enumerate(lines) if "veth4 10.201.0.4/24" in line)
-    assert "      fd00::4/64" in lines[at + 1]
+def test_ipv6_addresses_and_published_ports_drawn():
+    """The dual-stack example's IPv6 addresses and the ports example's published ports (golden files)."""
+    for example in ("dualstack", "ports"):
+        net = config.load(ROOT / "examples" / f"{example}.toml")
+        text = bridgenet.graph(net)
+        check_golden(f"graph-{example}.txt", text)
+    dual = bridgenet.graph(config.load(ROOT / "examples" / "dualstack.toml"))
+    assert "fd00:30::30/64" in dual and "fd00:30::1/64" in dual
+    ports = bridgenet.graph(config.load(ROOT / "examples" / "ports.toml"))
+    assert "tcp 0.0.0.0:8080 -> web 10.88.0.10:80" in ports
+    assert "tcp 127.0.0.1:8081 -> web 10.88.0.10:80" in ports
+    assert "udp 0.0.0.0:5353 -> web 10.88.0.10:53" in ports
+    assert _published(object()) is None and _addresses6(object()) == ()
 
 
 # --- a network that is up: its state file ----------------------------------------------------------------
