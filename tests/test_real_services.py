@@ -1,0 +1,55 @@
+"""Real tier: the complete example of issue 12 (``examples/services.toml``) as a user would try it.
+
+Dual stack on ``svc0`` (10.40.0.1/24, fd00:40::1/64), ``web`` publishing its
+port 80 as 8080 (every host address) and 8081 (the host's 127.0.0.1),
+``db``, and ``cache`` with IPv6 only; the containers reach each other by
+name. The sandbox's upstream (198.51.100.1, 2001:db8::1) plays the rest of
+the world; the sandbox host's uplink is 198.51.100.2 / 2001:db8::2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridgenet import apply, checks, config
+from helpers import diff, snap
+
+pytestmark = pytest.mark.real
+
+SERVICES = Path(__file__).resolve().parent.parent / "examples" / "services.toml"
+
+
+def test_the_complete_example(sb):
+    r = sb.runner()
+    before = snap(sb)
+    apply.up(config.load(SERVICES), r)
+    # names: db knows web by both of its addresses, and by web.services
+    hosts = sb.run(["getent", "ahosts", "web.services"], netns="db", check=True).stdout
+    assert "10.40.0.10" in hosts and "fd00:40::10" in hosts, hosts
+    with checks.tcp_server(sb, "::", 80, netns="web", mode="whois"):
+        # the IPv6-only container reaches web by name, over IPv6
+        got = checks.tcp_request(sb, "web", 80, netns="cache")
+        assert got.ok and got.value == "fd00:40::30", got.output
+        # the published port from the upstream: the server sees the upstream's own address
+        got = checks.tcp_request(sb, "198.51.100.2", 8080, netns="upstream")
+        assert got.ok and got.value == "::ffff:198.51.100.1", got.output
+        # from the host itself, on its 127.0.0.1 (route_localnet; the source is masqueraded to the gateway)
+        got = checks.tcp_request(sb, "127.0.0.1", 8081)
+        assert got.ok and got.value == "::ffff:10.40.0.1", got.output
+        # ... which a neighbour cannot use: 127.0.0.1 inside db is db's own lo
+        assert not checks.tcp_request(sb, "127.0.0.1", 8081, netns="db", timeout=1).ok
+        # hairpin: web reaches itself through the host's address
+        got = checks.tcp_request(sb, "10.40.0.1", 8080, netns="web")
+        assert got.ok, got.output
+    # NAT66: the upstream sees the uplink's IPv6 address
+    with checks.tcp_server(sb, str(sb.upstream_address6), 7010, netns="upstream", mode="whois"):
+        got = checks.tcp_request(sb, str(sb.upstream_address6), 7010, netns="cache")
+        assert got.ok and got.value == "2001:db8::2", got.output
+    # an unknown name fails at once
+    assert sb.run(["getent", "hosts", "nosuchname"], netns="web", timeout=5).exit_code == 2
+    assert apply.up(config.load(SERVICES), r).ran == ()
+    apply.down("services", r)
+    after = snap(sb)
+    assert after == before, diff(before, after)
