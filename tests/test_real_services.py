@@ -9,6 +9,7 @@ the world; the sandbox host's uplink is 198.51.100.2 / 2001:db8::2.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,52 @@ def test_the_complete_example(sb):
     apply.down("services", r)
     after = snap(sb)
     assert after == before, diff(before, after)
+
+
+CONFTEST = """
+from pathlib import Path
+
+from bridgenet import config
+from bridgenet.testing import factories
+
+services = factories.network(lambda: config.load(Path(__file__).resolve().parent / "services.toml"))
+"""
+
+TESTS = """
+import sys
+import time
+
+import pytest
+
+SERVER = ("import http.server as h, socket\\n"
+          "class S(h.ThreadingHTTPServer): address_family = socket.AF_INET6  # both families on '::'\\n"
+          "S(('::', 80), h.SimpleHTTPRequestHandler).serve_forever()")
+FETCH = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).status)"
+
+
+@pytest.mark.bridgenet(upstream=True)
+def test_names_ipv6_and_a_published_port_through_the_fixtures(services, netns_process, netns_run):
+    start = time.monotonic()
+    netns_process("web", [sys.executable, "-c", SERVER]).wait_for_port(80)
+    assert time.monotonic() - start < 5  # http.server's getfqdn() does not wait for a resolver
+    r = netns_run("cache", [sys.executable, "-c", FETCH, "http://web.services:80/"])  # by name, IPv6 only
+    assert (r.exit_code, r.stdout.strip()) == (0, "200"), r.stderr
+    r = netns_run("upstream", [sys.executable, "-c", FETCH, "http://198.51.100.2:8080/"])
+    assert (r.exit_code, r.stdout.strip()) == (0, "200"), r.stderr
+    assert (services.address("web"), services.address6("web"), services.address6("cache")) == \\
+        ("10.40.0.10", "fd00:40::10", "fd00:40::30")
+    with pytest.raises(KeyError, match="no IPv4 address"):
+        services.address("cache")
+"""
+
+
+def test_the_complete_example_through_the_fixtures(pytester: pytest.Pytester) -> None:
+    from test_plugin import Leftovers, plugin_args_here
+
+    left = Leftovers()
+    shutil.copy(SERVICES, pytester.path / "services.toml")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_services=TESTS)
+    result = pytester.runpytest_inprocess(*plugin_args_here(), "-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)
+    left.check()

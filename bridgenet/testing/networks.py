@@ -73,14 +73,27 @@ class LiveNetwork:
         Raises:
             KeyError: ``netns`` has no veth pair, or the network gives it no address.
         """
+        return self._address(netns, 4)
+
+    def address6(self, netns: str) -> str:
+        """The IPv6 address of ``netns`` in this network, without prefix, e.g. ``"fd00:30::10"`` (as :meth:`address`).
+
+        Raises:
+            KeyError: ``netns`` has no veth pair, or the network gives it no IPv6 address.
+        """
+        return self._address(netns, 6)
+
+    def _address(self, netns: str, version: int) -> str:
         v, peer = self._end(netns)
-        if peer and v.address is not None:
-            return str(v.address.ip)
+        mine = v.address if version == 4 else getattr(v, "address6", None)
+        if peer and mine is not None:
+            return str(mine.ip)
         end = v.peer if peer else v.name
-        addresses = [a for a in self.network.of_type(Address) if a.netns == netns]
+        addresses = [a for a in self.network.of_type(Address) if a.netns == netns and a.address.version == version]
         for a in sorted(addresses, key=lambda a: a.dev != end):  # the one on this end first
             return str(a.address.ip)
-        raise KeyError(f"network {self.name} gives {netns!r} no address")
+        family = "IPv4" if version == 4 else "IPv6"
+        raise KeyError(f"network {self.name} gives {netns!r} no {family} address")
 
     def interface(self, netns: str) -> str:
         """The name of the link inside ``netns`` (the veth's end there; a namespace on several links:
