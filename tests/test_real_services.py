@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridgenet import apply, checks, config
+from bridgenet.errors import RolledBackError
 from helpers import diff, snap
 
 pytestmark = pytest.mark.real
@@ -55,6 +56,23 @@ def test_the_complete_example(sb):
     after = snap(sb)
     assert after == before, diff(before, after)
 
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["steps", "batch"])
+def test_a_failure_at_the_last_step_rolls_everything_back(sb, batch):
+    """The name files come last: /etc/netns made a plain file after planning, ``mkdir /etc/netns`` fails,
+    and the rollback takes back both families' addresses, routes, sysctls, ip6tables and the ports."""
+    r = sb.runner()
+    before = snap(sb)
+    net = config.load(SERVICES)
+    plan = apply.plan(net, r, batch=batch)
+    sb.run(["touch", "/etc/netns"], check=True)  # in the sandbox's own /etc (an overlay)
+    with pytest.raises(RolledBackError) as ei:
+        apply.up(net, r, plan=plan, batch=batch)
+    assert ei.value.leftovers == ()
+    sb.run(["rm", "/etc/netns"], check=True)
+    after = snap(sb)
+    assert after == before, diff(before, after)
 
 CONFTEST = """
 from pathlib import Path
