@@ -90,6 +90,28 @@ def test_a_signal_after_each_kind_of_lesson_step_leaves_nothing(sb, after):
     assert state_files(sb) == []
 
 
+SERVICES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples", "services.toml")
+
+
+@pytest.mark.parametrize("after", [9, 37, 44, 50, 58, 63, 68, 70, 71, 73, 74, 80, 83])
+def test_a_signal_at_each_kind_of_step_of_the_complete_example_leaves_nothing(sb, after):
+    """examples/services.toml (issue 12): IPv6 addresses, both families' forwarding, ip6tables chains and
+    NAT66, the published port's chains and route_localnet, the name files; SIGTERM or SIGINT after each kind."""
+    sig = signal.SIGTERM if after % 2 else signal.SIGINT
+    with open(SERVICES) as f:
+        path = write(sb, "services.toml", f.read())
+    before = snap(sb)
+    proc, pid = start_cli(sb, "up", "-q", "-f", path, env={"BRIDGENET_TEST_PAUSE_AFTER": str(after)})
+    assert "accept_ra" in proc.stderr.readline()  # plan's warning: IPv6 forwarding on in the host
+    assert "paused" in proc.stderr.readline()
+    os.kill(pid, sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "the host is back where it was" in err
+    assert snap(sb) == before, diff(before, snap(sb))
+    assert state_files(sb) == []
+
+
 @pytest.mark.parametrize("gap", [0.0, 0.002, 0.02])
 def test_a_second_signal_does_not_abandon_the_rollback(sb, gap):
     """Seen: a double SIGINT left NAME.json.PID.tmp behind."""
