@@ -66,6 +66,30 @@ def test_one_network_going_down_while_another_comes_up_keeps_ip_forward(sb):
 
 
 @pytest.mark.slow
+def dual_file(name, third, ports):
+    """A dual-stack network with a published port and names (issue 12's keys): svcN, web and cache."""
+    return (f'name = "{name}"\n[[bridges]]\nname = "br{name}"\naddress = "10.{third}.0.1/24"\n'
+            f'address6 = "fd00:{third}::1/64"\n[[containers]]\nnetns = "{name}web"\naddress = "10.{third}.0.10"\n'
+            f'address6 = "fd00:{third}::10"\nports = ["{ports}:80"]\n[[containers]]\nnetns = "{name}c"\n'
+            f'address6 = "fd00:{third}::30"\n')
+
+
+def test_two_dual_stack_networks_at_once_share_ip6tables_chains_and_forwarding(sb):
+    """Up at once, down at once: the shared ip6tables chains, BRIDGENET-DNAT, IPv6 forwarding and
+    /etc/netns are made once and removed by the last one, whatever the order."""
+    paths = {n: write(sb, f"{n}.toml", dual_file(n, t, p)) for n, t, p in (("d1", 84, 8084), ("d2", 85, 8085))}
+    before = snap(sb)
+    for _ in range(2):
+        all_ok(run_at_once(sb, [["up", "-q", "-f", paths["d1"]], ["up", "-q", "--batch", "-f", paths["d2"]]]))
+        assert sb.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"], check=True).stdout.strip() == "1"
+        dnat = sb.run(["iptables", "-t", "nat", "-S", "BRIDGENET-DNAT"], check=True).stdout
+        assert "--dport 8084" in dnat and "--dport 8085" in dnat, dnat
+        all_ok(run_at_once(sb, [["down", "-q", "-f", paths["d1"]], ["down", "-q", "-f", paths["d2"]]]))
+        now = snap(sb)
+        assert now == before, diff(before, now)
+        assert state_files(sb) == []
+
+
 def test_stress_random_concurrent_up_down_clean_ends_as_a_serial_run_would():
     """Three networks, 20 rounds; in each, one random op per network (and sometimes clean), all at once.
 
