@@ -198,8 +198,12 @@ def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | N
                 BatchRunner(runner, jobs=jobs).execute(cmds, direction="up", progress=progress)
             except CommandError as err:
                 failed = _failed_batch_command(err)
+                # iptables-restore commits all its lines or none (iptables-restore(8)): none took effect
+                void = getattr(err, "commands", ()) if err.argv[:1] in (("iptables-restore",),
+                                                                       ("ip6tables-restore",)) else ()
                 for s in todo:
-                    if failed is not None and s.run and s.run[0] is failed and s.step.key in new_keys:
+                    if s.run and s.step.key in new_keys and (
+                            s.run[0] is failed or any(s.run[0] is c for c in void)):
                         # its creating command failed: whatever has that name is not ours
                         ledger.drop([s.step.key])
                 raise
