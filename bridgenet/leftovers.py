@@ -13,7 +13,10 @@ them (and no network is still recorded in ``/run/bridgenet``):
 resource busy", measured here). Name files (``/etc/netns/NS/hosts`` and ``resolv.conf``)
 that start with ``# bridgenet:`` go, and their directory when nothing else is in it
 (``names.tagged_file_commands``; ``/etc/netns`` itself stays). An untagged rule (the lesson's, made with
-``--accept-forward``, whose state file was lost) keeps its chain.
+``--accept-forward``, whose state file was lost) keeps its chain. All of it in ip6tables too:
+the tagged rules of the same chains, and the empty ``BRIDGENET-FORWARD``,
+``BRIDGENET-ISOLATION`` and nat ``BRIDGENET-DNAT`` (with its jumps from
+PREROUTING and OUTPUT) of the IPv6 tables; ``BRIDGENET-INPUT`` is iptables' only.
 """
 
 from __future__ import annotations

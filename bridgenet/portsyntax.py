@@ -1,7 +1,8 @@
 """The ``ports`` syntax: Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`` parsed and checked.
 
-docker-run(1) ``--publish``: tcp by default, or udp; no host address (or
-``0.0.0.0``) means every address of the host; an IPv6 host address goes in
+docker-run(1) ``--publish``: tcp by default, or udp; no host address means
+every address of the host, of both families; ``0.0.0.0`` every IPv4
+address, ``[::]`` every IPv6 address; an IPv6 host address goes in
 brackets (``[2001:db8::2]:8080:80``), except the loopback ``[::1]``
 (:data:`LOOPBACK6_REFUSED`). The rules these become are in ``ports.py``.
 """
@@ -34,7 +35,8 @@ class PortMapping:
     Attributes:
         host_port, container_port: 1-65535.
         proto: ``"tcp"`` or ``"udp"``.
-        host_ip: the host address it is published on; None: every address of the host.
+        host_ip: the host address it is published on (``0.0.0.0``, ``::``: every
+            address of that family); None: every address of the host, of both families.
         text: the entry as written.
     """
 
@@ -46,12 +48,12 @@ class PortMapping:
 
     @property
     def family(self) -> int | None:
-        """4 or 6 for a host address (``[::]``: 6, every IPv6 address); None: every address of both."""
+        """4 or 6 for a host address (``0.0.0.0``/``[::]`` included); None: every address of both families."""
         return None if self.host_ip is None else self.host_ip.version
 
     @property
     def every(self) -> bool:
-        """On every address of the host (of its family, for ``[::]``): no ``-d`` in the DNAT rule."""
+        """On every address of the host (of its family, for ``0.0.0.0`` and ``[::]``): no ``-d`` in the DNAT rule."""
         return self.host_ip is None or self.host_ip.is_unspecified
 
     def families(self, available: Iterable[int]) -> list[int]:
@@ -79,7 +81,7 @@ class PortMapping:
         """Same protocol and host port, and the same host address or one of them on every address.
 
         The families are the caller's to compare: an entry without a host
-        address overlaps one of either family; ``[::]`` only IPv6 ones.
+        address overlaps one of either family; ``0.0.0.0`` only IPv4 ones, ``[::]`` only IPv6 ones.
         """
         if (self.proto, self.host_port) != (other.proto, other.host_port):
             return False
@@ -132,8 +134,7 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
             raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
         if isinstance(host_ip, IPv6Address) and host_ip.is_loopback:
             raise ValidationError(where, field, LOOPBACK6_REFUSED, text)
-        if host_ip.is_unspecified:
-            host_ip = None if isinstance(host_ip, IPv4Address) else host_ip  # 0.0.0.0: every address
+        # 0.0.0.0 (every IPv4 address) and [::] (every IPv6 address) stay: one family each, as with Docker
     return PortMapping(ports[0], ports[1], proto, host_ip, text)
 
 

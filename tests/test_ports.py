@@ -36,7 +36,7 @@ def check_golden(name: str, text: str) -> None:
     ("127.0.0.1:8081:80", PortMapping(8081, 80, "tcp", IPv4Address("127.0.0.1"), "127.0.0.1:8081:80")),
     ("5353:53/udp", PortMapping(5353, 53, "udp", None, "5353:53/udp")),
     ("8080:80/tcp", PortMapping(8080, 80, "tcp", None, "8080:80/tcp")),
-    ("0.0.0.0:8080:80", PortMapping(8080, 80, "tcp", None, "0.0.0.0:8080:80")),
+    ("0.0.0.0:8080:80", PortMapping(8080, 80, "tcp", IPv4Address("0.0.0.0"), "0.0.0.0:8080:80")),
     ("[::]:8082:80", PortMapping(8082, 80, "tcp", IPv6Address("::"), "[::]:8082:80")),
     ("[2001:db8::2]:8080:80/udp", PortMapping(8080, 80, "udp", IPv6Address("2001:db8::2"), "[2001:db8::2]:8080:80/udp")),
     ("1:65535", PortMapping(1, 65535, "tcp", None, "1:65535")),

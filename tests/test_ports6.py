@@ -53,6 +53,7 @@ def test_bracketed_ipv6_and_the_any_addresses_parse():
     assert parse_port("8080:80").families([4, 6]) == [4, 6]
     assert parse_port("8080:80").families([6]) == [6]
     assert parse_port("10.0.0.1:8080:80").families([6]) == []
+    assert parse_port("0.0.0.0:8080:80").families([4, 6]) == [4] and parse_port("0.0.0.0:8080:80").every
 
 
 def test_the_rules_exactly():
@@ -121,7 +122,8 @@ def test_the_ipv6_loopback_is_refused():
     (("8080:80",), ("[2001:db8::2]:8080:80",), True),  # web's 8080 is on every IPv6 address too
     (("[::]:8080:80",), ("[2001:db8::2]:8080:80",), True),
     (("[::]:8080:80",), ("10.31.0.1:8080:80",), False),  # IPv6 any and an IPv4 address
-    (("[2001:db8::2]:8080:80",), ("0.0.0.0:8080:80",), True),  # 0.0.0.0 is every address: both families
+    (("[2001:db8::2]:8080:80",), ("0.0.0.0:8080:80",), False),  # 0.0.0.0: every IPv4 address (Docker's)
+    (("0.0.0.0:8080:80",), ("10.31.0.1:8080:80",), True),
     (("[2001:db8::2]:8080:80",), ("[2001:db8::3]:8080:80",), False),
 ])
 def test_overlaps_within_a_network_consider_the_family(web, db, refused):

@@ -53,15 +53,19 @@ def shop6(sb):
     yield net, before
 
 
-def whois(sb, netns, address, port):
-    """The peer address the server saw (its reply), or None when the connection failed."""
-    r = checks.tcp_request(sb, address, port, netns=netns, timeout=2)
+def whois(sb, netns, address, port, timeout=2):
+    """The peer address the server saw (its reply), or None when the connection failed.
+
+    The first connection right after a quick ``up`` can wait for neighbour discovery (measured: 2 s
+    after ``up --batch``, a SYN retransmit; KERNEL-NOTES "first packet"): the first check gives it 5 s.
+    """
+    r = checks.tcp_request(sb, address, port, netns=netns, timeout=timeout)
     return r.value if r.ok else None
 
 
 def test_published_over_ipv6_from_the_upstream_the_host_and_by_hairpin(sb, shop6):
     with checks.tcp_server(sb, "::", 80, netns="web", mode="whois"):
-        assert whois(sb, "upstream", UPLINK6, 8080) == UPSTREAM6  # the server sees the client's real address
+        assert whois(sb, "upstream", UPLINK6, 8080, timeout=5) == UPSTREAM6  # the server sees the client's real address
         assert whois(sb, None, UPLINK6, 8080) == UPLINK6  # the host itself, on its uplink address
         assert whois(sb, None, GATEWAY6, 8080) == GATEWAY6  # ... and on its address on the bridge
         assert whois(sb, "db", UPLINK6, 8080) == "fd00:31::20"  # a neighbour keeps its own address
@@ -73,7 +77,7 @@ def test_published_over_ipv6_from_the_upstream_the_host_and_by_hairpin(sb, shop6
 def test_a_bracketed_host_address_is_ipv6_only_and_an_ipv6_only_container_publishes(sb, shop6):
     with checks.tcp_server(sb, "::", 443, netns="web", mode="whois"), \
             checks.tcp_server(sb, "::", 80, netns="v6only", mode="whois"):
-        assert whois(sb, "upstream", UPLINK6, 8443) == UPSTREAM6
+        assert whois(sb, "upstream", UPLINK6, 8443, timeout=5) == UPSTREAM6
         assert whois(sb, "upstream", UPLINK, 8443) is None  # [2001:db8::2]: not on IPv4
         assert whois(sb, "upstream", UPLINK6, 8081) == UPSTREAM6
         assert whois(sb, "upstream", UPLINK, 8081) is None  # v6only has no IPv4 address
@@ -85,7 +89,7 @@ def test_under_forward_drop_only_the_published_ipv6_flow_passes(sb, shop6):
     sb.run(["ip", "route", "add", "fd00:31::/64", "via", UPLINK6], netns="upstream", check=True)
     with checks.tcp_server(sb, "::", 80, netns="web", mode="whois"), \
             checks.tcp_server(sb, "::", 81, netns="web", mode="whois"):
-        assert whois(sb, "upstream", UPLINK6, 8080) == UPSTREAM6
+        assert whois(sb, "upstream", UPLINK6, 8080, timeout=5) == UPSTREAM6
         assert whois(sb, "upstream", "fd00:31::10", 81) is None  # routed straight to an unpublished port
     sb.run(["ip6tables", "-P", "FORWARD", "ACCEPT"], check=True)
 
@@ -99,7 +103,7 @@ def test_a_dnat_from_the_ipv6_loopback_is_not_routed(sb, shop6):
     sb.run(["ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "::1/128", "-o", "br6p", "-j", "MASQUERADE"],
            check=True)
     with checks.tcp_server(sb, "::", 80, netns="web", mode="whois"):
-        assert whois(sb, None, GATEWAY6, 8080) == GATEWAY6  # the server is there
+        assert whois(sb, None, GATEWAY6, 8080, timeout=5) == GATEWAY6  # the server is there
         assert whois(sb, None, "::1", 8082) is None
     counters = sb.run(["ip6tables", "-t", "nat", "-L", DNAT_CHAIN, "-v", "-n", "-x"], check=True).stdout
     assert any("8082" in line and line.split()[0] != "0" for line in counters.splitlines()), counters  # it matched
@@ -122,7 +126,7 @@ def test_ipv4_and_ipv6_of_one_port_are_two_bindings(sb, shop6):
     apply.up(second, r)
     with checks.tcp_server(sb, "0.0.0.0", 80, netns="api", mode="whois"), \
             checks.tcp_server(sb, "::", 80, netns="v6only", mode="whois"):
-        assert whois(sb, "upstream", UPLINK, 8081) == UPSTREAM  # api, over IPv4
+        assert whois(sb, "upstream", UPLINK, 8081, timeout=5) == UPSTREAM  # api, over IPv4
         assert whois(sb, "upstream", UPLINK6, 8081) == UPSTREAM6  # v6only, over IPv6
     apply.down(net, r)  # the IPv4 chain stays for other6; the ip6tables one goes
     assert sb.run(["iptables", "-t", "nat", "-S", DNAT_CHAIN], check=True).stdout.count("-A ") == 1
@@ -141,7 +145,7 @@ def test_up_twice_runs_nothing_and_down_restores(sb, batch):
     assert again.ran == ()
     assert apply.plan(net, r).empty
     with checks.tcp_server(sb, "::", 80, netns="web", mode="whois"):
-        assert whois(sb, "upstream", UPLINK6, 8080) == UPSTREAM6
+        assert whois(sb, "upstream", UPLINK6, 8080, timeout=5) == UPSTREAM6
     apply.down(net, r, batch=batch)
     after = snap(sb)
     assert after == before, diff(before, after)
