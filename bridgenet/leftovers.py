@@ -13,7 +13,10 @@ them (and no network is still recorded in ``/run/bridgenet``):
 resource busy", measured here). Name files (``/etc/netns/NS/hosts`` and ``resolv.conf``)
 that start with ``# bridgenet:`` go, and their directory when nothing else is in it
 (``names.tagged_file_commands``; ``/etc/netns`` itself stays). An untagged rule (the lesson's, made with
-``--accept-forward``, whose state file was lost) keeps its chain.
+``--accept-forward``, whose state file was lost) keeps its chain. All of it in ip6tables too:
+the tagged rules of the same chains, and the empty ``BRIDGENET-FORWARD``,
+``BRIDGENET-ISOLATION`` and nat ``BRIDGENET-DNAT`` (with its jumps from
+PREROUTING and OUTPUT) of the IPv6 tables; ``BRIDGENET-INPUT`` is iptables' only.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ TAGGED_CHAINS = (("nat", "POSTROUTING"), ("filter", "FORWARD"), ("filter", FORWA
                  ("filter", ISOLATION_CHAIN), ("nat", DNAT_CHAIN), ("filter", INPUT_CHAIN))
 """Where tagged rules are looked for, in the order they are removed."""
 
-_JUMPED_FROM = (("nat", DNAT_CHAIN, ("PREROUTING", "OUTPUT"), ("-m", "addrtype", "--dst-type", "LOCAL")),
-                ("filter", INPUT_CHAIN, ("INPUT",), ()))
-"""The published ports' chains (``ports.py``): table, chain, the built-in chains jumping to it, the jump's match."""
+_JUMPED_FROM = (("nat", DNAT_CHAIN, ("PREROUTING", "OUTPUT"), ("-m", "addrtype", "--dst-type", "LOCAL"), (4, 6)),
+                ("filter", INPUT_CHAIN, ("INPUT",), (), (4,)))
+"""The published ports' chains (``ports.py``): table, chain, the built-in chains jumping to it, the jump's match,
+the families that have it (``BRIDGENET-DNAT`` is in ip6tables too; ``BRIDGENET-INPUT`` is iptables' only)."""
 
 
 def _tagged(rule: tuple[str, ...]) -> bool:
@@ -46,8 +50,9 @@ def read_leftovers(runner: Runner) -> LiveState:
     (one process)."""
     names, stale = read_netns(runner)
     where = [(t, c, None) for t, c in TAGGED_CHAINS]
-    jumps = [(t, b, None) for t, _, builtins, _ in _JUMPED_FROM for b in builtins]
-    return read(runner, netns=sorted(names - stale), rules=[*where, *jumps], rules6=where, etc=True)
+    jumps = [(t, b, None) for t, _, builtins, _, _ in _JUMPED_FROM for b in builtins]
+    jumps6 = [(t, b, None) for t, _, builtins, _, families in _JUMPED_FROM if 6 in families for b in builtins]
+    return read(runner, netns=sorted(names - stale), rules=[*where, *jumps], rules6=[*where, *jumps6], etc=True)
 
 
 def tagged_commands(state: LiveState) -> list[Command]:
@@ -105,18 +110,17 @@ def _chain_commands(state: LiveState, f: int) -> list[Command]:
                                  effect=RuleAbsent("filter", "FORWARD", jump, None, f)))
         cmds.append(iptables("-X", FORWARD_CHAIN, step="clean", family=f,
                              effect=ChainAbsent("filter", FORWARD_CHAIN, None, f)))
-    if f != 4:
-        return cmds  # the published ports' chains are iptables' only (ports.py)
-    for table, chain, builtins, match in _JUMPED_FROM:
-        if not state.chain_exists(table, chain) or [r for r in state.rules.get((table, chain, None), [])
-                                                    if not _tagged(r)]:
+    for table, chain, builtins, match, families in _JUMPED_FROM:  # the published ports' chains (ports.py)
+        if f not in families or not state.chain_exists(table, chain, None, f) or [
+                r for r in rules.get((table, chain, None), []) if not _tagged(r)]:
             continue
         jump = (*match, "-j", chain)
         for builtin in builtins:
-            for _ in range(state.rules.get((table, builtin, None), []).count(jump)):
-                cmds.append(iptables("-t", table, "-D", builtin, *jump, step="clean",
-                                     effect=RuleAbsent(table, builtin, jump)))
-        cmds.append(iptables("-t", table, "-X", chain, step="clean", effect=ChainAbsent(table, chain)))
+            for _ in range(rules.get((table, builtin, None), []).count(jump)):
+                cmds.append(iptables("-t", table, "-D", builtin, *jump, step="clean", family=f,
+                                     effect=RuleAbsent(table, builtin, jump, None, f)))
+        cmds.append(iptables("-t", table, "-X", chain, step="clean", family=f,
+                             effect=ChainAbsent(table, chain, None, f)))
     return cmds
 
 

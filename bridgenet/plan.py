@@ -122,8 +122,10 @@ def wanted_reads(network: Network) -> dict:
         by_family[c.family].append(("filter", c.chain, c.netns))  # the table is read whole: chain existence too
         if c.jump_from:
             by_family[c.family].append(("filter", c.jump_from, c.netns))
+    for o in network.ordered:  # published ports (ports.py): the family's own tables
+        if hasattr(o, "reads"):
+            by_family[getattr(o, "family", 4)] += o.reads()
     rules = by_family[4]
-    rules += [r for o in network.ordered if hasattr(o, "reads") for r in o.reads()]  # published ports (ports.py)
     etc = any(type(o).__name__ == "EtcNetns" for o in network.objects)
     out = {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
     if network.has_ipv6:  # an IPv4-only network reads nothing more

@@ -39,23 +39,34 @@ host addresses in brackets) becomes, in bridgenet's own chains and tagged
   --src-type LOCAL``, so a packet from outside addressed to 127.0.0.1 is
   never translated.
 
-The syntax is parsed in ``portsyntax.py``. IPv6 host addresses parse and are checked, and refused for now
-(:data:`IPV6_REFUSED`): ``family`` is a parameter of the objects, so
-ip6tables only needs the container's ``address6``.
+IPv6 (Docker's semantics): an entry without a host address publishes on every
+address of both families the container has (its ``address`` with iptables,
+its ``address6`` with ip6tables); a bracketed IPv6 host address
+(``"[2001:db8::2]:8080:80"``) on IPv6 only, an IPv4 one on IPv4 only. The
+ip6tables objects are the same classes with ``family`` 6: the chain
+``BRIDGENET-DNAT`` of the ip6tables nat table (key ``"chain nat
+BRIDGENET-DNAT@host ip6"``), ``-d HOST_IP/128``, ``--to-destination
+[CIP6]:80`` (the form ``ip6tables -S`` prints back, measured with iptables
+1.8.9), the accept in the ip6tables ``BRIDGENET-FORWARD`` and the
+MASQUERADE ``-s CIP6/128 -d CIP6/128``. ``[::1]`` is refused
+(:data:`~bridgenet.portsyntax.LOOPBACK6_REFUSED`: IPv6 has no
+route_localnet).
+
+The syntax is parsed in ``portsyntax.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from ipaddress import IPv4Address, IPv4Interface, ip_address
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip_address
 
 import attrs
 
 from . import rules
 from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step
-from .errors import ConflictError, ValidationError
-from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment
-from .portsyntax import IPV6_REFUSED, PROTOCOLS, SYNTAX_RULE, PortMapping, parse_port, parse_ports  # noqa: F401
+from .errors import ValidationError
+from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment, _family_suffix
+from .portsyntax import LOOPBACK6_REFUSED, PROTOCOLS, SYNTAX_RULE, PortMapping, parse_port, parse_ports  # noqa: F401
 from .render import RenderContext
 from .sysctls import Sysctl
 
@@ -89,7 +100,8 @@ class DnatChain:
     """``BRIDGENET-DNAT`` in the nat table, jumped to from the top of PREROUTING and OUTPUT (shared step).
 
     Down: the two jumps deleted, then ``-X`` (by the last network using it,
-    as for :class:`~bridgenet.firewall.FilterChain`).
+    as for :class:`~bridgenet.firewall.FilterChain`). ``family`` 6: the same
+    in the ip6tables nat table (its own shared step, key ending in ``" ip6"``).
     """
 
     family: int = attrs.field(default=4, validator=attrs.validators.in_((4, 6)))
@@ -105,8 +117,7 @@ class DnatChain:
 
     @property
     def step_key(self) -> str:
-        six = "6" if self.family == 6 else ""
-        return f"{CHAIN_STEP_PREFIX}nat{six} {DNAT_CHAIN}@host"
+        return f"{CHAIN_STEP_PREFIX}nat {DNAT_CHAIN}@host{_family_suffix(self.family)}"
 
     @property
     def jump(self) -> tuple[str, ...]:
@@ -117,14 +128,16 @@ class DnatChain:
 
     def steps(self, ctx: RenderContext) -> list[Step]:
         k, f, j = self.step_key, self.family, self.jump
-        up = [_ipt(f, "-t", "nat", "-N", DNAT_CHAIN, step=k, effect=ChainPresent("nat", DNAT_CHAIN))]
+        up = [_ipt(f, "-t", "nat", "-N", DNAT_CHAIN, step=k, effect=ChainPresent("nat", DNAT_CHAIN, None, f))]
         down = []
         for chain in ("PREROUTING", "OUTPUT"):
-            up.append(_ipt(f, "-t", "nat", "-I", chain, *j, step=k, effect=RulePresent("nat", chain, j)))
-            down.insert(0, _ipt(f, "-t", "nat", "-D", chain, *j, step=k, effect=RuleAbsent("nat", chain, j)))
-        down.append(_ipt(f, "-t", "nat", "-X", DNAT_CHAIN, step=k, effect=ChainAbsent("nat", DNAT_CHAIN)))
+            up.append(_ipt(f, "-t", "nat", "-I", chain, *j, step=k, effect=RulePresent("nat", chain, j, None, f)))
+            down.insert(0, _ipt(f, "-t", "nat", "-D", chain, *j, step=k,
+                                effect=RuleAbsent("nat", chain, j, None, f)))
+        down.append(_ipt(f, "-t", "nat", "-X", DNAT_CHAIN, step=k, effect=ChainAbsent("nat", DNAT_CHAIN, None, f)))
+        which = " of ip6tables" if f == 6 else ""
         return [Step(
-            key=k, title=f"create the nat chain {DNAT_CHAIN} and jump to it from PREROUTING and OUTPUT",
+            key=k, title=f"create the nat chain {DNAT_CHAIN}{which} and jump to it from PREROUTING and OUTPUT",
             why=(f"Published ports are destination NAT rules in bridgenet's own chain {DNAT_CHAIN}, shared by "
                  "its networks. PREROUTING sends it what arrives from outside and from the containers, OUTPUT "
                  "the host's own connections; both only for destinations that are the host's own addresses "
@@ -139,14 +152,17 @@ class PublishedPort:
 
     Attributes:
         container: the container's namespace (messages and the step key).
-        address: the container's address the connection is sent to.
+        address: the container's address the connection is sent to: an
+            IPv4Address (iptables) or an IPv6Address (ip6tables); its
+            family is the object's :attr:`family`, and a host address in
+            ``mapping`` must be of the same family.
         bridge: the bridge it is on (the filter rule's ``-o``).
         mapping: the parsed entry.
         comment: stored with the rules, or None (a tagged network sets ``bridgenet:NAME``).
     """
 
     container: str = attrs.field(validator=rules.netns_name)
-    address: IPv4Address = attrs.field(converter=lambda a: ip_address(a) if isinstance(a, str) else a)
+    address: IPv4Address | IPv6Address = attrs.field(converter=lambda a: ip_address(a) if isinstance(a, str) else a)
     bridge: str = attrs.field(validator=rules.ifname)
     mapping: PortMapping = attrs.field(validator=attrs.validators.instance_of(PortMapping))
     comment: str | None = attrs.field(default=None)
@@ -158,15 +174,18 @@ class PublishedPort:
 
     @address.validator
     def _check_address(self, attribute: attrs.Attribute, value: object) -> None:
-        if self.mapping.family == 6:
-            raise ValidationError(f"Container {self.container}", "ports", IPV6_REFUSED, self.mapping.text)
-        if not isinstance(value, IPv4Address):
+        if not isinstance(value, (IPv4Address, IPv6Address)):
             raise ValidationError(f"Container {self.container}", "ports",
-                                  "a published port goes to the container's IPv4 address", value)
+                                  "a published port goes to the container's IPv4 or IPv6 address", value)
+        if self.mapping.family not in (None, value.version):
+            raise ValidationError(f"Container {self.container}", "ports",
+                                  f"a port published on an IPv{self.mapping.family} host address goes to the "
+                                  f"container's IPv{self.mapping.family} address, not {value}", self.mapping.text)
 
     @property
     def family(self) -> int:
-        return self.mapping.family
+        """4 (iptables) or 6 (ip6tables): the family of :attr:`address`."""
+        return self.address.version
 
     @property
     def name(self) -> str:
@@ -174,23 +193,29 @@ class PublishedPort:
 
     @property
     def step_key(self) -> str:
-        return f"publish {self.mapping.binding()}@host"
+        return f"publish {self.mapping.binding()}@host{_family_suffix(self.family)}"
 
     def reads(self) -> list[tuple[str, str, None]]:
         return [("nat", DNAT_CHAIN, None), ("nat", "POSTROUTING", None), ("filter", FORWARD_CHAIN, None)]
 
     def rules(self, comment: str | None = None) -> list[tuple[str, str, tuple[str, ...]]]:
-        """``[(table, chain, rule), ...]`` as ``iptables -S`` prints them after ``-A CHAIN``."""
+        """``[(table, chain, rule), ...]`` as ``iptables -S`` (``ip6tables -S``) prints them after ``-A CHAIN``.
+
+        IPv6: ``/128`` host masks and ``--to-destination [CIP6]:PORT``
+        (measured: ip6tables 1.8.9 prints the brackets back).
+        """
         m, tag = self.mapping, _tag(self.comment if self.comment is not None else comment)
+        host = "/128" if self.family == 6 else "/32"
         cip = str(self.address)
-        dst = ("-d", f"{m.host_ip}/32") if m.host_ip is not None else ()
+        to = f"[{cip}]" if self.family == 6 else cip
+        dst = ("-d", f"{m.host_ip}{host}") if not m.every else ()
         local_only = ("-m", "addrtype", "--src-type", "LOCAL") if m.loopback else ()
         out = [("nat", DNAT_CHAIN, (*dst, *_match(m.proto, m.host_port), *local_only, *tag,
-                                    "-j", "DNAT", "--to-destination", f"{cip}:{m.container_port}"))]
+                                    "-j", "DNAT", "--to-destination", f"{to}:{m.container_port}"))]
         if not m.loopback:  # from the host only: never forwarded, never hairpinned
-            out.append(("filter", FORWARD_CHAIN, ("-d", f"{cip}/32", "!", "-i", self.bridge, "-o", self.bridge,
+            out.append(("filter", FORWARD_CHAIN, ("-d", f"{cip}{host}", "!", "-i", self.bridge, "-o", self.bridge,
                                                   *_match(m.proto, m.container_port), *tag, "-j", "ACCEPT")))
-            out.append(("nat", "POSTROUTING", ("-s", f"{cip}/32", "-d", f"{cip}/32",
+            out.append(("nat", "POSTROUTING", ("-s", f"{cip}{host}", "-d", f"{cip}{host}",
                                                *_match(m.proto, m.container_port), *tag, "-j", "MASQUERADE")))
         return out
 
@@ -199,15 +224,17 @@ class PublishedPort:
         specs = self.rules(ctx.tag)
         m = self.mapping
         up = tuple(_ipt(f, *(("-t", t) if t != "filter" else ()), "-A", c, *r, step=k,
-                        effect=RulePresent(t, c, r)) for t, c, r in specs)
+                        effect=RulePresent(t, c, r, None, f)) for t, c, r in specs)
         down = tuple(_ipt(f, *(("-t", t) if t != "filter" else ()), "-D", c, *r, step=k,
-                          effect=RuleAbsent(t, c, r)) for t, c, r in reversed(specs))
+                          effect=RuleAbsent(t, c, r, None, f)) for t, c, r in reversed(specs))
+        every = "every IPv6 address of the host" if f == 6 else "every address of the host"
         on = "the host's own 127.0.0.1 (from the host only)" if m.loopback else (
-            f"{m.host_ip}" if m.host_ip is not None else "every address of the host")
+            every if m.every else f"{m.host_ip}")
         return [Step(
             key=k, title=f"publish {self.container}'s {m.proto} port {m.container_port} as port {m.host_port} on {on}",
             why=(f"Destination NAT sends what reaches port {m.host_port} ({m.proto}) of {on} to "
-                 f"{self.address}:{m.container_port}; the server sees the client's own address. "
+                 f"{'[' + str(self.address) + ']' if f == 6 else self.address}:{m.container_port}; the server "
+                 "sees the client's own address. "
                  + ("" if m.loopback else
                     f"The filter rule accepts that flow, and only it, towards {self.bridge} whatever FORWARD's "
                     f"policy; the MASQUERADE lets {self.container} reach itself through the host (hairpin).")),
@@ -345,53 +372,95 @@ def route_localnet(bridge: str) -> Sysctl:
 
 @attrs.frozen
 class Publish:
-    """What :func:`port_objects` needs of one container: its ports and where they go."""
+    """What :func:`port_objects` needs of one container: its ports and where they go.
+
+    ``address``/``bridge``/``port``: its IPv4 address (of its first
+    interface that has one), that interface's bridge and host end;
+    ``address6``/``bridge6``/``port6``: the same for IPv6 (None: no IPv6).
+    """
 
     container: str
     ports: tuple[str, ...]
     address: IPv4Interface | IPv4Address | None
     bridge: str | None
     port: str | None  # the host end of its first veth
+    address6: IPv6Interface | IPv6Address | None = None
+    bridge6: str | None = None
+    port6: str | None = None
+
+    def target(self, family: int) -> tuple[IPv4Address | IPv6Address, str, str | None] | None:
+        """``(address, bridge, host end)`` for ``family`` (4 or 6), or None when the container has none."""
+        a, b, p = (self.address6, self.bridge6, self.port6) if family == 6 else (self.address, self.bridge, self.port)
+        if a is None or b is None:
+            return None
+        return (a.ip if isinstance(a, (IPv4Interface, IPv6Interface)) else a), b, p  # an Interface is an Address too
+
+
+def _unreachable(m: PortMapping, available: list[int]) -> str:
+    """The rule broken by an entry that publishes on no family of the container's."""
+    if not available:
+        return ("a published port goes to the container's address: give its (first) interface an address "
+                "(or address6) on a bridge")
+    if m.family == 6:
+        return ("a port published on an IPv6 host address goes to the container's address6 (ip6tables), and this "
+                "container has none: give it an address6, or publish on an IPv4 host address or on every "
+                "address (no host address)")
+    return ("a port published on an IPv4 host address goes to the container's IPv4 address, and this container "
+            "is IPv6-only: give it an address, or publish on an IPv6 host address in brackets or on every "
+            "address (no host address)")
 
 
 def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> list:
     """The objects the containers' ports make, in order (none when no container publishes a port).
 
+    Per entry and per family it publishes on (:meth:`PortMapping.families`:
+    both families the container has without a host address, else the host
+    address's own), one :class:`PublishedPort`; the chains each family
+    needs first (:class:`DnatChain`, and ``BRIDGENET-FORWARD`` unless
+    ``have_forward_chain``: the network has it for every family already).
+
     Raises:
-        ValidationError: a bad entry, a container without an IPv4 address,
-            an IPv6 host address (for now), two entries of the network
-            taking the same host port (same protocol, overlapping address).
+        ValidationError: a bad entry (``[::1]`` included), a container without
+            an address of the entry's family (naming it and ``ports[i]``),
+            two entries of the network taking the same host port (same
+            protocol and family, overlapping address).
     """
     objs: list = []
-    seen: list[tuple[PortMapping, str]] = []
+    seen: list[tuple[int, PortMapping, str]] = []
     localnet: list[str] = []
     hairpins: list[Hairpin] = []
+    families: list[int] = []
     for p in publishes:
         where = f"Container {p.container}"
         mappings = parse_ports(where, p.ports)
+        available = [f for f in (4, 6) if p.target(f) is not None]
         for i, m in enumerate(mappings):
             field = f"ports[{i}]"
-            for other, whose in seen:
-                if m.overlaps(other):
-                    raise ValidationError(where, field, f"each host port is published once: {m.binding()} overlaps "
-                                          f"{other.text!r} of {whose}", m.text)
-            seen.append((m, f"container {p.container}"))
-            if m.family == 6:
-                raise ValidationError(where, field, IPV6_REFUSED, m.text)
-            if p.address is None or p.bridge is None:
-                raise ValidationError(where, field, "a published port goes to the container's address: give its "
-                                      "(first) interface an address on a bridge", m.text)
-            address = p.address.ip if isinstance(p.address, IPv4Interface) else p.address
-            objs.append(PublishedPort(p.container, address, p.bridge, m))
-            if m.loopback and p.bridge not in localnet:
-                localnet.append(p.bridge)
-            if not m.loopback and p.port is not None and all(h.port != p.port for h in hairpins):
-                hairpins.append(Hairpin(p.port, p.container))
+            wanted = m.families(available)
+            if not wanted:
+                raise ValidationError(where, field, _unreachable(m, available), m.text)
+            for f in wanted:
+                for g, other, whose in seen:
+                    if g == f and m.overlaps(other):
+                        raise ValidationError(where, field, f"each host port is published once: {m.binding()} "
+                                              f"overlaps {other.text!r} of {whose} (IPv{f})", m.text)
+                seen.append((f, m, f"container {p.container}"))
+                target = p.target(f)
+                assert target is not None
+                address, bridge, port = target
+                objs.append(PublishedPort(p.container, address, bridge, m))
+                if f not in families:
+                    families.append(f)
+                if m.loopback and bridge not in localnet:
+                    localnet.append(bridge)
+                if not m.loopback and port is not None and all(h.port != port for h in hairpins):
+                    hairpins.append(Hairpin(port, p.container))
     if not objs:
         return []
-    head: list = [DnatChain()]
+    families.sort()
+    head: list = [DnatChain(family=f) for f in families]
     if not have_forward_chain:
-        head.append(FilterChain(FORWARD_CHAIN, "FORWARD"))
+        head.extend(FilterChain(FORWARD_CHAIN, "FORWARD", family=f) for f in families)
     if localnet:
         head.append(InputChain())
     tail: list = []
@@ -403,56 +472,6 @@ def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> l
 PORT_CLASSES = (DnatChain, InputChain, PublishedPort, Hairpin, LocalnetGuard)
 
 
-# --- conflicts -----------------------------------------------------------------------
+# --- conflicts (portconflicts.py), importable from here as before ---------------------
 
-def _binding_of_rule(rule: tuple[str, ...]) -> PortMapping | None:
-    """The host binding a ``BRIDGENET-DNAT`` rule (as ``iptables -S`` prints it) takes, or None."""
-    words = list(rule)
-    try:
-        proto = words[words.index("-p") + 1]
-        port = int(words[words.index("--dport") + 1])
-    except (ValueError, IndexError):
-        return None
-    host_ip = None
-    if "-d" in words:
-        try:
-            host_ip = IPv4Interface(words[words.index("-d") + 1]).ip
-        except ValueError:
-            return None
-    return PortMapping(port, 1, proto, host_ip, " ".join(rule))
-
-
-def check_port_conflicts(objects: Iterable[object], tag: str | None, state: object) -> None:
-    """Refuse a published port whose host port another network (or anyone) already takes in ``BRIDGENET-DNAT``.
-
-    ``state``: live state with ``nat BRIDGENET-DNAT`` read. A rule of this
-    network itself (the same rule, or one with this network's tag) is no
-    conflict: it is converging.
-
-    Raises:
-        ConflictError: naming both bindings and who holds the other.
-    """
-    ours = [o for o in objects if isinstance(o, PublishedPort)]
-    if not ours:
-        return
-    live = state.rules.get(("nat", DNAT_CHAIN, None), [])  # type: ignore[attr-defined]
-    wanted = {r for o in ours for t, c, r in o.rules(tag) if c == DNAT_CHAIN}
-    for rule in live:
-        if rule in wanted:
-            continue
-        words = list(rule)
-        owner = words[words.index("--comment") + 1] if "--comment" in words[:-1] else None
-        if tag is not None and owner == tag:
-            continue  # this network's own rule, from an earlier version of its file: the plan replaces it
-        taken = _binding_of_rule(rule)
-        if taken is None:
-            continue
-        for o in ours:
-            if o.mapping.overlaps(taken):
-                who = f"the bridgenet network {owner.split(':', 1)[1]}" if owner and owner.startswith(
-                    "bridgenet:") else "a rule without bridgenet's tag"
-                raise ConflictError(
-                    f"published port {o.mapping.binding()}", f"{o.mapping.text} for {o.container}",
-                    f"-A {DNAT_CHAIN} {' '.join(rule)} ({who})",
-                    hint="two networks cannot publish the same host port and protocol on the same (or every) "
-                         "address: take the other down first, or choose another host port")
+from .portconflicts import _binding_of_rule, check_port_conflicts  # noqa: E402,F401

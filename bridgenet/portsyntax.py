@@ -1,8 +1,10 @@
 """The ``ports`` syntax: Docker's ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`` parsed and checked.
 
-docker-run(1) ``--publish``: tcp by default, or udp; no host address (or
-``0.0.0.0``) means every address of the host; an IPv6 host address goes in
-brackets (``[::1]:8082:80``). The rules these become are in ``ports.py``.
+docker-run(1) ``--publish``: tcp by default, or udp; no host address means
+every address of the host, of both families; ``0.0.0.0`` every IPv4
+address, ``[::]`` every IPv6 address; an IPv6 host address goes in
+brackets (``[2001:db8::2]:8080:80``), except the loopback ``[::1]``
+(:data:`LOOPBACK6_REFUSED`). The rules these become are in ``ports.py``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import attrs
 from .errors import ValidationError
 
 PROTOCOLS = ("tcp", "udp")
-IPV6_REFUSED = ("IPv6 published ports need the container's address6 (ip6tables), which this network "
-                "does not give yet: publish on an IPv4 host address, or leave the host address out")
+LOOPBACK6_REFUSED = ("a port cannot be published on the IPv6 loopback [::1]: Linux has no route_localnet for "
+                     "IPv6, so a packet from ::1 translated to a container's address is never routed out of the "
+                     "host (measured: the connection times out); publish on 127.0.0.1, or leave the host "
+                     "address out")
+"""The rule a ``[::1]`` host address breaks (ip-sysctl.rst has ``route_localnet`` under IPv4 only)."""
 _PORT_SYNTAX = re.compile(r"(?:(?P<ip>\[[^\]]*\]|[^\[\]/]*):)?(?P<host>[^:/]*):(?P<cont>[^:/]*)(?:/(?P<proto>.*))?")
 SYNTAX_RULE = ("a published port is [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (Docker's -p), "
-               "e.g. \"8080:80\", \"127.0.0.1:8081:80\", \"[::1]:8082:80\" or \"5353:53/udp\"")
+               "e.g. \"8080:80\", \"127.0.0.1:8081:80\", \"[2001:db8::2]:8082:80\" or \"5353:53/udp\"")
 
 
 @attrs.frozen
@@ -30,7 +35,8 @@ class PortMapping:
     Attributes:
         host_port, container_port: 1-65535.
         proto: ``"tcp"`` or ``"udp"``.
-        host_ip: the host address it is published on; None: every address of the host.
+        host_ip: the host address it is published on (``0.0.0.0``, ``::``: every
+            address of that family); None: every address of the host, of both families.
         text: the entry as written.
     """
 
@@ -41,15 +47,30 @@ class PortMapping:
     text: str = ""
 
     @property
-    def family(self) -> int:
-        return 6 if isinstance(self.host_ip, IPv6Address) else 4
+    def family(self) -> int | None:
+        """4 or 6 for a host address (``0.0.0.0``/``[::]`` included); None: every address of both families."""
+        return None if self.host_ip is None else self.host_ip.version
+
+    @property
+    def every(self) -> bool:
+        """On every address of the host (of its family, for ``0.0.0.0`` and ``[::]``): no ``-d`` in the DNAT rule."""
+        return self.host_ip is None or self.host_ip.is_unspecified
+
+    def families(self, available: Iterable[int]) -> list[int]:
+        """The families this entry publishes for a container that has addresses of ``available`` (4, 6).
+
+        Docker's semantics: no host address publishes on both families the
+        container has; a host address on its own family only.
+        """
+        have = sorted(set(available))
+        return have if self.family is None else [f for f in have if f == self.family]
 
     @property
     def loopback(self) -> bool:
         return self.host_ip is not None and self.host_ip.is_loopback
 
     def binding(self) -> str:
-        """``"tcp *:8080"``, ``"tcp 127.0.0.1:8081"``, ``"udp [::1]:53"``: what the host gives out."""
+        """``"tcp *:8080"``, ``"tcp 127.0.0.1:8081"``, ``"udp [2001:db8::2]:53"``: what the host gives out."""
         if self.host_ip is None:
             where = "*"
         else:
@@ -57,10 +78,16 @@ class PortMapping:
         return f"{self.proto} {where}:{self.host_port}"
 
     def overlaps(self, other: PortMapping) -> bool:
-        """Same protocol and host port, and the same host address or one of them on every address."""
+        """Same protocol and host port, and the same host address or one of them on every address.
+
+        The families are the caller's to compare: an entry without a host
+        address overlaps one of either family; ``0.0.0.0`` only IPv4 ones, ``[::]`` only IPv6 ones.
+        """
         if (self.proto, self.host_port) != (other.proto, other.host_port):
             return False
-        if self.host_ip is None or other.host_ip is None:
+        if None not in (self.family, other.family) and self.family != other.family:
+            return False
+        if self.every or other.every:
             return True  # "every address" takes the port on each address
         return self.host_ip == other.host_ip
 
@@ -79,7 +106,7 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
     if m is None:
         rule = SYNTAX_RULE
         if text.count(":") > 2 and "[" not in text:
-            rule += "; an IPv6 host address goes in brackets, as in [::1]:8082:80"
+            rule += "; an IPv6 host address goes in brackets, as in [2001:db8::2]:8082:80"
         raise ValidationError(where, field, rule, text)
     ports = []
     for name, value in (("HOST_PORT", m["host"]), ("CONTAINER_PORT", m["cont"])):
@@ -100,13 +127,14 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
             host_ip = ip_address(inner)
         except ValueError:
             raise ValidationError(where, field, "HOST_IP is an IPv4 address, or an IPv6 address in brackets "
-                                  "(as in [::1]:8082:80)", text) from None
+                                  "(as in [2001:db8::2]:8082:80)", text) from None
         if bracketed != isinstance(host_ip, IPv6Address):
             raise ValidationError(where, field, "only an IPv6 host address goes in brackets", text)
         if host_ip.is_multicast:
             raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
-        if host_ip.is_unspecified:
-            host_ip = None if isinstance(host_ip, IPv4Address) else host_ip  # 0.0.0.0: every address
+        if isinstance(host_ip, IPv6Address) and host_ip.is_loopback:
+            raise ValidationError(where, field, LOOPBACK6_REFUSED, text)
+        # 0.0.0.0 (every IPv4 address) and [::] (every IPv6 address) stay: one family each, as with Docker
     return PortMapping(ports[0], ports[1], proto, host_ip, text)
 
 

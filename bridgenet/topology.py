@@ -339,6 +339,7 @@ class _Builder:
             first_gateway6: IPv6Address | None = None
             has4 = has6 = False
             target: VethPair | None = None
+            target6: VethPair | None = None  # the first interfaces with an address, and with an address6
             for k, itf in enumerate(node.links()):
                 where = here if not node.interfaces else f"{here} interfaces[{k}]"
                 bridge = self.bridge_of(where, itf.bridge, by_name)
@@ -366,9 +367,12 @@ class _Builder:
                                      master=bridge, address=address, mtu=mtu, address6=address6))
                 if target is None and objs[-1].address is not None:
                     target = objs[-1]
+                if target6 is None and objs[-1].address6 is not None:
+                    target6 = objs[-1]
             if node.ports:
                 publishes.append(Publish(node.netns, node.ports, target.address if target else None,
-                                         target.master if target else None, target.name if target else None))
+                                         target.master if target else None, target.name if target else None,
+                                         *((target6.address6, target6.master, target6.name) if target6 else ())))
             if default_routes:
                 via = self.default_via(here, node, first_gateway, ipv6_only=has6 and not has4)
                 if via is not None:

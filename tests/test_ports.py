@@ -13,7 +13,7 @@ from bridgenet import config
 from bridgenet.cli import main
 from bridgenet.errors import ConflictError, ValidationError
 from bridgenet.network import Network
-from bridgenet.ports import DNAT_CHAIN, IPV6_REFUSED, PortMapping, check_port_conflicts, parse_port
+from bridgenet.ports import DNAT_CHAIN, LOOPBACK6_REFUSED, PortMapping, check_port_conflicts, parse_port
 from bridgenet.shape import Container, bridge_network
 from bridgenet.state import EMPTY_NS, LiveState
 from bridgenet.topology import BridgeSpec, Interface, Node, topology
@@ -36,15 +36,15 @@ def check_golden(name: str, text: str) -> None:
     ("127.0.0.1:8081:80", PortMapping(8081, 80, "tcp", IPv4Address("127.0.0.1"), "127.0.0.1:8081:80")),
     ("5353:53/udp", PortMapping(5353, 53, "udp", None, "5353:53/udp")),
     ("8080:80/tcp", PortMapping(8080, 80, "tcp", None, "8080:80/tcp")),
-    ("0.0.0.0:8080:80", PortMapping(8080, 80, "tcp", None, "0.0.0.0:8080:80")),
-    ("[::1]:8082:80", PortMapping(8082, 80, "tcp", IPv6Address("::1"), "[::1]:8082:80")),
+    ("0.0.0.0:8080:80", PortMapping(8080, 80, "tcp", IPv4Address("0.0.0.0"), "0.0.0.0:8080:80")),
+    ("[::]:8082:80", PortMapping(8082, 80, "tcp", IPv6Address("::"), "[::]:8082:80")),
     ("[2001:db8::2]:8080:80/udp", PortMapping(8080, 80, "udp", IPv6Address("2001:db8::2"), "[2001:db8::2]:8080:80/udp")),
     ("1:65535", PortMapping(1, 65535, "tcp", None, "1:65535")),
 ])
 def test_parse_docker_syntax(text, want):
     got = parse_port(text)
     assert got == want
-    assert got.family == (6 if isinstance(want.host_ip, IPv6Address) else 4)
+    assert got.family == (None if want.host_ip is None else want.host_ip.version)
 
 
 @pytest.mark.parametrize("text, rule", [
@@ -91,10 +91,18 @@ def test_a_bad_entry_in_a_file_names_the_key(tmp_path):
     assert main(["up", "--dry-run", "-f", str(path)]) == 2
 
 
-def test_ipv6_host_addresses_are_refused_for_now():
+def test_the_ipv6_loopback_is_refused_with_its_reason():
     with pytest.raises(ValidationError) as ei:
         shop(("8080:80", "[::1]:8082:80"))
-    assert (ei.value.field, ei.value.rule) == ("ports[1]", IPV6_REFUSED)
+    assert (ei.value.obj, ei.value.field, ei.value.rule) == ("Container web", "ports[1]", LOOPBACK6_REFUSED)
+    assert "route_localnet" in ei.value.rule
+
+
+def test_an_ipv6_host_address_needs_the_containers_address6():
+    with pytest.raises(ValidationError) as ei:
+        shop(("8080:80", "[2001:db8::2]:8082:80"))
+    assert (ei.value.obj, ei.value.field) == ("Container web", "ports[1]")
+    assert "address6" in ei.value.rule and ei.value.value == "[2001:db8::2]:8082:80"
 
 
 @pytest.mark.parametrize("web, db", [
