@@ -37,6 +37,9 @@ def test_the_complete_example(sb):
         # the published port from the upstream: the server sees the upstream's own address
         got = checks.tcp_request(sb, "198.51.100.2", 8080, netns="upstream")
         assert got.ok and got.value == "::ffff:198.51.100.1", got.output
+        # ... and over IPv6 (ip6tables DNAT to web's address6), the server seeing 2001:db8::1
+        got = checks.tcp_request(sb, "2001:db8::2", 8080, netns="upstream", timeout=5)
+        assert got.ok and got.value == "2001:db8::1", got.output
         # from the host itself, on its 127.0.0.1 (route_localnet; the source is masqueraded to the gateway)
         got = checks.tcp_request(sb, "127.0.0.1", 8081)
         assert got.ok and got.value == "::ffff:10.40.0.1", got.output
