@@ -1,8 +1,22 @@
-"""Helpers shared by the real tests."""
+"""Helpers shared by the tests (the golden files; the real tests' CLI runs and snapshots)."""
 
+import os
 import sys
+from pathlib import Path
 
 from bridgenet import state
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
+
+
+def check_golden(name: str, text: str) -> None:
+    """``text`` equals ``tests/golden/NAME`` exactly (``BRIDGENET_UPDATE_GOLDEN=1`` rewrites it)."""
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 def bridgenet_cli(sandbox, *argv, env=None, check=False, timeout=120):

@@ -30,6 +30,7 @@ from bridgenet.commands import Command, ip, iptables, sysctl_w
 from bridgenet.errors import BatchError, CommandError, ValidationError
 from bridgenet.runners import RecordingRunner, Result
 from bridgenet.sandbox import Sandbox
+from helpers import check_golden
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
@@ -47,12 +48,6 @@ NETWORKS = {"tutorial": bridgenet.tutorial, "twenty": twenty}
 # --- fast: plan and script -----------------------------------------------------------------
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 @pytest.mark.parametrize(

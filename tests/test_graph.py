@@ -17,7 +17,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import attrs
 import pytest
 
 import bridgenet
@@ -25,6 +24,7 @@ from bridgenet import Address, Bridge, Namespace, Network, Route, VethPair, conf
 from bridgenet.cli import main
 from bridgenet.diagram import HOST, MAX_ROUTES, _addresses6, _published, network_named, picture
 from bridgenet.errors import ValidationError
+from helpers import check_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPUS = ROOT / "examples" / "campus.toml"
@@ -43,11 +43,6 @@ FORMATS = [  # (suffix, CLI arguments, API keywords)
 ]
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 def cli(capsys, *argv):

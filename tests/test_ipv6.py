@@ -30,6 +30,7 @@ from bridgenet.plan import wanted_reads
 from bridgenet.state import EMPTY_NS, LiveState, NsState, parse_links, parse_routes6
 from bridgenet.sysctls import ACCEPT_RA_ADVICE
 from bridgenet.topology import BridgeSpec, End, Interface, LinkSpec, Node, topology
+from helpers import check_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 DUAL = ROOT / "examples" / "dualstack.toml"
@@ -37,11 +38,6 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 @pytest.mark.parametrize("argv, golden", [

@@ -16,16 +16,12 @@ from bridgenet.errors import ValidationError
 from bridgenet.names import FAIL_FAST, LOCALHOST, EtcNetns, Names, hosts_text, parse_tree
 from bridgenet.runners import DryRunRunner
 from bridgenet.topology import BridgeSpec, Node, topology
+from helpers import check_golden
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 def app(**kw):

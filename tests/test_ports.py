@@ -17,6 +17,7 @@ from bridgenet.ports import DNAT_CHAIN, LOOPBACK6_REFUSED, PortMapping, check_po
 from bridgenet.shape import Container, bridge_network
 from bridgenet.state import EMPTY_NS, LiveState
 from bridgenet.topology import BridgeSpec, Interface, Node, topology
+from helpers import check_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "ports.toml"
@@ -24,11 +25,6 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 @pytest.mark.parametrize("text, want", [

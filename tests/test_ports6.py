@@ -20,6 +20,7 @@ from bridgenet.plan import wanted_reads
 from bridgenet.ports import DNAT_CHAIN, DnatChain, PortMapping, PublishedPort, check_port_conflicts, parse_port
 from bridgenet.state import EMPTY_NS, LiveState
 from bridgenet.topology import BridgeSpec, Node, topology
+from helpers import check_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "ports6.toml"
@@ -28,11 +29,6 @@ UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
 TAG = "-m comment --comment bridgenet:shop6"
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 def shop(web=("8080:80",), *, v4=True, v6=True, db=()):

@@ -26,6 +26,7 @@ from bridgenet.cli import main
 from bridgenet.errors import ValidationError
 from bridgenet.jobs import PARALLEL_MIN, partition
 from bridgenet.topology import BridgeSpec, End, Interface, LinkSpec, Node, RouteSpec, topology
+from helpers import check_golden
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMPUS = ROOT / "examples" / "campus.toml"
@@ -33,11 +34,6 @@ GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("BRIDGENET_UPDATE_GOLDEN") == "1"
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.write_text(text)
-    assert text == path.read_text(), f"differs from {path} (BRIDGENET_UPDATE_GOLDEN=1 rewrites it)"
 
 
 def cli(capsys, *argv):
