@@ -109,38 +109,40 @@ class Checker:
         """
         count: dict[str, int] = {}
         bridges: dict[str, Bridge] = {}
-        host: list[Address] = []
+        host: list[tuple[IPv4Interface, str, object]] = []  # (address, link, the object that puts it there)
         for o in self.inv.bridges_and_veths:
             if type(o) is VethPair:
                 if o.master is not None:
                     count[o.master] = count.get(o.master, 0) + 1
+                if o.netns is None and o.address is not None:  # a bare link's end in the host
+                    host.append((o.address, o.peer, o))
             elif type(o) is Bridge:
                 bridges[o.name] = o
         for o in self.inv.addresses:
             if type(o) is Address and o.netns is None and type(o.address) is IPv4Interface:
-                host.append(o)  # IPv6 host addresses: crosscheck6.py
+                host.append((o.address, o.dev, o))  # IPv6 host addresses: crosscheck6.py
         for master, n in count.items():
             if n > rules.MAX_BRIDGE_PORTS:
                 self.fail(bridges[master], "ports", too_many_ports(master, n), n)
-        for o in host:
-            if o.dev in bridges and o.address.network.prefixlen > 30:
-                self.fail(o, "address", ROOMLESS_GATEWAY, str(o.address))
+        for address, dev, o in host:
+            if dev in bridges and address.network.prefixlen > 30:
+                self.fail(o, "address", ROOMLESS_GATEWAY, str(address))
         if len(host) < 2:
             return
-        host.sort(key=lambda o: (o.address.network.network_address, o.address.network.prefixlen))
-        stack: list[Address] = []
-        for o in host:
-            net = o.address.network
-            while stack and not net.subnet_of(stack[-1].address.network):
+        host.sort(key=lambda h: (h[0].network.network_address, h[0].network.prefixlen))
+        stack: list[tuple[IPv4Interface, str, object]] = []
+        for h in host:
+            net = h[0].network
+            while stack and not net.subnet_of(stack[-1][0].network):
                 stack.pop()
             for outer in stack:
-                if outer.dev != o.dev:
-                    first, second = sorted((outer, o), key=self.objs.index)
-                    self.fail(second, "address", f"the subnets of two links do not overlap: "
-                              f"{second.address.network} on {second.dev} overlaps {first.address.network} on "
-                              f"{first.dev} ({rules.describe(first)}), and the host would route both to one "
-                              f"of them", str(second.address))
-            stack.append(o)
+                if outer[1] != h[1]:
+                    first, second = sorted((outer, h), key=lambda x: self.objs.index(x[2]))
+                    self.fail(second[2], "address", f"the subnets of two links do not overlap: "
+                              f"{second[0].network} on {second[1]} overlaps {first[0].network} on "
+                              f"{first[1]} ({rules.describe(first[2])}), and the host would route both to one "
+                              f"of them", str(second[0]))
+            stack.append(h)
 
     def mtus(self) -> None:
         """A bridge port's MTU is at most its bridge's (a larger one takes frames the bridge's other ports

@@ -32,7 +32,7 @@ def addresses6(ch: Checker) -> None:
     inv = ch.inv
     owners: dict[int, object] = {}
     gateways: dict[str, list[IPv6Interface]] = {}
-    host: list[Address] = []
+    host: list[tuple[IPv6Interface, str, object]] = []  # (address, link, the object putting it in the host)
     bridges = {o.name for o in inv.bridges}
     ports = [o for o in inv.veths if o.address6 is not None]
     if not ports and not any(type(o.address) is IPv6Interface for o in inv.addresses):
@@ -49,18 +49,20 @@ def addresses6(ch: Checker) -> None:
             ch.fail(o, "address6" if isinstance(o, VethPair) else "address",
                     f"address {a.ip} is already used by {_where(other)}", str(a))
         owners[int(a)] = o
+        if isinstance(o, VethPair) and o.netns is None:  # a bare link's end in the host
+            host.append((a, o.peer, o))
         if isinstance(o, Address) and o.netns is None:
-            host.append(o)
+            host.append((a, o.dev, o))
             if o.dev in bridges:
                 if a.network.prefixlen > 126:
                     ch.fail(o, "address", ROOMLESS_GATEWAY6, str(a))
                 gateways.setdefault(o.dev, []).append(a)
-    for i, o in enumerate(host):
-        for first in host[:i]:
-            if first.dev != o.dev and first.address.network.overlaps(o.address.network):
-                ch.fail(o, "address", f"the subnets of two links do not overlap: {o.address.network} on {o.dev} "
-                        f"overlaps {first.address.network} on {first.dev} ({rules.describe(first)}), and the host "
-                        "would route both to one of them", str(o.address))
+    for i, (a, dev, o) in enumerate(host):
+        for fa, fdev, first in host[:i]:
+            if fdev != dev and fa.network.overlaps(a.network):
+                ch.fail(o, "address6" if isinstance(o, VethPair) else "address",
+                        f"the subnets of two links do not overlap: {a.network} on {dev} overlaps {fa.network} on "
+                        f"{fdev} ({rules.describe(first)}), and the host would route both to one of them", str(a))
     port_net: dict[str, object] = {}
     for o in ports:
         if o.master not in bridges:
