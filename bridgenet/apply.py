@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import signal
-import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
@@ -49,16 +45,7 @@ from .plan import Plan, make_plan, removals
 from .runners import Runner
 from .teardown import grouped, pick_group
 from .state import LiveState, read
-
-KILL_AFTER_ENV = "BRIDGENET_TEST_KILL_AFTER"
-"""Fault injection for tests: ``up`` kills its own process with SIGKILL after
-this many commands (in batch mode: 0 = after recording, before the batch;
-any other value = after the batch, before marking it done)."""
-
-PAUSE_AFTER_ENV = "BRIDGENET_TEST_PAUSE_AFTER"
-"""Fault injection for tests: ``up`` prints ``bridgenet: paused`` to stderr and
-waits (up to 60 s, or until a signal arrives) after this many commands, so a
-test can signal it at a known point."""
+from .testhooks import KILL_AFTER_ENV, PAUSE_AFTER_ENV, _die, _kill_after, _maybe_pause  # noqa: F401
 
 log = logging.getLogger("bridgenet")
 
@@ -99,24 +86,6 @@ class Report:
 def plan(network: Network, runner: Runner, *, batch: bool = False) -> Plan:
     """What ``up`` would run now (see :func:`bridgenet.plan.make_plan`)."""
     return make_plan(network, runner, fast=batch)
-
-
-def _kill_after() -> int | None:
-    v = os.environ.get(KILL_AFTER_ENV)
-    return int(v) if v not in (None, "") else None
-
-
-def _die() -> None:  # pragma: no cover - the process ends here
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _maybe_pause(done: int) -> None:
-    v = os.environ.get(PAUSE_AFTER_ENV)
-    if v not in (None, "") and done == int(v):
-        print("bridgenet: paused", file=sys.stderr, flush=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and interrupts.pending() is None:
-            time.sleep(0.01)
 
 
 def _entry(ps) -> Entry:  # noqa: ANN001
