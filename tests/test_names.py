@@ -39,9 +39,17 @@ def test_dry_run_prints_the_exact_file_writing_commands():
     check_golden("names-down.txt", names_lines(net.down_commands()))
 
 
-def test_the_batch_script_carries_each_file_as_a_here_document(tmp_path):
+def test_the_batch_script_writes_the_files_with_three_processes(tmp_path):
+    """One mkdir, one tee per distinct text (every namespace's hosts is the same), each a here-document."""
     script = BatchRunner(DryRunRunner()).script(app().up_commands(fast=True))
-    check_golden("names-up-batch-tail.txt", script[script.index("mkdir /etc/netns\n"):])
+    tail = script[script.index("mkdir /etc/netns "):]
+    check_golden("names-up-batch-tail.txt", tail)
+    assert [line.split()[0] for line in tail.splitlines() if line.startswith(("mkdir", "tee"))] == \
+        ["mkdir", "tee", "tee"]
+    down = BatchRunner(DryRunRunner()).script(app().down_commands(), direction="down")
+    assert "rm -f /etc/netns/db/resolv.conf /etc/netns/db/hosts /etc/netns/web/resolv.conf /etc/netns/web/hosts\n" \
+        in down  # the reverse order of up
+    assert "rmdir --ignore-fail-on-non-empty /etc/netns/db /etc/netns/web /etc/netns\n" in down
 
 
 def test_the_printed_commands_are_pasteable_shell():
