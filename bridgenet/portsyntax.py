@@ -24,6 +24,8 @@ LOOPBACK6_REFUSED = ("a port cannot be published on the IPv6 loopback [::1]: Lin
                      "address out")
 """The rule a ``[::1]`` host address breaks (ip-sysctl.rst has ``route_localnet`` under IPv4 only)."""
 _PORT_SYNTAX = re.compile(r"(?:(?P<ip>\[[^\]]*\]|[^\[\]/]*):)?(?P<host>[^:/]*):(?P<cont>[^:/]*)(?:/(?P<proto>.*))?")
+_DIGITS = re.compile(r"[0-9]{1,5}")
+"""A port number as written: ASCII digits only (``str.isdigit`` also takes '²' and full-width digits)."""
 SYNTAX_RULE = ("a published port is [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (Docker's -p), "
                "e.g. \"8080:80\", \"127.0.0.1:8081:80\", \"[2001:db8::2]:8082:80\" or \"5353:53/udp\"")
 
@@ -112,8 +114,8 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
     for name, value in (("HOST_PORT", m["host"]), ("CONTAINER_PORT", m["cont"])):
         if "-" in value:
             raise ValidationError(where, field, f"{name} is one port, not a range (each port is its own entry)", text)
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
-            raise ValidationError(where, field, f"{name} is a port number 1-65535", text)
+        if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= 65535:
+            raise ValidationError(where, field, f"{name} is a port number 1-65535 in ASCII digits 0-9", text)
         ports.append(int(value))
     proto = m["proto"] if m["proto"] is not None else "tcp"
     if proto not in PROTOCOLS:

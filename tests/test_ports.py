@@ -55,6 +55,9 @@ def test_parse_docker_syntax(text, want):
     ("8080-8090:80", "not a range"),
     ("224.0.0.1:80:80", "unicast"),
     ("a:b", "1-65535"),
+    ("8080:\u00b2", "ASCII digits"),  # '²'.isdigit() is true, int('²') fails: was a traceback
+    ("\uff18\uff10\uff18\uff10:80", "ASCII digits"),  # full-width 8080: was taken as 8080
+    ("8080:\u0668\u0660", "ASCII digits"),  # Arabic-Indic 80
     (8080, "text"),
     ("", "HOST_PORT:CONTAINER_PORT"),
 ])
