@@ -132,6 +132,9 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
                                   "(as in [2001:db8::2]:8082:80)", text) from None
         if bracketed != isinstance(host_ip, IPv6Address):
             raise ValidationError(where, field, "only an IPv6 host address goes in brackets", text)
+        if isinstance(host_ip, IPv6Address) and host_ip.scope_id is not None:
+            raise ValidationError(where, field, "HOST_IP has no scope id (the '%' part): publish on an address "
+                                  "of the host, not of one link", text)
         if host_ip.is_multicast:
             raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
         if isinstance(host_ip, IPv6Address) and host_ip.is_loopback:

@@ -137,6 +137,8 @@ def route_target(where: str, to: str) -> str:
     """A route's ``to``: ``"default"`` or a subnet (IPv4 or IPv6, no host bits), as text."""
     if to == "default":
         return to
+    if "%" in to:
+        raise ValidationError(where, "routes", "a route's 'to' is a subnet, with no scope id (the '%' part)", to)
     try:
         return str(IPv6Network(to) if ":" in to else _ipv4_network(to))
     except ValueError:

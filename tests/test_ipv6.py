@@ -134,6 +134,9 @@ def test_links_and_interfaces_take_address6():
     (lambda: Address("br0", "fd00::/64"), "address", "subnet-router anycast"),
     (lambda: Route("n", "fd00::1", "10.9.0.0/16"), "dst", "of one family"),
     (lambda: Route("n", "fe80::1"), "via", "not link-local"),
+    (lambda: VethPair("vx1", "px1", netns="n", address6="fd00::2%eth0/64"), "address6", "no scope id"),
+    (lambda: Address("br0", "fd00::1%br0/64"), "address", "no scope id"),
+    (lambda: Route("n", "fd00::1%eth0"), "via", "no scope id"),
 ])
 def test_model_refuses_bad_ipv6(make, field, rule):
     with pytest.raises(ValidationError) as e:
@@ -167,6 +170,16 @@ def _bad(**kw):
     (_bad(containers=[Node("a", address6="fd00:6::2", default_route6="10.6.0.1")]), "default_route6", "IPv6 address"),
     (_bad(containers=[Node("a", address="10.6.0.2", routes=[__import__("bridgenet.topology").topology.RouteSpec(
         "fd00:40::/64", "fd00:7::9")])]), "via", "on-link subnet"),
+    # scope ids (RFC 4007 '%zone', which ipaddress accepts) were printed into ip addr/route and ip6tables
+    (_bad(containers=[Node("a", address6="fd00:6::2%eth0")]), "address6", "no scope id"),
+    (_bad(bridges=[BridgeSpec("br6", address6="fd00:6::1%br6/64")], containers=[Node("a", address6="fd00:6::2")]),
+     "address6", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", default_route6="fd00:6::1%eth0")]), "via", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", routes=[__import__("bridgenet.topology").topology.RouteSpec(
+        "fd00:40::/64", "fd00:6::1%eth0")])]), "via", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", routes=[__import__("bridgenet.topology").topology.RouteSpec(
+        "fd00:40::%eth0/64", "fd00:6::1")])]), "routes", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", ports=["[fd00:6::1%br6]:8080:80"])]), "ports[0]", "no scope id"),
 ])
 def test_topology_refuses_bad_ipv6(make, field, rule):
     with pytest.raises(ValidationError) as e:
