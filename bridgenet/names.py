@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Iterable, Sequence
-from ipaddress import ip_address
+from ipaddress import IPv4Address, ip_address
 
 import attrs
 
@@ -132,22 +132,55 @@ class Names:
             down=(remove(f"{d}/resolv.conf", k, ns), remove(f"{d}/hosts", k, ns), rmdir(d, k, ns)))]
 
 
+DNS_RULE = ("each name server is text, a unicast IPv4 or IPv6 address (not unspecified, multicast, broadcast or "
+            "link-local, no scope id), e.g. \"198.51.100.1\" or \"2001:db8::53\"")
+"""What each entry of ``dns`` is (resolv.conf(5) ``nameserver``: an IPv4 or IPv6 address)."""
+
+
+def _dns_problem(d: object) -> str | None:
+    """Why ``d`` is no name server address of :data:`DNS_RULE`, or None."""
+    if not isinstance(d, str):
+        return DNS_RULE  # ip_address(53) is 0.0.0.53, ip_address(True) 0.0.0.1
+    try:
+        a = ip_address(d)
+    except ValueError:
+        return DNS_RULE
+    if getattr(a, "scope_id", None) is not None:
+        return "a name server has no scope id (the '%' part): link-local servers are not taken"
+    if a.is_unspecified:
+        return "a name server is not the unspecified address (0.0.0.0, ::)"
+    if a.is_multicast:
+        return "a name server is a unicast address, not a multicast one"
+    if a == IPv4Address("255.255.255.255"):
+        return "a name server is a unicast address, not the limited broadcast 255.255.255.255"
+    if a.is_link_local:
+        return ("a name server is not link-local (169.254.0.0/16, fe80::/10): a link-local address needs its "
+                "link, which resolv.conf inside a namespace cannot name")
+    return None
+
+
 def check_dns(where: str, dns: object) -> tuple[str, ...]:
-    """``dns`` as a tuple of address texts: 0 to :data:`MAX_DNS` IPv4 or IPv6 addresses.
+    """``dns`` as a tuple of address texts: 0 to :data:`MAX_DNS` addresses, each :data:`DNS_RULE`, each once.
 
     Raises:
-        ValidationError: not a list of addresses, or more than three.
+        ValidationError: not a list, an entry that breaks :data:`DNS_RULE`
+            (naming ``dns[i]``), one listed twice, or more than three.
     """
     if isinstance(dns, (str, bytes, dict)) or not isinstance(dns, Iterable):
         raise ValidationError(where, "dns", "dns is a list of name server addresses, e.g. ['198.51.100.1']", dns)
-    out = []
-    for d in dns:
-        try:
-            out.append(str(ip_address(d)))
-        except ValueError:
-            raise ValidationError(where, "dns", "each name server is an IPv4 or IPv6 address", d) from None
+    dns = list(dns)
+    out: list[str] = []
+    for i, d in enumerate(dns):
+        problem = _dns_problem(d)
+        if problem is not None:
+            raise ValidationError(where, f"dns[{i}]", problem, d)
+        text = str(ip_address(d))
+        if text in out:
+            raise ValidationError(where, f"dns[{i}]", f"each name server is listed once: {text} is dns[{out.index(text)}] "
+                                  "too", d)
+        out.append(text)
     if len(out) > MAX_DNS:
-        raise ValidationError(where, "dns", f"at most {MAX_DNS} name servers (resolv.conf(5), MAXNS)", list(dns))
+        raise ValidationError(where, "dns", f"at most {MAX_DNS} name servers (resolv.conf(5), MAXNS)", dns)
     return tuple(out)
 
 
