@@ -352,6 +352,7 @@ class _Builder:
                 else:
                     address = self.address(where, itf.address, gw, bridge)
                 address6 = v6.address6(where, itf.address6, gw6, bridge)
+                v6.reachable(where, bridge, gw, gw6, address, address6)
                 has4, has6 = has4 or address is not None, has6 or address6 is not None
                 if gw is not None and first_gateway is None and address is not None:
                     first_gateway = gw.ip

@@ -74,6 +74,22 @@ def address6(where: str, text: str | None, gw6: IPv6Interface | None, bridge: st
     return f"{text}/{gw6.network.prefixlen}"
 
 
+def reachable(where: str, bridge: str, gw: IPv4Interface | None, gw6: IPv6Interface | None,
+              address: object, address6: object) -> None:
+    """A container on a bridge with an address has an address in at least one of the bridge's families
+    (else neither default route has a gateway on-link: the container is cut off from the host)."""
+    if (gw is None and gw6 is None) or (gw is not None and address is not None) or \
+            (gw6 is not None and address6 is not None):
+        return
+    has = " and ".join(f"{k} {g}" for k, g in (("address", gw), ("address6", gw6)) if g is not None)
+    lacks = "address6" if gw6 is None else "address"
+    field, value = ("address6", address6) if address6 is not None else ("address", address)
+    raise ValidationError(where, field, f"a container on a bridge with an address has an address in at least one "
+                          f"of the bridge's families: {bridge} has the {has} but no {lacks}, so this container would "
+                          f"have no gateway (give it an {'address' if gw is not None else 'address6'} in "
+                          f"{(gw or gw6).network}, or give {bridge} an {lacks})", str(value) if value else None)
+
+
 def default_via6(where: str, value: str | bool | None, gateway: IPv6Address | None) -> str | IPv6Address | None:
     """The IPv6 default route's gateway of a container (see the module docstring), or None for none."""
     if value is False:

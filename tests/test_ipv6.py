@@ -194,6 +194,17 @@ def test_an_ipv6_only_container_is_allowed_on_a_dual_stack_bridge():
     assert routes == ["ip netns exec a ip route add default via fd00:6::1"]
 
 
+@pytest.mark.parametrize("bridge, node, field", [
+    (BridgeSpec("br6", "10.6.0.1/24"), Node("a", address6="fd00:6::2/64"), "address6"),  # was cut off: no gateway
+    (BridgeSpec("br6", address6="fd00:6::1/64"), Node("a", address="10.6.0.2/24", default_route=False), "address"),
+])
+def test_a_container_has_an_address_in_one_of_its_bridges_families(bridge, node, field):
+    with pytest.raises(ValidationError) as e:
+        topology("cut", bridges=[bridge], containers=[node])
+    assert (e.value.obj, e.value.field) == ("Container a", field)
+    assert "at least one of the bridge's families" in e.value.rule and "br6" in e.value.rule
+
+
 def test_file_keys_are_checked():
     with pytest.raises(ValidationError) as e:
         config.from_dict({"name": "x", "bridges": [{"name": "b", "address6": 6}], "containers": [{"netns": "a"}]})
