@@ -135,8 +135,9 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
         if isinstance(host_ip, IPv6Address) and host_ip.scope_id is not None:
             raise ValidationError(where, field, "HOST_IP has no scope id (the '%' part): publish on an address "
                                   "of the host, not of one link", text)
-        if host_ip.is_multicast:
-            raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
+        if host_ip.is_multicast or host_ip == IPv4Address("255.255.255.255"):
+            raise ValidationError(where, field, "HOST_IP is a unicast address of the host (not multicast, not the "
+                                  "limited broadcast 255.255.255.255)", text)
         if isinstance(host_ip, IPv6Address) and host_ip.is_loopback:
             raise ValidationError(where, field, LOOPBACK6_REFUSED, text)
         # 0.0.0.0 (every IPv4 address) and [::] (every IPv6 address) stay: one family each, as with Docker

@@ -168,6 +168,20 @@ def _ipv4_network(text: str):  # noqa: ANN202
     return IPv4Network(text)
 
 
+def port_context(objs: list[NetworkObject], gateways: dict[str, IPv4Interface | None],
+                 gateways6: dict[str, IPv6Interface | None]) -> dict:
+    """:func:`bridgenet.ports.port_objects`'s ``hosts`` (per bridge, the families the host has an address of
+    on it) and ``owners`` (each container address: its namespace), for ``portreach.py``'s checks."""
+    hosts = {n: (4,) * (gateways[n] is not None) + (6,) * (gateways6.get(n) is not None) for n in gateways}
+    owners: dict = {}
+    for o in objs:
+        if isinstance(o, VethPair) and o.netns is not None:
+            owners.update((a.ip, o.netns) for a in (o.address, o.address6) if a is not None)
+        elif isinstance(o, Address) and o.netns is not None:
+            owners[o.address.ip] = o.netns
+    return {"hosts": hosts, "owners": owners}
+
+
 def router_advice6(objs: list[NetworkObject], routers6: list[str]) -> list[str]:
     """Warnings: an IPv6 route whose ``via`` is an address of a namespace that does not forward IPv6."""
     owner: dict[IPv6Address, str] = {}
