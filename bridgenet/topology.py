@@ -386,6 +386,7 @@ class _Builder:
                 routers.append(node.netns)
                 if has6:
                     routers6.append(node.netns)
+        v6.default_clash(statics, defaults + defaults6)
         v6.disjoint(gateways, [o for o in objs if isinstance(o, VethPair)], "address", "subnets")
         v6.disjoint(gateways6, [o for o in objs if isinstance(o, VethPair)], "address6", "IPv6 subnets")
         end_addresses: list[Address] = []
@@ -505,4 +506,4 @@ class _Builder:
         return gateway
 
     def route(self, where: str, netns: str | None, r: RouteSpec) -> Route:
-        return Route(netns, r.via, v6.route_target(where, r.to))
+        return Route(netns, r.via, v6.route_target(where, r.to, r.via))

@@ -149,17 +149,37 @@ def nat6(name: str, gw6: IPv6Interface | None, masquerade6: bool | None) -> NatR
     return NatRule(gw6.network, not_out_interface=name)
 
 
-def route_target(where: str, to: str) -> str:
-    """A route's ``to``: ``"default"`` or a subnet (IPv4 or IPv6, no host bits), as text."""
+def route_target(where: str, to: str, via: str = "") -> str:
+    """A route's ``to``: ``"default"`` or a subnet (IPv4 or IPv6, no host bits), as text.
+
+    ``0.0.0.0/0`` and ``::/0`` are ``"default"`` (ip-route(8): "default" is 0/0 of the route's family), so
+    that one next to the automatic default route is caught as the same route twice, not at ``up`` ("File exists").
+    """
     if to == "default":
         return to
     if "%" in to:
         raise ValidationError(where, "routes", "a route's 'to' is a subnet, with no scope id (the '%' part)", to)
     try:
-        return str(IPv6Network(to) if ":" in to else _ipv4_network(to))
+        net = IPv6Network(to) if ":" in to else _ipv4_network(to)
+        return "default" if net.prefixlen == 0 and (":" in via) == (net.version == 6) else str(net)
     except ValueError:
         raise ValidationError(where, "routes", "a route's 'to' is 'default' or an IPv4 or IPv6 subnet with no host "
                               "bits set, as in 10.20.0.0/24 or fd00:40::/64", to) from None
+
+
+def default_clash(statics: list[Route], automatic: list[Route]) -> None:
+    """Refuse a container's route to ``default`` (``0.0.0.0/0``, ``::/0``) next to its automatic default route
+    of the same family (``ip route add`` would fail with "File exists" at ``up``), naming ``routes[i]``."""
+    index: dict = {}
+    for r in statics:
+        i = index[r.netns] = index.get(r.netns, -1) + 1
+        for a in automatic:
+            if r.dst == "default" and r.netns is not None and a.netns == r.netns and a.via.version == r.via.version:
+                key = "default_route6" if r.via.version == 6 else "default_route"
+                raise ValidationError(f"Container {r.netns}", f"routes[{i}]", "a route to default ("
+                                      f"{'::/0' if r.via.version == 6 else '0.0.0.0/0'}) is the container's default "
+                                      f"route, which it already gets via {a.via} ({key}): give {key} = "
+                                      f"\"{r.via}\" instead, or {key} = false", str(r.via))
 
 
 def _ipv4_network(text: str):  # noqa: ANN202
