@@ -224,11 +224,44 @@ def hosts_text(network: str, namespaces: Sequence[str], objects: Sequence[object
     return "".join(lines)
 
 
+RESERVED_HOSTS = ("localhost", "ip6-localhost", "ip6-loopback")
+"""Names :data:`LOCALHOST` gives the loopback addresses: no container is named so."""
+
+
+def check_names(network: str, namespaces: Sequence[str]) -> None:
+    """Each namespace's two host names (``NETNS``, ``NETNS.NETWORK``) are its own, ignoring case (glibc's
+    hosts(5) lookup compares names with ``strcasecmp``, as DNS does: RFC 4343), and none is a
+    :data:`RESERVED_HOSTS` name.
+
+    Raises:
+        ValidationError: naming the container and both namespaces (``Web`` and ``web``; ``web.t`` in
+            network ``t`` next to ``web``; ``localhost``).
+    """
+    owner: dict[str, str] = {}
+    for ns in namespaces:
+        if ns.lower() in RESERVED_HOSTS:
+            raise ValidationError(f"Container {ns}", "netns", f"with names on, a container is not named {ns!r}: "
+                                  "hosts lists it for the loopback address (give it another name, or names = "
+                                  "false)", ns)
+        for name in (ns, f"{ns}.{network}"):
+            other = owner.get(name.lower())
+            if other is not None and other != ns:
+                raise ValidationError(f"Container {ns}", "netns", f"with names on, each container's host names "
+                                      f"({ns}, {ns}.{network}) are its own, ignoring case (a hosts lookup ignores case): "
+                                      f"{name!r} is also a name of {other} (rename one, or names = false)", ns)
+            owner[name.lower()] = ns
+
+
 def names_objects(network: str, namespaces: Sequence[str], objects: Sequence[object],
                   dns: Sequence[str] = ()) -> list[object]:
-    """:class:`EtcNetns` and one :class:`Names` per namespace of ``namespaces`` (each lists them all)."""
+    """:class:`EtcNetns` and one :class:`Names` per namespace of ``namespaces`` (each lists them all).
+
+    Raises:
+        ValidationError: two namespaces sharing a host name, or a reserved one (:func:`check_names`).
+    """
     if not namespaces:
         return []
+    check_names(network, namespaces)
     hosts, resolv = hosts_text(network, namespaces, objects), resolv_text(dns)
     return [EtcNetns(), *(Names(ns, hosts, resolv) for ns in namespaces)]
 

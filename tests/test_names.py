@@ -169,3 +169,18 @@ def test_the_lesson_prints_no_file():
 
     net = tutorial()  # (the lesson's goldens themselves are compared byte for byte in test_transcript.py)
     assert not any(c.tool in ("tee", "mkdir", "rm", "rmdir") for c in [*net.up_commands(), *net.down_commands()])
+
+
+@pytest.mark.parametrize("names, clash", [
+    (["Web", "web"], "'web' is also a name of Web"),  # hosts ignores case: both listed, one wins
+    (["web", "web.app"], "'web.app' is also a name of web"),  # web.app listed twice
+    (["web.app", "web"], "'web.app' is also a name of web.app"),
+    (["localhost"], "not named 'localhost'"),
+    (["IP6-Loopback"], "not named"),
+])
+def test_host_name_clashes_are_refused(names, clash):
+    nodes = [Node(n, f"10.30.0.{10 + i}") for i, n in enumerate(names)]
+    with pytest.raises(ValidationError) as ei:
+        topology("app", bridges=[BridgeSpec("br-app", "10.30.0.1/24")], containers=nodes)
+    assert ei.value.field == "netns" and ei.value.obj.startswith("Container ") and clash in ei.value.rule, ei.value
+    assert topology("app", bridges=[BridgeSpec("br-app", "10.30.0.1/24")], containers=nodes, names=False)
