@@ -406,7 +406,7 @@ def _unreachable(m: PortMapping, available: list[int]) -> str:
                 "container has none: give it an address6, or publish on an IPv4 host address or on every "
                 "address (no host address)")
     return ("a port published on an IPv4 host address goes to the container's IPv4 address, and this container "
-            "is IPv6-only: give it an address, or publish on an IPv6 host address in brackets or on every "
+            "has no IPv4 address (it is IPv6-only): give it an address, or publish on an IPv6 host address in brackets or on every "
             "address (no host address)")
 
 

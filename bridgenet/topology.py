@@ -474,6 +474,7 @@ class _Builder:
         return bridge
 
     def address(self, where: str, text: str | None, gw: IPv4Interface | None, bridge: str) -> IPv4Interface | None:
+        v6.as_written(where, "address", text)
         if text is None:
             if gw is not None:
                 self.fail(where, "address", f"a container on {bridge} (which has the address {gw}) has an "
@@ -497,7 +498,7 @@ class _Builder:
         if node.default_route is False:
             return None
         if isinstance(node.default_route, str):
-            return node.default_route
+            return v6.default_via4(where, node.default_route)
         if gateway is None and ipv6_only:
             return None  # an IPv6-only container has no IPv4 default route
         if gateway is None:

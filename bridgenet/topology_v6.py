@@ -26,7 +26,7 @@ Errors are :class:`bridgenet.errors.ValidationError` naming the object, field an
 
 from __future__ import annotations
 
-from ipaddress import IPv4Interface, IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, IPv6Network
 
 from . import rules
 from .crosscheck6 import ROOMLESS_GATEWAY6
@@ -63,8 +63,45 @@ def _checked(where: str, field: str, value: IPv6Interface) -> None:
         raise ValidationError(where, field, e.rule, e.value) from None
 
 
+def as_written(where: str, field: str, text: str | None) -> None:
+    """Refuse an ``address`` (IPv4) or ``address6`` (IPv6) text that is no address of its family, with the
+    text as written (before a prefix length is taken from the bridge) and the key that takes the other family."""
+    if text is None:
+        return
+    plain = text.split("/", 1)[0]
+    six = field == "address6"
+    if six and "%" in plain:
+        raise ValidationError(where, field, rules.SCOPED, text)
+    try:
+        (IPv6Address if six else IPv4Address)(plain)
+        return
+    except ValueError:
+        pass
+    try:
+        (IPv4Address if six else IPv6Address)(plain.split("%", 1)[0])
+        other = True
+    except ValueError:
+        other = False
+    if other:
+        rule = ("address6 is an IPv6 address (address takes the IPv4 one), as in fd00:30::10" if six else
+                "address is an IPv4 address (address6 takes the IPv6 one), as in 10.20.0.10")
+    else:
+        rule = ("address6 is an IPv6 address, as in fd00:30::10 or fd00:30::10/64" if six else
+                "address is an IPv4 address, as in 10.20.0.10 or 10.20.0.10/24")
+    raise ValidationError(where, field, rule, text)
+
+
+def default_via4(where: str, value: str) -> str:
+    """A container's ``default_route`` given as text: an IPv4 address (the IPv6 one is ``default_route6``'s)."""
+    if ":" in value:
+        raise ValidationError(where, "default_route", "default_route is an IPv4 address (default_route6 takes the "
+                              "IPv6 one), as in 10.20.0.1", value)
+    return value
+
+
 def address6(where: str, text: str | None, gw6: IPv6Interface | None, bridge: str | None) -> str | None:
     """A container interface's ``address6`` with its prefix length (from ``gw6`` when not given)."""
+    as_written(where, "address6", text)
     if text is None or "/" in text:
         return text
     if gw6 is None:
@@ -108,10 +145,11 @@ def disjoint(gateways: dict[str, IPv4Interface | IPv6Interface | None], veths: l
     them apart): each bridge's subnet is its address's (``gateways``, in the bridges' order), or that of
     its first port with one (``field``: ``"address"`` or ``"address6"``; ``what`` names them in the error)."""
     subnet = {n: gw.network for n, gw in gateways.items() if gw is not None}
+    source: dict[str, VethPair] = {}  # a bridge without an address: the port its subnet is taken from
     for v in veths:
         a = getattr(v, field)
-        if v.master is not None and a is not None:
-            subnet.setdefault(v.master, a.network)
+        if v.master is not None and a is not None and v.master not in subnet:
+            subnet[v.master], source[v.master] = a.network, v
     seen: list[tuple[str, object]] = []
     for name in gateways:
         net = subnet.get(name)
@@ -119,6 +157,11 @@ def disjoint(gateways: dict[str, IPv4Interface | IPv6Interface | None], veths: l
             continue
         for other, onet in seen:
             if net.overlaps(onet):
+                v = source.get(name)
+                if v is not None and v.netns is not None:
+                    raise ValidationError(f"Container {v.netns}", field, f"two bridges' {what} do not overlap: this "
+                                          f"{field} puts {name} (which has no {field} of its own) on {net}, and "
+                                          f"{other} is on {onet}", str(getattr(v, field)))
                 raise ValidationError(f"BridgeSpec {name}", field, f"two bridges' {what} do not overlap: "
                                       f"{name} is on {net}, {other} on {onet}", str(net))
         seen.append((name, net))

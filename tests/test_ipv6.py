@@ -296,3 +296,46 @@ def test_a_live_ipv6_address_in_the_way_is_a_conflict_and_link_local_is_not():
     overlapping = [{"dst": "fd00:30::/48", "dev": "wlan0", "pref": "medium"}]
     with pytest.raises(ConflictError, match="overlaps"):
         check_conflicts(dual, _state(NsState(parse_links(other), (), parse_routes6(overlapping))))
+
+
+def _dual(*nodes, bridges=None):
+    return topology("t", bridges=bridges or [BridgeSpec("tb0", "10.50.0.1/24", address6="fd00:50::1/64")],
+                    containers=list(nodes))
+
+
+@pytest.mark.parametrize("node, field, rule, value", [
+    # was "Route default via fd00:50::1: ... on-link subnet" / "objects: appears twice"
+    (Node("web", "10.50.0.10", default_route="fd00:50::1"), "default_route",
+     "default_route is an IPv4 address (default_route6 takes the IPv6 one)", "fd00:50::1"),
+    # was "an IPv6 address is an IPv6 address with a prefix length ... (got '10.50.0.10/64')"
+    (Node("web", "10.50.0.10", address6="10.50.0.11"), "address6",
+     "address6 is an IPv6 address (address takes the IPv4 one)", "10.50.0.11"),
+    (Node("web", "fd00:50::10"), "address", "address is an IPv4 address (address6 takes the IPv6 one)",
+     "fd00:50::10"),
+    (Node("web", "10.50.0.10", address6=""), "address6", "address6 is an IPv6 address, as in", ""),
+    (Node("web", "10.50.0.10", address6="fd00:50::10%eth0"), "address6", "no scope id", "fd00:50::10%eth0"),
+])
+def test_messages_name_the_key_and_show_the_value_as_written(node, field, rule, value):
+    with pytest.raises(ValidationError) as e:
+        _dual(node)
+    assert (e.value.obj, e.value.field, e.value.value) == ("Container web", field, value)
+    assert rule in e.value.rule, e.value
+
+
+def test_an_overlap_through_a_containers_address6_names_the_container():
+    # was "BridgeSpec tb1: address6: ...": tb1 has no address6, the container's made its subnet
+    with pytest.raises(ValidationError) as e:
+        _dual(Node("web", bridge="tb1", address6="fd00:50::77/64"),
+              bridges=[BridgeSpec("tb0", "10.50.0.1/24", address6="fd00:50::1/64"), BridgeSpec("tb1")])
+    assert (e.value.obj, e.value.field, e.value.value) == ("Container web", "address6", "fd00:50::77/64")
+    assert "tb1" in e.value.rule and "tb0" in e.value.rule
+
+
+@pytest.mark.parametrize("node, says", [
+    (Node("web", "10.50.0.10", address6="fd00:50::10", ports=["[::1]:8080:80"]), "IPv6 loopback"),
+    (Node("web", address6="fd00:50::10", ports=["10.50.0.1:8080:80"]), "has no IPv4 address"),
+])
+def test_port_messages_say_what_the_container_lacks(node, says):
+    with pytest.raises(ValidationError) as e:
+        _dual(node)
+    assert e.value.field == "ports[0]" and says in e.value.rule and "not give yet" not in e.value.rule
