@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Iterable, Sequence
-from ipaddress import ip_address
+from ipaddress import IPv4Address, ip_address
 
 import attrs
 
@@ -132,22 +132,55 @@ class Names:
             down=(remove(f"{d}/resolv.conf", k, ns), remove(f"{d}/hosts", k, ns), rmdir(d, k, ns)))]
 
 
+DNS_RULE = ("each name server is text, a unicast IPv4 or IPv6 address (not unspecified, multicast, broadcast or "
+            "link-local, no scope id), e.g. \"198.51.100.1\" or \"2001:db8::53\"")
+"""What each entry of ``dns`` is (resolv.conf(5) ``nameserver``: an IPv4 or IPv6 address)."""
+
+
+def _dns_problem(d: object) -> str | None:
+    """Why ``d`` is no name server address of :data:`DNS_RULE`, or None."""
+    if not isinstance(d, str):
+        return DNS_RULE  # ip_address(53) is 0.0.0.53, ip_address(True) 0.0.0.1
+    try:
+        a = ip_address(d)
+    except ValueError:
+        return DNS_RULE
+    if getattr(a, "scope_id", None) is not None:
+        return "a name server has no scope id (the '%' part): link-local servers are not taken"
+    if a.is_unspecified:
+        return "a name server is not the unspecified address (0.0.0.0, ::)"
+    if a.is_multicast:
+        return "a name server is a unicast address, not a multicast one"
+    if a == IPv4Address("255.255.255.255"):
+        return "a name server is a unicast address, not the limited broadcast 255.255.255.255"
+    if a.is_link_local:
+        return ("a name server is not link-local (169.254.0.0/16, fe80::/10): a link-local address needs its "
+                "link, which resolv.conf inside a namespace cannot name")
+    return None
+
+
 def check_dns(where: str, dns: object) -> tuple[str, ...]:
-    """``dns`` as a tuple of address texts: 0 to :data:`MAX_DNS` IPv4 or IPv6 addresses.
+    """``dns`` as a tuple of address texts: 0 to :data:`MAX_DNS` addresses, each :data:`DNS_RULE`, each once.
 
     Raises:
-        ValidationError: not a list of addresses, or more than three.
+        ValidationError: not a list, an entry that breaks :data:`DNS_RULE`
+            (naming ``dns[i]``), one listed twice, or more than three.
     """
     if isinstance(dns, (str, bytes, dict)) or not isinstance(dns, Iterable):
         raise ValidationError(where, "dns", "dns is a list of name server addresses, e.g. ['198.51.100.1']", dns)
-    out = []
-    for d in dns:
-        try:
-            out.append(str(ip_address(d)))
-        except ValueError:
-            raise ValidationError(where, "dns", "each name server is an IPv4 or IPv6 address", d) from None
+    dns = list(dns)
+    out: list[str] = []
+    for i, d in enumerate(dns):
+        problem = _dns_problem(d)
+        if problem is not None:
+            raise ValidationError(where, f"dns[{i}]", problem, d)
+        text = str(ip_address(d))
+        if text in out:
+            raise ValidationError(where, f"dns[{i}]", f"each name server is listed once: {text} is dns[{out.index(text)}] "
+                                  "too", d)
+        out.append(text)
     if len(out) > MAX_DNS:
-        raise ValidationError(where, "dns", f"at most {MAX_DNS} name servers (resolv.conf(5), MAXNS)", list(dns))
+        raise ValidationError(where, "dns", f"at most {MAX_DNS} name servers (resolv.conf(5), MAXNS)", dns)
     return tuple(out)
 
 
@@ -191,11 +224,44 @@ def hosts_text(network: str, namespaces: Sequence[str], objects: Sequence[object
     return "".join(lines)
 
 
+RESERVED_HOSTS = ("localhost", "ip6-localhost", "ip6-loopback")
+"""Names :data:`LOCALHOST` gives the loopback addresses: no container is named so."""
+
+
+def check_names(network: str, namespaces: Sequence[str]) -> None:
+    """Each namespace's two host names (``NETNS``, ``NETNS.NETWORK``) are its own, ignoring case (glibc's
+    hosts(5) lookup compares names with ``strcasecmp``, as DNS does: RFC 4343), and none is a
+    :data:`RESERVED_HOSTS` name.
+
+    Raises:
+        ValidationError: naming the container and both namespaces (``Web`` and ``web``; ``web.t`` in
+            network ``t`` next to ``web``; ``localhost``).
+    """
+    owner: dict[str, str] = {}
+    for ns in namespaces:
+        if ns.lower() in RESERVED_HOSTS:
+            raise ValidationError(f"Container {ns}", "netns", f"with names on, a container is not named {ns!r}: "
+                                  "hosts lists it for the loopback address (give it another name, or names = "
+                                  "false)", ns)
+        for name in (ns, f"{ns}.{network}"):
+            other = owner.get(name.lower())
+            if other is not None and other != ns:
+                raise ValidationError(f"Container {ns}", "netns", f"with names on, each container's host names "
+                                      f"({ns}, {ns}.{network}) are its own, ignoring case (a hosts lookup ignores case): "
+                                      f"{name!r} is also a name of {other} (rename one, or names = false)", ns)
+            owner[name.lower()] = ns
+
+
 def names_objects(network: str, namespaces: Sequence[str], objects: Sequence[object],
                   dns: Sequence[str] = ()) -> list[object]:
-    """:class:`EtcNetns` and one :class:`Names` per namespace of ``namespaces`` (each lists them all)."""
+    """:class:`EtcNetns` and one :class:`Names` per namespace of ``namespaces`` (each lists them all).
+
+    Raises:
+        ValidationError: two namespaces sharing a host name, or a reserved one (:func:`check_names`).
+    """
     if not namespaces:
         return []
+    check_names(network, namespaces)
     hosts, resolv = hosts_text(network, namespaces, objects), resolv_text(dns)
     return [EtcNetns(), *(Names(ns, hosts, resolv) for ns in namespaces)]
 

@@ -62,7 +62,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip
 
 import attrs
 
-from . import rules
+from . import portreach, rules
 from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step
 from .errors import ValidationError
 from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment, _family_suffix
@@ -406,11 +406,12 @@ def _unreachable(m: PortMapping, available: list[int]) -> str:
                 "container has none: give it an address6, or publish on an IPv4 host address or on every "
                 "address (no host address)")
     return ("a port published on an IPv4 host address goes to the container's IPv4 address, and this container "
-            "is IPv6-only: give it an address, or publish on an IPv6 host address in brackets or on every "
+            "has no IPv4 address (it is IPv6-only): give it an address, or publish on an IPv6 host address in brackets or on every "
             "address (no host address)")
 
 
-def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> list:
+def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool, hosts: dict | None = None,
+                 owners: dict | None = None) -> list:
     """The objects the containers' ports make, in order (none when no container publishes a port).
 
     Per entry and per family it publishes on (:meth:`PortMapping.families`:
@@ -423,7 +424,9 @@ def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> l
         ValidationError: a bad entry (``[::1]`` included), a container without
             an address of the entry's family (naming it and ``ports[i]``),
             two entries of the network taking the same host port (same
-            protocol and family, overlapping address).
+            protocol and family, overlapping address); with ``hosts`` and
+            ``owners`` (``portreach.py``): an entry only on families whose
+            bridge has no host address, a host address that is a container's.
     """
     objs: list = []
     seen: list[tuple[int, PortMapping, str]] = []
@@ -434,11 +437,15 @@ def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool) -> l
         where = f"Container {p.container}"
         mappings = parse_ports(where, p.ports)
         available = [f for f in (4, 6) if p.target(f) is not None]
+        bridges = {f: p.target(f)[1] for f in available}  # type: ignore[index]
+        reachable = portreach.routed(available, bridges, hosts)
         for i, m in enumerate(mappings):
             field = f"ports[{i}]"
-            wanted = m.families(available)
+            wanted = m.families(reachable)
             if not wanted:
-                raise ValidationError(where, field, _unreachable(m, available), m.text)
+                rule = portreach.unrouted(m, available, bridges) if m.families(available) else _unreachable(m, available)
+                raise ValidationError(where, field, rule, m.text)
+            portreach.not_a_container(where, field, m, owners)
             for f in wanted:
                 for g, other, whose in seen:
                     if g == f and m.overlaps(other):

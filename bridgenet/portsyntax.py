@@ -24,6 +24,8 @@ LOOPBACK6_REFUSED = ("a port cannot be published on the IPv6 loopback [::1]: Lin
                      "address out")
 """The rule a ``[::1]`` host address breaks (ip-sysctl.rst has ``route_localnet`` under IPv4 only)."""
 _PORT_SYNTAX = re.compile(r"(?:(?P<ip>\[[^\]]*\]|[^\[\]/]*):)?(?P<host>[^:/]*):(?P<cont>[^:/]*)(?:/(?P<proto>.*))?")
+_DIGITS = re.compile(r"[0-9]{1,5}")
+"""A port number as written: ASCII digits only (``str.isdigit`` also takes '²' and full-width digits)."""
 SYNTAX_RULE = ("a published port is [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO] (Docker's -p), "
                "e.g. \"8080:80\", \"127.0.0.1:8081:80\", \"[2001:db8::2]:8082:80\" or \"5353:53/udp\"")
 
@@ -112,8 +114,8 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
     for name, value in (("HOST_PORT", m["host"]), ("CONTAINER_PORT", m["cont"])):
         if "-" in value:
             raise ValidationError(where, field, f"{name} is one port, not a range (each port is its own entry)", text)
-        if not value.isdigit() or not 1 <= int(value) <= 65535:
-            raise ValidationError(where, field, f"{name} is a port number 1-65535", text)
+        if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= 65535:
+            raise ValidationError(where, field, f"{name} is a port number 1-65535 in ASCII digits 0-9", text)
         ports.append(int(value))
     proto = m["proto"] if m["proto"] is not None else "tcp"
     if proto not in PROTOCOLS:
@@ -130,8 +132,12 @@ def parse_port(text: object, where: str = "Container", field: str = "ports") -> 
                                   "(as in [2001:db8::2]:8082:80)", text) from None
         if bracketed != isinstance(host_ip, IPv6Address):
             raise ValidationError(where, field, "only an IPv6 host address goes in brackets", text)
-        if host_ip.is_multicast:
-            raise ValidationError(where, field, "HOST_IP is a unicast address of the host", text)
+        if isinstance(host_ip, IPv6Address) and host_ip.scope_id is not None:
+            raise ValidationError(where, field, "HOST_IP has no scope id (the '%' part): publish on an address "
+                                  "of the host, not of one link", text)
+        if host_ip.is_multicast or host_ip == IPv4Address("255.255.255.255"):
+            raise ValidationError(where, field, "HOST_IP is a unicast address of the host (not multicast, not the "
+                                  "limited broadcast 255.255.255.255)", text)
         if isinstance(host_ip, IPv6Address) and host_ip.is_loopback:
             raise ValidationError(where, field, LOOPBACK6_REFUSED, text)
         # 0.0.0.0 (every IPv4 address) and [::] (every IPv6 address) stay: one family each, as with Docker

@@ -424,6 +424,6 @@ def _parses_as_v6(text: str, cls: type) -> bool:
 
 # The IPv6 validators (rules6.py), importable from here like the others.
 from .rules6 import (  # noqa: E402,F401
-    address6_problem, address_any, family, interface6, interface_any, network_any, optional_interface6,
+    SCOPED, address6_problem, address_any, family, interface6, interface_any, network_any, optional_interface6,
     to_address_any, to_interface6, to_interface_any, to_network_any,
 )

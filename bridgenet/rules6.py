@@ -14,14 +14,21 @@ from .errors import ValidationError
 from .rules import _V4_FOR_V6, _parses_as_v6, address, describe, interface, to_address, to_interface, to_network
 
 
+SCOPED = ("an IPv6 address has no scope id (the '%' part, as in fe80::1%eth0): bridgenet names the link "
+          "itself (ip's dev), and a scope id is for link-local addresses, which bridgenet does not take")
+"""The rule a scoped address (RFC 4007 ``%zone``, which :mod:`ipaddress` accepts) breaks."""
+
+
 def address6_problem(addr: ipaddress.IPv6Address) -> str | None:
     """The range an IPv6 address bridgenet puts on a link must not be in (RFC 4291 2.4, RFC 4193), or None.
 
     Link-local addresses (fe80::/10) are the kernel's own on every link
     (``addrgenmode eui64``), and a route through one needs ``dev``;
     multicast, loopback, the unspecified address and IPv4-mapped addresses
-    are no address of a link.
+    are no address of a link; a scope id (``%eth0``, :data:`SCOPED`) is no part of one.
     """
+    if getattr(addr, "scope_id", None) is not None:
+        return SCOPED
     if addr.is_multicast:
         return "an IPv6 address is not a multicast address (ff00::/8)"
     if addr.is_link_local:
@@ -69,7 +76,7 @@ def interface6(instance: Any, attribute: Any, value: Any) -> None:
         raise ValidationError(describe(instance), attribute.name,
                               "an IPv6 address has a prefix length of 1-128: with /0 its connected route would be "
                               "::/0, every address at once", str(value))
-    problem = address6_problem(value.ip)
+    problem = SCOPED if value.scope_id is not None else address6_problem(value.ip)  # .ip drops the scope id
     if problem:
         raise ValidationError(describe(instance), attribute.name, problem, str(value))
 

@@ -352,6 +352,7 @@ class _Builder:
                 else:
                     address = self.address(where, itf.address, gw, bridge)
                 address6 = v6.address6(where, itf.address6, gw6, bridge)
+                v6.reachable(where, bridge, gw, gw6, address, address6)
                 has4, has6 = has4 or address is not None, has6 or address6 is not None
                 if gw is not None and first_gateway is None and address is not None:
                     first_gateway = gw.ip
@@ -385,6 +386,7 @@ class _Builder:
                 routers.append(node.netns)
                 if has6:
                     routers6.append(node.netns)
+        v6.default_clash(statics, defaults + defaults6)
         v6.disjoint(gateways, [o for o in objs if isinstance(o, VethPair)], "address", "subnets")
         v6.disjoint(gateways6, [o for o in objs if isinstance(o, VethPair)], "address6", "IPv6 subnets")
         end_addresses: list[Address] = []
@@ -443,7 +445,8 @@ class _Builder:
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
         objs.extend(n for n in (v6.nat6(b.name, gateways6[b.name], b.masquerade6) for b in bridges) if n is not None)
-        objs.extend(port_objects(publishes, have_forward_chain=accept_forward or isolate))
+        objs.extend(port_objects(publishes, have_forward_chain=accept_forward or isolate,
+                                 **v6.port_context(objs, gateways, gateways6)))
         if dns is not None:  # names on
             objs.extend(names_objects(self.name, [o.name for o in objs if isinstance(o, Namespace)], objs, dns))
         return Network(self.name, objs, tag=self.tag, source=self.source, advice=advice)
@@ -471,6 +474,7 @@ class _Builder:
         return bridge
 
     def address(self, where: str, text: str | None, gw: IPv4Interface | None, bridge: str) -> IPv4Interface | None:
+        v6.as_written(where, "address", text)
         if text is None:
             if gw is not None:
                 self.fail(where, "address", f"a container on {bridge} (which has the address {gw}) has an "
@@ -494,7 +498,7 @@ class _Builder:
         if node.default_route is False:
             return None
         if isinstance(node.default_route, str):
-            return node.default_route
+            return v6.default_via4(where, node.default_route)
         if gateway is None and ipv6_only:
             return None  # an IPv6-only container has no IPv4 default route
         if gateway is None:
@@ -503,4 +507,4 @@ class _Builder:
         return gateway
 
     def route(self, where: str, netns: str | None, r: RouteSpec) -> Route:
-        return Route(netns, r.via, v6.route_target(where, r.to))
+        return Route(netns, r.via, v6.route_target(where, r.to, r.via))

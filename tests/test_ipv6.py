@@ -134,6 +134,9 @@ def test_links_and_interfaces_take_address6():
     (lambda: Address("br0", "fd00::/64"), "address", "subnet-router anycast"),
     (lambda: Route("n", "fd00::1", "10.9.0.0/16"), "dst", "of one family"),
     (lambda: Route("n", "fe80::1"), "via", "not link-local"),
+    (lambda: VethPair("vx1", "px1", netns="n", address6="fd00::2%eth0/64"), "address6", "no scope id"),
+    (lambda: Address("br0", "fd00::1%br0/64"), "address", "no scope id"),
+    (lambda: Route("n", "fd00::1%eth0"), "via", "no scope id"),
 ])
 def test_model_refuses_bad_ipv6(make, field, rule):
     with pytest.raises(ValidationError) as e:
@@ -167,6 +170,16 @@ def _bad(**kw):
     (_bad(containers=[Node("a", address6="fd00:6::2", default_route6="10.6.0.1")]), "default_route6", "IPv6 address"),
     (_bad(containers=[Node("a", address="10.6.0.2", routes=[__import__("bridgenet.topology").topology.RouteSpec(
         "fd00:40::/64", "fd00:7::9")])]), "via", "on-link subnet"),
+    # scope ids (RFC 4007 '%zone', which ipaddress accepts) were printed into ip addr/route and ip6tables
+    (_bad(containers=[Node("a", address6="fd00:6::2%eth0")]), "address6", "no scope id"),
+    (_bad(bridges=[BridgeSpec("br6", address6="fd00:6::1%br6/64")], containers=[Node("a", address6="fd00:6::2")]),
+     "address6", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", default_route6="fd00:6::1%eth0")]), "via", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", routes=[__import__("bridgenet.topology").topology.RouteSpec(
+        "fd00:40::/64", "fd00:6::1%eth0")])]), "via", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", routes=[__import__("bridgenet.topology").topology.RouteSpec(
+        "fd00:40::%eth0/64", "fd00:6::1")])]), "routes", "no scope id"),
+    (_bad(containers=[Node("a", address6="fd00:6::2", ports=["[fd00:6::1%br6]:8080:80"])]), "ports[0]", "no scope id"),
 ])
 def test_topology_refuses_bad_ipv6(make, field, rule):
     with pytest.raises(ValidationError) as e:
@@ -179,6 +192,17 @@ def test_an_ipv6_only_container_is_allowed_on_a_dual_stack_bridge():
                    containers=[Node("a", address6="fd00:6::2")])
     routes = [str(c) for c in net.up_commands() if c.args[:2] == ("route", "add")]
     assert routes == ["ip netns exec a ip route add default via fd00:6::1"]
+
+
+@pytest.mark.parametrize("bridge, node, field", [
+    (BridgeSpec("br6", "10.6.0.1/24"), Node("a", address6="fd00:6::2/64"), "address6"),  # was cut off: no gateway
+    (BridgeSpec("br6", address6="fd00:6::1/64"), Node("a", address="10.6.0.2/24", default_route=False), "address"),
+])
+def test_a_container_has_an_address_in_one_of_its_bridges_families(bridge, node, field):
+    with pytest.raises(ValidationError) as e:
+        topology("cut", bridges=[bridge], containers=[node])
+    assert (e.value.obj, e.value.field) == ("Container a", field)
+    assert "at least one of the bridge's families" in e.value.rule and "br6" in e.value.rule
 
 
 def test_file_keys_are_checked():
@@ -272,3 +296,46 @@ def test_a_live_ipv6_address_in_the_way_is_a_conflict_and_link_local_is_not():
     overlapping = [{"dst": "fd00:30::/48", "dev": "wlan0", "pref": "medium"}]
     with pytest.raises(ConflictError, match="overlaps"):
         check_conflicts(dual, _state(NsState(parse_links(other), (), parse_routes6(overlapping))))
+
+
+def _dual(*nodes, bridges=None):
+    return topology("t", bridges=bridges or [BridgeSpec("tb0", "10.50.0.1/24", address6="fd00:50::1/64")],
+                    containers=list(nodes))
+
+
+@pytest.mark.parametrize("node, field, rule, value", [
+    # was "Route default via fd00:50::1: ... on-link subnet" / "objects: appears twice"
+    (Node("web", "10.50.0.10", default_route="fd00:50::1"), "default_route",
+     "default_route is an IPv4 address (default_route6 takes the IPv6 one)", "fd00:50::1"),
+    # was "an IPv6 address is an IPv6 address with a prefix length ... (got '10.50.0.10/64')"
+    (Node("web", "10.50.0.10", address6="10.50.0.11"), "address6",
+     "address6 is an IPv6 address (address takes the IPv4 one)", "10.50.0.11"),
+    (Node("web", "fd00:50::10"), "address", "address is an IPv4 address (address6 takes the IPv6 one)",
+     "fd00:50::10"),
+    (Node("web", "10.50.0.10", address6=""), "address6", "address6 is an IPv6 address, as in", ""),
+    (Node("web", "10.50.0.10", address6="fd00:50::10%eth0"), "address6", "no scope id", "fd00:50::10%eth0"),
+])
+def test_messages_name_the_key_and_show_the_value_as_written(node, field, rule, value):
+    with pytest.raises(ValidationError) as e:
+        _dual(node)
+    assert (e.value.obj, e.value.field, e.value.value) == ("Container web", field, value)
+    assert rule in e.value.rule, e.value
+
+
+def test_an_overlap_through_a_containers_address6_names_the_container():
+    # was "BridgeSpec tb1: address6: ...": tb1 has no address6, the container's made its subnet
+    with pytest.raises(ValidationError) as e:
+        _dual(Node("web", bridge="tb1", address6="fd00:50::77/64"),
+              bridges=[BridgeSpec("tb0", "10.50.0.1/24", address6="fd00:50::1/64"), BridgeSpec("tb1")])
+    assert (e.value.obj, e.value.field, e.value.value) == ("Container web", "address6", "fd00:50::77/64")
+    assert "tb1" in e.value.rule and "tb0" in e.value.rule
+
+
+@pytest.mark.parametrize("node, says", [
+    (Node("web", "10.50.0.10", address6="fd00:50::10", ports=["[::1]:8080:80"]), "IPv6 loopback"),
+    (Node("web", address6="fd00:50::10", ports=["10.50.0.1:8080:80"]), "has no IPv4 address"),
+])
+def test_port_messages_say_what_the_container_lacks(node, says):
+    with pytest.raises(ValidationError) as e:
+        _dual(node)
+    assert e.value.field == "ports[0]" and says in e.value.rule and "not give yet" not in e.value.rule

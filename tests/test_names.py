@@ -91,13 +91,33 @@ def test_resolv_conf_with_and_without_dns():
 
 
 @pytest.mark.parametrize("dns, rule", [
-    (["198.51.100.300"], "each name server is an IPv4 or IPv6 address"),
+    (["198.51.100.300"], "each name server is text, a unicast IPv4 or IPv6 address"),
+    ([53], "each name server is text"),  # was nameserver 0.0.0.53
+    ([True], "each name server is text"),  # was nameserver 0.0.0.1
+    (["224.0.0.1"], "not a multicast"),
+    (["ff02::1"], "not a multicast"),
+    (["0.0.0.0"], "not the unspecified"),
+    (["::"], "not the unspecified"),
+    (["255.255.255.255"], "limited broadcast"),
+    (["fe80::1"], "not link-local"),
+    (["169.254.1.1"], "not link-local"),
+    (["fd00:50::1%eth0"], "no scope id"),
+    (["198.51.100.1", "198.51.100.1"], "listed once"),
+    (["2001:db8::53", "2001:DB8:0::53"], "listed once"),
     ("198.51.100.1", "dns is a list"),
     (["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"], "at most 3"),
 ])
 def test_bad_dns_is_refused(dns, rule):
-    with pytest.raises(ValidationError, match=rule):
+    with pytest.raises(ValidationError) as ei:
         app(dns=dns)
+    assert rule in ei.value.rule and ei.value.field.startswith("dns"), ei.value
+
+
+def test_bad_dns_in_a_file_names_the_entry():
+    with pytest.raises(ValidationError) as ei:
+        config.from_dict({"name": "app", "bridge": "br-app", "gateway": "10.30.0.1/24", "dns": ["198.51.100.1", 53],
+                          "containers": [{"netns": "web", "address": "10.30.0.10"}]})
+    assert ei.value.field == "dns[1]" and "text" in ei.value.rule
 
 
 def test_names_off_and_the_lesson_shape_write_nothing():
@@ -157,3 +177,18 @@ def test_the_lesson_prints_no_file():
 
     net = tutorial()  # (the lesson's goldens themselves are compared byte for byte in test_transcript.py)
     assert not any(c.tool in ("tee", "mkdir", "rm", "rmdir") for c in [*net.up_commands(), *net.down_commands()])
+
+
+@pytest.mark.parametrize("names, clash", [
+    (["Web", "web"], "'web' is also a name of Web"),  # hosts ignores case: both listed, one wins
+    (["web", "web.app"], "'web.app' is also a name of web"),  # web.app listed twice
+    (["web.app", "web"], "'web.app' is also a name of web.app"),
+    (["localhost"], "not named 'localhost'"),
+    (["IP6-Loopback"], "not named"),
+])
+def test_host_name_clashes_are_refused(names, clash):
+    nodes = [Node(n, f"10.30.0.{10 + i}") for i, n in enumerate(names)]
+    with pytest.raises(ValidationError) as ei:
+        topology("app", bridges=[BridgeSpec("br-app", "10.30.0.1/24")], containers=nodes)
+    assert ei.value.field == "netns" and ei.value.obj.startswith("Container ") and clash in ei.value.rule, ei.value
+    assert topology("app", bridges=[BridgeSpec("br-app", "10.30.0.1/24")], containers=nodes, names=False)

@@ -13,7 +13,7 @@ from bridgenet import config
 from bridgenet.cli import main
 from bridgenet.errors import ConflictError, ValidationError
 from bridgenet.network import Network
-from bridgenet.ports import DNAT_CHAIN, LOOPBACK6_REFUSED, PortMapping, check_port_conflicts, parse_port
+from bridgenet.ports import DNAT_CHAIN, LOOPBACK6_REFUSED, PortMapping, PublishedPort, check_port_conflicts, parse_port
 from bridgenet.shape import Container, bridge_network
 from bridgenet.state import EMPTY_NS, LiveState
 from bridgenet.topology import BridgeSpec, Interface, Node, topology
@@ -54,7 +54,11 @@ def test_parse_docker_syntax(text, want):
     ("host:80:80", "HOST_IP is an IPv4 address"),
     ("8080-8090:80", "not a range"),
     ("224.0.0.1:80:80", "unicast"),
+    ("255.255.255.255:80:80", "limited broadcast"),  # was accepted
     ("a:b", "1-65535"),
+    ("8080:\u00b2", "ASCII digits"),  # '²'.isdigit() is true, int('²') fails: was a traceback
+    ("\uff18\uff10\uff18\uff10:80", "ASCII digits"),  # full-width 8080: was taken as 8080
+    ("8080:\u0668\u0660", "ASCII digits"),  # Arabic-Indic 80
     (8080, "text"),
     ("", "HOST_PORT:CONTAINER_PORT"),
 ])
@@ -120,6 +124,33 @@ def test_the_same_host_port_twice_in_a_network_is_refused(web, db):
 ])
 def test_other_protocols_and_other_addresses_are_no_overlap(web, db):
     shop(web, db)
+
+
+def test_a_port_on_a_bridge_without_the_hosts_address_is_refused():
+    # was: the rules installed, the host with no route to 10.66.0.10 (the connection timed out)
+    with pytest.raises(ValidationError) as ei:
+        topology("cut", bridges=[BridgeSpec("tb0")],
+                 containers=[Node("web", "10.66.0.10/24", default_route=False, ports=["7070:80"])])
+    assert (ei.value.obj, ei.value.field, ei.value.value) == ("Container web", "ports[0]", "7070:80")
+    assert "bridge to have the host's address in the port's family" in ei.value.rule and "tb0 has no address" \
+        in ei.value.rule
+
+
+def test_a_dual_stack_container_publishes_on_the_family_its_bridge_routes():
+    net = topology("half", bridges=[BridgeSpec("tb0", "10.66.0.1/24")],
+                   containers=[Node("web", "10.66.0.10", address6="fd00:66::10/64", ports=["7070:80"])])
+    assert [p.family for p in net.of_type(PublishedPort)] == [4]
+    with pytest.raises(ValidationError, match="tb0 has no address6"):
+        topology("half", bridges=[BridgeSpec("tb0", "10.66.0.1/24")],
+                 containers=[Node("web", "10.66.0.10", address6="fd00:66::10/64", ports=["[::]:7070:80"])])
+
+
+@pytest.mark.parametrize("host", ["10.88.0.10", "10.88.0.20"])
+def test_a_host_address_that_is_a_containers_is_refused(host):
+    with pytest.raises(ValidationError) as ei:
+        shop((f"{host}:8080:80",))
+    assert (ei.value.obj, ei.value.field) == ("Container web", "ports[0]")
+    assert "not of a container" in ei.value.rule and host in ei.value.rule
 
 
 def test_a_container_without_an_address_cannot_publish():

@@ -439,3 +439,27 @@ def test_the_batch_script_in_jobs_carries_each_command_exactly_once():
     lines = script.splitlines()
     assert lines.count("ip netns exec n9 sysctl -w net.ipv4.ip_forward=1") == 1
     assert lines.count("sysctl -w net.ipv4.ip_forward=1") == 1
+
+
+def _routed(to, via, **kw):
+    return topology("t", bridges=[BridgeSpec("tb0", "10.50.0.1/24", address6="fd00:50::1/64")],
+                    containers=[Node("web", "10.50.0.10", address6="fd00:50::10", routes=[RouteSpec(to, via)], **kw)])
+
+
+@pytest.mark.parametrize("to, via, key", [
+    ("::/0", "fd00:50::1", "default_route6"),  # was accepted, then "File exists" at up
+    ("0.0.0.0/0", "10.50.0.1", "default_route"),
+    ("default", "10.50.0.1", "default_route"),
+])
+def test_a_route_to_default_next_to_the_automatic_one_is_refused(to, via, key):
+    with pytest.raises(ValidationError) as ei:
+        _routed(to, via)
+    assert (ei.value.obj, ei.value.field) == ("Container web", "routes[0]")
+    assert key in ei.value.rule and "already gets" in ei.value.rule
+
+
+def test_a_route_to_zero_slash_zero_is_the_default_route():
+    net = _routed("::/0", "fd00:50::1", default_route6=False)
+    assert "ip netns exec web ip route add default via fd00:50::1" in [str(c) for c in net.up_commands()]
+    with pytest.raises(ValidationError, match="of one family"):
+        _routed("::/0", "10.50.0.1", default_route=False)
