@@ -96,6 +96,7 @@ class FilterChain:
             filter table, for a network with IPv6).
     """
 
+    shared_chain = True  # (not an attrs field) a chain step shared by networks: see chains_needed
     chain: str = attrs.field()
     jump_from: str | None = attrs.field(default=None)
     netns: str | None = attrs.field(default=None, validator=rules.optional_netns_name)
@@ -196,6 +197,11 @@ class Isolation:
     def step_key(self) -> str:
         return f"isolate {self.bridge}@{self.netns or 'host'}{_family_suffix(self.family)}"
 
+    def needed_chains(self) -> list[FilterChain]:
+        """``BRIDGENET-FORWARD`` (jumped to from FORWARD) and ``BRIDGENET-ISOLATION`` (:func:`chains_needed`)."""
+        return [FilterChain(FORWARD_CHAIN, "FORWARD", self.netns, family=self.family),
+                FilterChain(ISOLATION_CHAIN, None, self.netns, family=self.family)]
+
     def rules(self, comment: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
         """``[(chain, rule), ...]``: the drop rule, then the jump, as ``iptables -S`` prints them."""
         comment = self.comment if self.comment is not None else comment
@@ -243,19 +249,20 @@ class Isolation:
 def chains_needed(objects) -> dict[int, list[FilterChain]]:  # noqa: ANN001
     """``{index: [chain, ...]}``: the chains to put before ``objects[index]`` (the first object needing them).
 
-    A :class:`ForwardRule` needs ``BRIDGENET-FORWARD``; an
-    :class:`Isolation` needs it and ``BRIDGENET-ISOLATION``. A chain already
-    among ``objects`` is not added again.
+    An object that puts rules in a shared chain says which by its
+    ``needed_chains()``: a :class:`ForwardRule` needs ``BRIDGENET-FORWARD``,
+    an :class:`Isolation` it and ``BRIDGENET-ISOLATION``, a published port
+    (``ports.py``) ``BRIDGENET-DNAT`` and ``BRIDGENET-FORWARD`` of its
+    family. A chain (an object with ``shared_chain``) already among
+    ``objects`` is not added again.
     """
-    present = {o.step_key for o in objects if isinstance(o, FilterChain)}
-    out: dict[int, list[FilterChain]] = {}
+    present = {o.step_key for o in objects if getattr(o, "shared_chain", False)}
+    out: dict[int, list] = {}
     for i, o in enumerate(objects):
-        wanted = []
-        if isinstance(o, (ForwardRule, Isolation)):
-            wanted.append(FilterChain(FORWARD_CHAIN, "FORWARD", o.netns, family=o.family))
-        if isinstance(o, Isolation):
-            wanted.append(FilterChain(ISOLATION_CHAIN, None, o.netns, family=o.family))
-        for c in wanted:
+        needs = getattr(o, "needed_chains", None)
+        if needs is None:
+            continue
+        for c in needs():
             if c.step_key not in present:
                 present.add(c.step_key)
                 out.setdefault(i, []).append(c)
@@ -301,6 +308,10 @@ class ForwardRule:
     @property
     def step_key(self) -> str:
         return f"forward {self.bridge}@{self.netns or 'host'}{_family_suffix(self.family)}"
+
+    def needed_chains(self) -> list[FilterChain]:
+        """``BRIDGENET-FORWARD``, jumped to from FORWARD (:func:`chains_needed`)."""
+        return [FilterChain(FORWARD_CHAIN, "FORWARD", self.netns, family=self.family)]
 
     @property
     def chain(self) -> str:

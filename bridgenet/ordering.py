@@ -24,7 +24,8 @@ class Inventory:
 
     Attributes:
         bridges, namespaces, veths, addresses, routes, rules, chains: the
-            objects of each class (``rules``: ForwardRule and Isolation), in
+            objects of each class (``rules``: ForwardRule, Isolation and the
+            other objects with ``needed_chains``: those that need a shared chain), in
             the order of ``objs``.
         links_and_addresses: the VethPair and Address objects, in order.
         bridges_and_veths: the Bridge and VethPair objects, in order.
@@ -49,7 +50,7 @@ class Inventory:
         self.veths: list[VethPair] = []
         self.addresses: list[Address] = []
         self.routes: list[Route] = []
-        self.rules: list[ForwardRule | Isolation] = []
+        self.rules: list = []  # ForwardRule, Isolation, ... (needed_chains)
         self.chains: list[FilterChain] = []
         self.links_and_addresses: list[VethPair | Address] = []
         self.bridges_and_veths: list[Bridge | VethPair] = []
@@ -96,6 +97,8 @@ class Inventory:
             elif isinstance(o, FilterChain):
                 self.chains.append(o)
                 self.chain_index.setdefault(o.netns, []).append(i)
+            elif hasattr(o, "needed_chains"):  # a published port's objects (ports.py)
+                self.rules.append(o)
 
     def _hold(self, netns: str | None, address: IPv4Interface, i: int) -> None:
         net = address.network
@@ -105,8 +108,8 @@ class Inventory:
 def with_chains(objs: Sequence[NetworkObject], inventory: Inventory | None = None) -> Sequence[NetworkObject]:
     """``objs`` with the shared chains their rules need, each before the first object needing it.
 
-    ``inventory``: ``Inventory(objs)`` if known; without ForwardRule or
-    Isolation no chain is needed, and ``objs`` comes back as it is.
+    ``inventory``: ``Inventory(objs)`` if known; without an object that
+    needs a chain (``needed_chains``) ``objs`` comes back as it is.
     """
     if inventory is not None and not inventory.rules:
         return objs

@@ -104,6 +104,7 @@ class DnatChain:
     in the ip6tables nat table (its own shared step, key ending in ``" ip6"``).
     """
 
+    shared_chain = True  # (not an attrs field) see firewall.chains_needed
     family: int = attrs.field(default=4, validator=attrs.validators.in_((4, 6)))
     netns: None = None
 
@@ -194,6 +195,14 @@ class PublishedPort:
     @property
     def step_key(self) -> str:
         return f"publish {self.mapping.binding()}@host{_family_suffix(self.family)}"
+
+    def needed_chains(self) -> list:
+        """``BRIDGENET-DNAT`` of its family, and ``BRIDGENET-FORWARD`` for its filter rule (a ``127.x``
+        publish has none) (``firewall.chains_needed``)."""
+        dnat = DnatChain(family=self.family)
+        if self.mapping.loopback:
+            return [dnat]
+        return [dnat, FilterChain(FORWARD_CHAIN, "FORWARD", family=self.family)]
 
     def reads(self) -> list[tuple[str, str, None]]:
         return [("nat", DNAT_CHAIN, None), ("nat", "POSTROUTING", None), ("filter", FORWARD_CHAIN, None)]
@@ -309,6 +318,10 @@ class LocalnetGuard:
     def step_key(self) -> str:
         return f"localnet {self.bridge}@host"
 
+    def needed_chains(self) -> list[InputChain]:
+        """``BRIDGENET-INPUT`` (``firewall.chains_needed``)."""
+        return [InputChain()]
+
     def reads(self) -> list[tuple[str, str, None]]:
         return [("nat", "POSTROUTING", None), ("filter", INPUT_CHAIN, None), ("filter", "INPUT", None)]
 
@@ -341,6 +354,7 @@ class InputChain:
     :class:`~bridgenet.firewall.FilterChain` renders it (a class of its own, so that the FORWARD rules
     of a network do not wait for it in the dependency order)."""
 
+    shared_chain = True  # (not an attrs field) see firewall.chains_needed
     netns: None = None
 
     @property
@@ -410,15 +424,15 @@ def _unreachable(m: PortMapping, available: list[int]) -> str:
             "address (no host address)")
 
 
-def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool, hosts: dict | None = None,
-                 owners: dict | None = None) -> list:
+def port_objects(publishes: Sequence[Publish], *, hosts: dict | None = None, owners: dict | None = None) -> list:
     """The objects the containers' ports make, in order (none when no container publishes a port).
 
     Per entry and per family it publishes on (:meth:`PortMapping.families`:
     both families the container has without a host address, else the host
-    address's own), one :class:`PublishedPort`; the chains each family
-    needs first (:class:`DnatChain`, and ``BRIDGENET-FORWARD`` unless
-    ``have_forward_chain``: the network has it for every family already).
+    address's own), one :class:`PublishedPort`. The shared chains they need
+    (``BRIDGENET-DNAT``, ``BRIDGENET-FORWARD``, ``BRIDGENET-INPUT``) are put
+    before the first object needing them by the network, like every shared
+    chain (``needed_chains``, ``firewall.chains_needed``).
 
     Raises:
         ValidationError: a bad entry (``[::1]`` included), a container without
@@ -432,7 +446,6 @@ def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool, host
     seen: list[tuple[int, PortMapping, str]] = []
     localnet: list[str] = []
     hairpins: list[Hairpin] = []
-    families: list[int] = []
     for p in publishes:
         where = f"Container {p.container}"
         mappings = parse_ports(where, p.ports)
@@ -456,24 +469,14 @@ def port_objects(publishes: Sequence[Publish], *, have_forward_chain: bool, host
                 assert target is not None
                 address, bridge, port = target
                 objs.append(PublishedPort(p.container, address, bridge, m))
-                if f not in families:
-                    families.append(f)
                 if m.loopback and bridge not in localnet:
                     localnet.append(bridge)
                 if not m.loopback and port is not None and all(h.port != port for h in hairpins):
                     hairpins.append(Hairpin(port, p.container))
-    if not objs:
-        return []
-    families.sort()
-    head: list = [DnatChain(family=f) for f in families]
-    if not have_forward_chain:
-        head.extend(FilterChain(FORWARD_CHAIN, "FORWARD", family=f) for f in families)
-    if localnet:
-        head.append(InputChain())
     tail: list = []
     for bridge in localnet:
         tail += [route_localnet(bridge), LocalnetGuard(bridge)]
-    return [*head, *objs, *hairpins, *tail]
+    return [*objs, *hairpins, *tail]
 
 
 PORT_CLASSES = (DnatChain, InputChain, PublishedPort, Hairpin, LocalnetGuard)

@@ -239,6 +239,5 @@ def _bridge_network(name: str, containers: list[Container], *, bridge: str, gate
     if publishes:
         from .ports import port_objects
 
-        have = (isolate if isolate is not None else tag) or (accept_forward if accept_forward is not None else tag)
-        objs.extend(port_objects(publishes, have_forward_chain=have))
+        objs.extend(port_objects(publishes))
     return Network(name, objs, tag=tag, move_peers=lesson_form, source=source)

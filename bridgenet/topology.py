@@ -422,8 +422,7 @@ class _Builder:
                               "subnet is what is rewritten): give it an address, or masquerade = false", True)
                 objs.append(NatRule(gw.network, not_out_interface=b.name))
         objs.extend(n for n in (v6.nat6(b.name, gateways6[b.name], b.masquerade6) for b in bridges) if n is not None)
-        objs.extend(port_objects(publishes, have_forward_chain=accept_forward or isolate,
-                                 **v6.port_context(objs, gateways, gateways6)))
+        objs.extend(port_objects(publishes, **v6.port_context(objs, gateways, gateways6)))
         if dns is not None:  # names on
             objs.extend(names_objects(self.name, [o.name for o in objs if isinstance(o, Namespace)], objs, dns))
         return Network(self.name, objs, tag=self.tag, source=self.source, advice=advice)

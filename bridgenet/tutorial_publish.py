@@ -30,8 +30,7 @@ GATEWAY_ADDR = "10.201.0.1"
 def publish_network() -> Network:
     """The lesson's network with container5's ``8080:80`` published (the chapter's objects after the lesson's)."""
     lesson = tutorial()
-    extra = port_objects([Publish("container5", (PUBLISHED,), IPv4Interface("10.201.0.5/24"), BRIDGE, "brid5")],
-                         have_forward_chain=False)
+    extra = port_objects([Publish("container5", (PUBLISHED,), IPv4Interface("10.201.0.5/24"), BRIDGE, "brid5")])
     return Network(lesson.name, [*lesson.objects, *extra], tag=lesson.tag, move_peers=lesson.move_peers,
                    source=LESSON_SOURCE)
 

@@ -320,3 +320,15 @@ def test_tutorial_publish_dry_run_prints_the_exact_rules(capsys):
     plain = (GOLDEN / "tutorial-dry-run.txt").read_text()
     head = plain.split("\nTake the network down:")[0]
     assert without_pictures(out).startswith(head)  # the lesson's part, word for word
+
+
+def test_the_shared_chains_come_from_the_objects_needing_them():
+    """The network puts each chain a published port needs before it (needed_chains), as for ForwardRule:
+    untagged (no ForwardRule), BRIDGENET-FORWARD comes once for the published flow; a 127.x publish needs
+    only BRIDGENET-DNAT and BRIDGENET-INPUT (it has no filter rule)."""
+    def chains(ports):
+        net = bridge_network("shop", [Container("web", "10.88.0.10", ports=ports)], bridge="br1",
+                             gateway="10.88.0.1/24", tag=False)
+        return [c.shell() for c in net.up_commands() if c.args[:1] in (("-N",), ("-t",)) and "-N" in c.args]
+    assert chains(["8080:80", "8081:80"]) == ["iptables -t nat -N BRIDGENET-DNAT", "iptables -N BRIDGENET-FORWARD"]
+    assert chains(["127.0.0.1:8081:80"]) == ["iptables -t nat -N BRIDGENET-DNAT", "iptables -N BRIDGENET-INPUT"]
