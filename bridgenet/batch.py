@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from .batchlines import ip_batch_line, iptables_restore_rule
 from .batchplan import DIRECTIONS, IPTABLES_RESTORE, NETNS_RUN_DIR, NSENTER_MIN, Invocation, plan
-from .commands import Command, quiet, shell_join
+from .commands import Command, heredoc_word, quiet, shell_join, with_heredoc
 from .errors import BatchError, CommandError
 from .jobs import JOBS
 from .runners import Runner
@@ -41,17 +41,6 @@ _FAILED = "@@bridgenet-batch-failed"
 # --- rendering as shell -----------------------------------------------------------------
 
 
-def _delimiter(text: str) -> str:
-    if "EOF" not in text:  # then no line is EOF, EOF1, ...
-        return "EOF"
-    lines = set(text.splitlines())
-    word, n = "EOF", 0
-    while word in lines:
-        n += 1
-        word = f"EOF{n}"
-    return word
-
-
 def _render_one(inv: Invocation, i: int, *, marks: bool, sudo: bool) -> str:
     out = f"echo '{_MARK} {i}' >&2\n" if marks else ""
     line = shell_join(("sudo", *inv.argv) if sudo else inv.argv) + quiet(inv.argv)
@@ -59,14 +48,13 @@ def _render_one(inv: Invocation, i: int, *, marks: bool, sudo: bool) -> str:
         line += " </dev/null"
     if marks and inv.job is not None:
         # in a job, set -e would end the job without saying which process failed
-        eof = _delimiter(inv.input) if inv.input is not None else ""
+        eof = heredoc_word(inv.input) if inv.input is not None else ""
         heredoc = f" <<'{eof}'" if inv.input is not None else ""
         line += f"{heredoc} || {{ rc=$?; echo \"{_FAILED} {i} $rc\" >&2; exit $rc; }}"
         return out + line + "\n" + (f"{inv.input}{eof}\n" if inv.input is not None else "")
     if inv.input is None:
         return out + line + "\n"
-    eof = _delimiter(inv.input)
-    return out + f"{line} <<'{eof}'\n{inv.input}{eof}\n"
+    return out + with_heredoc(line, inv.input) + "\n"
 
 
 def render_shell(invocations: Sequence[Invocation], *, marks: bool = False, start: int = 0,

@@ -424,10 +424,10 @@ def command_from_dict(d: dict) -> Command:
         cls = EFFECTS[e.pop("type")]
         for key in ("address",):
             if key in e and e[key] is not None:
-                e[key] = IPv4Interface(e[key]) if ":" not in e[key] else ip_interface(e[key])
+                e[key] = ip_interface(e[key])
         for key in ("via", "broadcast"):
             if key in e and e[key] is not None:
-                e[key] = IPv4Address(e[key]) if ":" not in e[key] else ip_address(e[key])
+                e[key] = ip_address(e[key])
         if "rule" in e:
             e["rule"] = tuple(e["rule"])
         effect = cls(**e)

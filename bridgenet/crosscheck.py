@@ -23,7 +23,7 @@ from .errors import ValidationError
 from .firewall import FilterChain, Isolation
 from .model import Address, Bridge, EtcNetns, ForwardRule, Names, Namespace, NatRule, Route, Sysctl, VethPair
 from .ordering import Inventory
-from .crosscheck6 import addresses6
+from .crosscheck6 import addresses6, where_named as _where_named
 from .ports import PORT_CLASSES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,11 +40,6 @@ def too_many_ports(bridge: str, n: int) -> str:
             f"ports 1-{rules.MAX_BRIDGE_PORTS} (BR_MAX_PORTS = {rules.BR_MAX_PORTS} in net/bridge/br_private.h, "
             "port 0 unused) and the next `ip link set ... master` fails with \"Exchange full\"; "
             "spread the containers over several bridges")
-
-
-def _where_named(o: object) -> str:
-    ns = getattr(o, "netns", None)
-    return f"{rules.describe(o)} in netns {ns}" if isinstance(o, VethPair) and ns else rules.describe(o)
 
 
 def _net_key(net: IPv4Network) -> tuple[int, int]:

@@ -22,7 +22,8 @@ ROOMLESS_GATEWAY6 = ("a bridge's IPv6 address has a prefix length of 1-126, so t
                      "gateway and at least one container besides the subnet-router anycast address")
 
 
-def _where(o: object) -> str:
+def where_named(o: object) -> str:
+    """``o`` described, with its namespace for a veth pair (for "already used by ..." messages)."""
     ns = getattr(o, "netns", None)
     return f"{rules.describe(o)} in netns {ns}" if isinstance(o, VethPair) and ns else rules.describe(o)
 
@@ -47,7 +48,7 @@ def addresses6(ch: Checker) -> None:
             if isinstance(port, VethPair) and isinstance(gw, Address) and gw.netns is None and gw.dev == port.master:
                 ch.fail(port, "address6", f"an address is not the gateway {a.ip} of bridge {port.master}", str(a))
             ch.fail(o, "address6" if isinstance(o, VethPair) else "address",
-                    f"address {a.ip} is already used by {_where(other)}", str(a))
+                    f"address {a.ip} is already used by {where_named(other)}", str(a))
         owners[int(a)] = o
         if isinstance(o, VethPair) and o.netns is None:  # a bare link's end in the host
             host.append((a, o.peer, o))

@@ -168,7 +168,9 @@ class _Walk:
                 p = self.check.forwarding(node, iif, pkt_src, self.addr)
                 if p:
                     return p
-                back, _ = route_get(self.runner, node, pkt_src)
+                back = None
+                if ns.rp_filter(iif):  # the route back matters (a process) only when rp_filter is on
+                    back, _ = route_get(self.runner, node, pkt_src)
                 p = self.check.rp_filter(node, iif, pkt_src, back)
                 if p:
                     return p

@@ -144,7 +144,7 @@ class Checker:
                                f"peer (ifindex {item.get('link_index')}) is down and in no namespace read here "
                                "(moved to another namespace?)", None, netns)
             self.hop(netns, f"link {ifname}", True, _addr_text(ns.interfaces(ifname)))
-            return self._mtu_bridge(netns, item)
+            return None
         peer_ns, peer = found
         pname = peer["ifname"]
         if not _up(peer) and not peer.get("master") and peer_ns is not None and self.expected_master(pname):
@@ -222,12 +222,6 @@ class Checker:
                            f"{br.get('mtu')}: frames larger than the smaller one are dropped",
                            ip_cmd(netns, f"link set dev {name} mtu {br.get('mtu')}"), netns)
         self.hop(netns, f"port {name} of {bridge}", True, f"{state or 'up'}, mtu {item.get('mtu')}")
-        return None
-
-    def _mtu_bridge(self, netns: str | None, item: dict) -> Problem | None:
-        if _kind(item) == "bridge" and not _up(item):
-            return Problem("bridge-down", f"the bridge {item['ifname']} in {where(netns)} is down",
-                           ip_cmd(netns, f"link set dev {item['ifname']} up"), netns)
         return None
 
     def bridge_port_of(self, netns: str | None, bridge: str, holder: str | None, ifname: str) -> Problem | None:

@@ -25,8 +25,8 @@ What is shown, and from which object:
 * MASQUERADE (:class:`NatRule`) in the host: an edge from the host to the
   upstream (what lies beyond the host's uplink); in a namespace: a note;
 * FORWARD accept rules and isolation (``firewall.py``): a note per bridge;
-* IPv6 addresses and published ports, when the model has them
-  (:func:`_addresses6`, :func:`_published`).
+* IPv6 addresses (``VethPair.address6``, IPv6 ``Address``) and published ports
+  (:func:`_published`).
 
 Deterministic: everything follows the network's own order
 (``Network.ordered``); nothing is sorted by hash or read from the host.
@@ -34,7 +34,6 @@ Deterministic: everything follows the network's own order
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 import attrs
 
@@ -144,30 +143,20 @@ class Picture:
         return next(b for b in self.boxes if b.key == key)
 
 
-# --- what the model may have once other work is merged (read by name, defensively) -------------------
-
-
-def _addresses6(obj: object) -> tuple[str, ...]:
-    """The IPv6 address(es) of a VethPair or Address (``address6``: one value, a sequence, or None)."""
-    value = getattr(obj, "address6", None)
-    if value is None:
-        return ()
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        return (str(value),)
-    return tuple(str(v) for v in value if v is not None)
+# --- published ports ---------------------------------------------------------------------------------------
 
 
 def _published(obj: object) -> str | None:
     """A published port (:class:`bridgenet.ports.PublishedPort`) as one line, e.g.
     ``tcp 0.0.0.0:8080 -> web 10.88.0.10:80``; None for any other object."""
-    if type(obj).__name__ != "PublishedPort":
+    from .ports import PublishedPort
+
+    if not isinstance(obj, PublishedPort):
         return None
-    m = obj.mapping  # type: ignore[attr-defined]
-    family = getattr(obj, "family", m.family)
-    any_address = "[::]" if family == 6 else "0.0.0.0"
-    host_ip = m.host_ip if m.host_ip is None or family == 4 else f"[{m.host_ip}]"
-    to_ip = obj.address if family == 4 else f"[{obj.address}]"  # type: ignore[attr-defined]
-    return f"{m.proto} {host_ip or any_address}:{m.host_port} -> {obj.container} {to_ip}:{m.container_port}"  # type: ignore[attr-defined]
+    m, six = obj.mapping, obj.family == 6
+    host_ip = ("[::]" if six else "0.0.0.0") if m.host_ip is None else (f"[{m.host_ip}]" if six else str(m.host_ip))
+    to_ip = f"[{obj.address}]" if six else str(obj.address)
+    return f"{m.proto} {host_ip}:{m.host_port} -> {obj.container} {to_ip}:{m.container_port}"
 
 
 # --- reading a network ------------------------------------------------------------------------------------
@@ -224,7 +213,8 @@ def picture(network: object) -> Picture:
             end = iface(o.netns, o.peer)
             if o.address is not None:
                 end["addresses"].append(str(o.address))
-            end["addresses"].extend(_addresses6(o))
+            if o.address6 is not None:
+                end["addresses"].append(str(o.address6))
             end["mtu"] = o.mtu
             if o.master is not None:
                 end.update(bridge=o.master, port=o.name)
@@ -235,8 +225,7 @@ def picture(network: object) -> Picture:
                 links.append(Link((box(o.name_netns), o.name), (box(o.netns), o.peer), o.mtu))
         elif isinstance(o, Address):
             f = iface(o.netns, o.dev)
-            f["addresses"].append(str(o.address))
-            f["addresses"].extend(_addresses6(o))
+            f["addresses"].append(str(o.address))  # either family
             if o.netns is None and o.dev in bridge_notes:
                 f["bridge"] = o.dev
         elif isinstance(o, Route):

@@ -40,7 +40,9 @@ import attrs
 
 from . import rules
 from .commands import Command, DirAbsent, DirPresent, FileAbsent, FilePresent, Step
+from .addressing import Address
 from .errors import ValidationError
+from .links import VethPair
 
 ETC_NETNS = "/etc/netns"
 """Where ip-netns(8) looks for a namespace's own /etc files (``ETC_NETNS/NAME/FILE``)."""
@@ -198,11 +200,10 @@ def _addresses(objects: Sequence[object]) -> dict[str, list]:
         ns = getattr(o, "netns", None)
         if ns is None:
             continue
-        kind = type(o).__name__
-        if kind == "VethPair":
-            found = [getattr(o, "address", None), getattr(o, "address6", None)]
-        elif kind == "Address":
-            found = [o.address]  # type: ignore[attr-defined]
+        if isinstance(o, VethPair):
+            found = [o.address, o.address6]
+        elif isinstance(o, Address):
+            found = [o.address]
         else:
             continue
         out.setdefault(ns, []).extend(a.ip for a in found if a is not None)

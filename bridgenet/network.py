@@ -8,6 +8,8 @@ renders the two command lists: ``up_commands()`` and ``down_commands()``.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable, Iterator, Sequence
 
 import attrs
@@ -203,7 +205,7 @@ class Network:
     def sysctls(self) -> list[Sysctl]:
         return self.of_type(Sysctl)
 
-    @property
+    @functools.cached_property
     def has_ipv6(self) -> bool:
         """Whether any object is IPv6 (an IPv6 address or route, an ip6tables rule or chain): then planning
         reads the IPv6 routes and ip6tables too; an IPv4-only network reads nothing more than before."""

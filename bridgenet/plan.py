@@ -35,7 +35,7 @@ from .effects import inverse, satisfied
 from .errors import VethFreeingConflict
 from .ledger import Entry, Ledger
 from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN, FilterChain, Isolation
-from .model import ForwardRule, NatRule
+from .model import EtcNetns, ForwardRule, NatRule
 from .network import Network
 from .runners import Runner
 from .state import LiveState, read
@@ -126,7 +126,7 @@ def wanted_reads(network: Network) -> dict:
         if hasattr(o, "reads"):
             by_family[getattr(o, "family", 4)] += o.reads()
     rules = by_family[4]
-    etc = any(type(o).__name__ == "EtcNetns" for o in network.objects)
+    etc = bool(network.of_type(EtcNetns))
     out = {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
     if network.has_ipv6:  # an IPv4-only network reads nothing more
         out.update(rules6=by_family[6], v6=True)

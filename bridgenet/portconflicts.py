@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv6Address, ip_interface
 
 from .errors import ConflictError
-from .ports import DNAT_CHAIN, PublishedPort, _tool
+from .commands import IPTABLES_TOOLS
+from .ports import DNAT_CHAIN, PublishedPort
 from .portsyntax import PortMapping
 
 def _binding_of_rule(rule: tuple[str, ...], family: int = 4) -> PortMapping | None:
@@ -73,7 +74,7 @@ def _check_family(ours: list[PublishedPort], tag: str | None, state: object, fam
             if o.mapping.overlaps(taken):
                 who = f"the bridgenet network {owner.split(':', 1)[1]}" if owner and owner.startswith(
                     "bridgenet:") else "a rule without bridgenet's tag"
-                tool = _tool(family)
+                tool = IPTABLES_TOOLS[family]
                 raise ConflictError(
                     f"published port {o.mapping.binding()}", f"{o.mapping.text} for {o.container}",
                     f"{tool} -t nat -A {DNAT_CHAIN} {' '.join(rule)} ({who})" if family == 6 else

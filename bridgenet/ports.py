@@ -63,10 +63,10 @@ from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, ip
 import attrs
 
 from . import portreach, rules
-from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step
+from .commands import ChainAbsent, ChainPresent, Command, LinkHairpin, RuleAbsent, RulePresent, Step, iptables
 from .errors import ValidationError
 from .firewall import FORWARD_CHAIN, CHAIN_STEP_PREFIX, FilterChain, _check_comment, _family_suffix
-from .portsyntax import LOOPBACK6_REFUSED, PROTOCOLS, SYNTAX_RULE, PortMapping, parse_port, parse_ports  # noqa: F401
+from .portsyntax import LOOPBACK6_REFUSED, PortMapping, parse_port, parse_ports  # noqa: F401  (re-exported)
 from .render import RenderContext
 from .sysctls import Sysctl
 
@@ -79,12 +79,9 @@ INPUT_CHAIN = "BRIDGENET-INPUT"
 _LOCAL_DST = ("-m", "addrtype", "--dst-type", "LOCAL")
 
 
-def _tool(family: int) -> str:
-    return "ip6tables" if family == 6 else "iptables"
-
-
 def _ipt(family: int, *args: str, step: str, effect: object) -> Command:
-    return Command(_tool(family), args, step=step, effect=effect)  # type: ignore[arg-type]
+    """``commands.iptables`` with the family first (``ip6tables`` for 6)."""
+    return iptables(*args, step=step, effect=effect, family=family)  # type: ignore[arg-type]
 
 
 def _match(proto: str, port: int) -> tuple[str, ...]:
@@ -484,4 +481,4 @@ PORT_CLASSES = (DnatChain, InputChain, PublishedPort, Hairpin, LocalnetGuard)
 
 # --- conflicts (portconflicts.py), importable from here as before ---------------------
 
-from .portconflicts import _binding_of_rule, check_port_conflicts  # noqa: E402,F401
+from .portconflicts import check_port_conflicts  # noqa: E402,F401

@@ -10,9 +10,17 @@ import json
 
 from . import names as _names
 from .runners import Runner
-from .state import _routes6_doc, _show_docs, _show_read, _sysctl_read, _sysctl_value, gather, read_netns
+from .state import _in_netns, _routes6_doc, _show_docs, _show_read, gather, read_netns
+from .sysctls import IPV6_FORWARDING
 
-IPV6_FORWARDING = "net.ipv6.conf.all.forwarding"
+_FORWARDING = ("sysctl", "-n", "net.ipv4.ip_forward", IPV6_FORWARDING)
+"""Both forwarding sysctls in one process (sysctl(8) prints one value per line, in order)."""
+
+
+def _forwarding(result: tuple[int, str]) -> tuple[str | None, str | None]:
+    """(ip_forward, IPv6 forwarding) of a :data:`_FORWARDING` read; None for a value not printed (no IPv6)."""
+    lines = [line.strip() for line in result[1].splitlines() if line.strip()]
+    return (lines[0] if lines else None), (lines[1] if len(lines) > 1 else None)
 
 
 _VOLATILE_LINK_KEYS = {
@@ -67,34 +75,30 @@ def snapshot(runner: Runner) -> dict:
     spaces = sorted(names - stale)
     n = len(spaces)
     reads = [_show_read(None, True), *(_show_read(s, True) for s in spaces),
-             *(_sysctl_read("net.ipv4.ip_forward", s) for s in spaces),
-             *(_sysctl_read(IPV6_FORWARDING, s) for s in spaces),
-             (("iptables-save",), None), _sysctl_read("net.ipv4.ip_forward", None),
-             (("ip6tables-save",), None), _sysctl_read(IPV6_FORWARDING, None), _names.READ]
+             *((_in_netns(_FORWARDING, s), None) for s in spaces),
+             (("iptables-save",), None), (("ip6tables-save",), None), (_FORWARDING, None), _names.READ]
     results = gather(runner, reads)
     files, dirs = _names.parse_tree(*results.pop())
-    forwarding = results[1 + n:1 + 2 * n]
-    forwarding6 = results[1 + 2 * n:1 + 3 * n]
+    forwarding = [_forwarding(r) for r in results[1 + n:1 + 2 * n]]
+    host_forward, host_forward6 = _forwarding(results[-1])
 
-    def one(text: str, forward: tuple[int, str] | None = None, forward6: tuple[int, str] | None = None) -> dict:
+    def one(text: str, forward: tuple[str | None, str | None] | None = None) -> dict:
         links, routes = _show_docs(text)
         routes6 = [r for r in _routes6_doc(text) if not str(r.get("dst", "")).startswith("fe80:")]
         out = {"links": _norm_links(links), "routes": sorted(json.dumps(x, sort_keys=True) for x in routes),
                "routes6": sorted(json.dumps(x, sort_keys=True) for x in routes6)}
         if forward is not None:
-            out["ip_forward"] = _sysctl_value(forward)
-            out["ipv6_forwarding"] = _sysctl_value(forward6) if forward6 is not None else None
+            out["ip_forward"], out["ipv6_forwarding"] = forward
         return out
 
     return {
         "host": one(results[0][1]),
-        "namespaces": {s: one(r[1], f, f6) for s, r, f, f6 in zip(spaces, results[1:1 + n], forwarding,
-                                                                    forwarding6)},
+        "namespaces": {s: one(r[1], f) for s, r, f in zip(spaces, results[1:1 + n], forwarding)},
         "netns": sorted(names),
         "stale_netns": sorted(stale),
-        "ip_forward": _sysctl_value(results[-3]),
-        "iptables": iptables_rules(results[-4][1]),
-        "ipv6_forwarding": _sysctl_value(results[-1]),
+        "ip_forward": host_forward,
+        "iptables": iptables_rules(results[-3][1]),
+        "ipv6_forwarding": host_forward6,
         "ip6tables": iptables_rules(results[-2][1]),
         "etc_netns": {**{d: "DIR" for d in sorted(dirs)}, **dict(sorted(files.items()))},
     }

@@ -74,12 +74,11 @@ def test_hosts_lists_every_container_by_name_and_name_dot_network():
 
 
 def test_ipv4_first_then_ipv6_one_line_per_address():
-    class VethPair:  # the IPv6 work adds address6 to VethPair; hosts_text reads it when there
-        def __init__(self, netns, address, address6=None):
-            self.netns, self.address, self.address6 = netns, address, address6
+    from bridgenet.model import VethPair
 
-    objs = [VethPair("web", None, IPv6Interface("fd00:30::10/64")), VethPair("web", IPv4Interface("10.30.0.10/24")),
-            VethPair("db", IPv4Interface("10.30.0.11/24"), IPv6Interface("fd00:30::11/64"))]
+    objs = [VethPair("v1", "e1", "web", address6=IPv6Interface("fd00:30::10/64")),
+            VethPair("v2", "e2", "web", address=IPv4Interface("10.30.0.10/24")),
+            VethPair("v3", "e1", "db", address=IPv4Interface("10.30.0.11/24"), address6=IPv6Interface("fd00:30::11/64"))]
     assert hosts_text("app", ["web", "db"], objs) == LOCALHOST + (
         "10.30.0.10\tweb web.app\nfd00:30::10\tweb web.app\n10.30.0.11\tdb db.app\nfd00:30::11\tdb db.app\n")
 

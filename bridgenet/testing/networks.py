@@ -85,7 +85,7 @@ class LiveNetwork:
 
     def _address(self, netns: str, version: int) -> str:
         v, peer = self._end(netns)
-        mine = v.address if version == 4 else getattr(v, "address6", None)
+        mine = v.address if version == 4 else v.address6
         if peer and mine is not None:
             return str(mine.ip)
         end = v.peer if peer else v.name
