@@ -20,8 +20,8 @@ from ipaddress import IPv4Address, ip_address
 
 import attrs
 
-from .diagnose_checks import Checker, Hop, Problem, first_line, in_ns, ip_cmd, where
-from .diagnose_firewall import Packet, blocking_hits
+from .diagnose_checks import Checker, Hop, Problem, last_line, in_ns, ip_cmd, where
+from .diagnose_firewall import Packet, blocking_hits, delete_command
 from .diagnose_probe import Probe, ping, socket_probe
 from .diagnose_state import View, live_netns, read_after, read_view, route_get
 from .errors import ValidationError
@@ -165,7 +165,7 @@ class _Walk:
                 self.check.hop(node, "destination", True, f"holds {self.addr}")
                 return self.arrived(node, pkt_src, nat_missing)
             if iif is not None:
-                p = self.check.forwarding(node, iif, pkt_src, self.addr)
+                p = self.check.forwarding(node, pkt_src, self.addr)
                 if p:
                     return p
                 back = None
@@ -401,7 +401,6 @@ def _after_probe(walk: _Walk, probe: Probe) -> Problem | None:
                                "the probe", None, ns)
             kind = "forward-rule" if hit.chain == "FORWARD" else "firewall-rule"
             label = f"`{hit.rule}`" if hit.rule else f"the {hit.chain} policy {hit.action}"
-            from .diagnose_firewall import delete_command
 
             return Problem(kind, f"{label} in {where(ns)} {hit.action.lower()}ed the probe (its counter rose)",
                            delete_command(hit.rule, netns=ns) if hit.rule else
@@ -418,7 +417,7 @@ def _after_probe(walk: _Walk, probe: Probe) -> Problem | None:
     if probe.refused:
         return Problem("port-closed", f"{probe.target} answered that nothing listens there ({probe.summary})",
                        None, None)
-    return Problem("no-reply", f"every check passed, but the probe got no reply ({first_line(probe.summary)})",
+    return Problem("no-reply", f"every check passed, but the probe got no reply ({last_line(probe.summary)})",
                    None, None)
 
 

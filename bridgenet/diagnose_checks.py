@@ -235,8 +235,8 @@ class Checker:
 
     # --- a router ------------------------------------------------------------
 
-    def forwarding(self, netns: str | None, iif: str, src: IPv4Address, dst: IPv4Address) -> Problem | None:
-        """A namespace that routes the packet on: ``ip_forward``, and ``rp_filter`` on its way in."""
+    def forwarding(self, netns: str | None, src: IPv4Address, dst: IPv4Address) -> Problem | None:
+        """A namespace that routes the packet on: ``ip_forward`` (``rp_filter``: :meth:`rp_filter`)."""
         ns = self.view.spaces[netns]
         if not ns.ip_forward:
             self.hop(netns, "ip_forward", False, "0")
@@ -329,5 +329,6 @@ def _addr_text(addrs: list) -> str:
     return ", ".join(str(a) for a in addrs) or "no IPv4 address"
 
 
-def first_line(text: str) -> str:
+def last_line(text: str) -> str:
+    """The last line of ``text`` (a command's final word on what happened), whitespace collapsed."""
     return re.sub(r"\s+", " ", text.strip().splitlines()[-1]) if text.strip() else ""

@@ -53,6 +53,9 @@ MAX_ROUTES = 4
 HOST = ""
 """The key of the host's box (no namespace has an empty name, so a namespace may be called ``host``)."""
 
+UPSTREAM = "upstream (beyond the host's uplink)"
+"""What the NAT arrow points to, in every format."""
+
 
 @attrs.frozen
 class Iface:

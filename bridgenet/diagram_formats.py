@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import re
 
-from .diagram import HOST, Box, Picture
+from .diagram import HOST, UPSTREAM, Box, Picture
 
-UPSTREAM = "upstream (beyond the host's uplink)"
 
 
 def _box_lines(box: Box) -> list[str]:

@@ -21,7 +21,7 @@ the same network gives the same text (it follows the network's order).
 
 from __future__ import annotations
 
-from .diagram import HOST, Box, Picture
+from .diagram import HOST, UPSTREAM, Box, Picture
 
 _ASCII = str.maketrans({"┌": "+", "┐": "+", "└": "+", "┘": "+", "─": "-", "│": "|", "├": "+", "┤": "+",
                         "┬": "+", "┴": "+", "┼": "+", "▲": "^"})
@@ -139,7 +139,7 @@ def render_text(pic: Picture, *, ascii: bool = False) -> str:  # noqa: A002
     # --- the upstream and NAT -----------------------------------------------------------------------
     arrow = left + 2
     if nat_top is not None:
-        canvas.put(arrow, nat_top, "upstream (beyond the host's uplink)")
+        canvas.put(arrow, nat_top, UPSTREAM)
         canvas.put(arrow, nat_top + 1, "▲")
         for j, line in enumerate(pic.nat):
             canvas.put(arrow, nat_top + 2 + j, f"│ {line}")

@@ -82,7 +82,7 @@ def warnings(network: Network, runner: Runner, results: Sequence[tuple[int, str]
     for _, text6 in six:
         line6 = next((ln.strip() for ln in text6.splitlines() if LEGACY_MARK6 in ln), None)
         if line6 is not None:
-            out.append(legacy_warning(line6).replace("iptables", "ip6tables"))
+            out.append(legacy_warning(line6, "ip6tables"))
     bridges = [b.name for b in network.bridges]
     lines = filter_text.splitlines() if code == 0 else []
     out += forward_warnings(network, [ln for ln in lines if not ln.startswith("#")], nf_call.strip() == "1")
@@ -185,12 +185,13 @@ def forward_warnings(network: Network, lines: list[str], br_netfilter: bool) -> 
     return out
 
 
-def legacy_warning(line: str) -> str:
-    """The warning for iptables-legacy tables next to iptables-nft ones (``line``: what iptables printed)."""
+def legacy_warning(line: str, tool: str = "iptables") -> str:
+    """The warning for ``tool``-legacy tables next to ``tool``-nft ones (``line``: what ``tool`` printed;
+    ``tool``: ``iptables`` or ``ip6tables``)."""
     return (
-        "both iptables-legacy and iptables-nft tables are in use on this host (`iptables` says "
+        f"both {tool}-legacy and {tool}-nft tables are in use on this host (`{tool}` says "
         f"\"{line.lstrip('# ')}\"): rules are split between two places. bridgenet reads and writes "
-        "the nf_tables ones only; a DROP in the legacy tables (`iptables-legacy -S`) still applies to "
+        f"the nf_tables ones only; a DROP in the legacy tables (`{tool}-legacy -S`) still applies to "
         "the network's traffic, unseen here."
     )
 

@@ -262,7 +262,7 @@ def run_tutorial(*, dry_run: bool = False, out: IO[str] | None = None, userns: b
         lesson_keys = {s.key for s in net.steps()}
         net = publish_network()
         first = next(s.key for s in net.steps() if s.key not in lesson_keys)
-        chapter = {"first": [], "key": first, "checks": list(CHAPTER_CHECKS)}  # type: ignore[dict-item]
+        chapter = {"key": first, "checks": list(CHAPTER_CHECKS)}  # type: ignore[dict-item]
     steps = net.steps()
     talk = Narrator(out)
     talk.say("bridgenet tutorial: the lesson, run for real in a throwaway sandbox.")

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 from .network import Network
 from .ports import Publish, port_objects
-from .tutorial import BRIDGE, LESSON_SOURCE, UP_ADDR, UPLINK_ADDR, Check, Probe, tutorial
+from .tutorial import BRIDGE, GATEWAY, LESSON_SOURCE, UP_ADDR, UPLINK_ADDR, Check, Probe, tutorial
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sandbox import Sandbox
 
 HOST_PORT, SERVER_PORT = 8080, 80
 PUBLISHED = f"{HOST_PORT}:{SERVER_PORT}"
-GATEWAY_ADDR = "10.201.0.1"
+GATEWAY_ADDR = str(IPv4Interface(GATEWAY).ip)
 
 
 def publish_network() -> Network:
