@@ -25,7 +25,7 @@ __all__ = [
     "Address", "Bridge", "ForwardRule", "BridgenetError", "Command", "CommandError", "ConflictError", "Container",
     "Namespace", "NamespaceBusyError", "NatRule", "Network", "NotInSandboxError", "PrivilegeError",
     "RolledBackError", "Route", "Sandbox", "SandboxError", "Step", "Sysctl", "ValidationError", "VethPair",
-    "bridge_network", "graph", "ip_forward", "tutorial",
+    "bridge_network", "graph", "ip_forward", "show", "tutorial",
 ]
 
 
@@ -36,6 +36,11 @@ def __getattr__(name: str) -> object:
 
         globals()["Sandbox"] = Sandbox
         return Sandbox
+    if name == "show":  # bridgenet.show(networks=None, runner=None) -> [NetworkStatus] (status.py)
+        from .status import show
+
+        globals()["show"] = show
+        return show
     if name == "graph":  # bridgenet.graph(network, format="text", ascii=False) -> str (diagram.py)
         from .diagram import graph
 
@@ -45,4 +50,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "Sandbox", "graph"})
+    return sorted({*globals(), "Sandbox", "graph", "show"})

@@ -60,7 +60,7 @@ def require_privileges(action: str) -> None:
                if not caps >> bit & 1]
     if missing:
         raise PrivilegeError(
-            f"bridgenet {action} {'reads' if action in ('plan', 'diagnose') else 'changes'} this host's network and needs "
+            f"bridgenet {action} {'reads' if action in ('plan', 'diagnose', 'show') else 'changes'} this host's network and needs "
             f"{' and '.join(missing)} "
             "(run it as root, e.g. with sudo). Nothing was run.\n"
             "To try the lesson without touching this machine: bridgenet tutorial (a throwaway sandbox)"
@@ -220,7 +220,8 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     """Draw the network from its model: a file, a network up on this host (its state file), or the lesson's."""
-    from .diagram import graph, network_named
+    from .diagram import graph
+    from .recorded import network_named
 
     if args.file and args.name:
         args.parser.error("give a network file (-f) or the NAME of a network that is up, not both")
@@ -229,6 +230,29 @@ def cmd_graph(args: argparse.Namespace) -> int:
     net = network_named(args.name) if args.name else _network(args)
     sys.stdout.write(graph(net, args.format, ascii=args.ascii))
     return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Each network's live state beside what up makes: exit 0 no drift, 2 drift, 1 an unknown NAME or bad file."""
+    import json
+
+    from .status import show
+
+    if args.file and args.names:
+        args.parser.error("give a network file (-f) or NAMEs of networks that are up, not both")
+    require_privileges("show")
+    try:
+        statuses = show([_network(args)] if args.file else (args.names or None))
+    except ValidationError as e:
+        print(f"bridgenet show: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(json.dumps([s.to_dict() for s in statuses], indent=2) + "\n")
+    elif not statuses:
+        print("bridgenet: no network is up on this host (no state file in /run/bridgenet)", file=sys.stderr)
+    else:
+        sys.stdout.write("\n".join(s.render() for s in statuses))
+    return 2 if any(s.drifted for s in statuses) else 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -349,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="text (default, box-drawing characters), dot (Graphviz: dot -Tsvg) or mermaid (a flowchart)")
     gr.add_argument("--ascii", action="store_true", help="with text: plain ASCII (+ - |) only")
     gr.set_defaults(func=cmd_graph, parser=gr)
+
+    sh = sub.add_parser("show", help="what each network is on this host now, beside what up makes; drift marked",
+                        description="For each network that is up on this host (a state file in /run/bridgenet), "
+                        "or those named, or the network of -f: its bridges and their ports, each namespace's links "
+                        "(state, carrier, MTU, addresses) and routes, the sysctls, iptables rules, published ports "
+                        "and /etc/netns files it sets, each beside what up makes; then the drift (missing, changed, "
+                        "extra) with the command that mends each. Reads only. Exit 0 no drift, 2 drift, 1 an "
+                        "unknown NAME or a bad file.")
+    sh.add_argument("names", nargs="*", metavar="NAME", help="networks that are up on this host (default: all)")
+    sh.add_argument("-f", "--file", metavar="NET.toml", help="a network file, whether up or not")
+    sh.add_argument("--json", action="store_true", help="print a JSON array, one object per network")
+    sh.set_defaults(func=cmd_show, parser=sh)
 
     dg = sub.add_parser("diagnose", help="why can't SRC reach DST? name the first broken hop and its fix, then probe",
                         description="Walk the path from SRC to DST as a person would (links, cables, bridge ports, "

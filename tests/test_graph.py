@@ -22,7 +22,8 @@ import pytest
 import bridgenet
 from bridgenet import Address, Bridge, Namespace, Network, Route, VethPair, config
 from bridgenet.cli import main
-from bridgenet.diagram import HOST, MAX_ROUTES, _published, network_named, picture
+from bridgenet.diagram import HOST, MAX_ROUTES, _published, picture
+from bridgenet.recorded import network_named
 from bridgenet.errors import ValidationError
 from helpers import check_golden
 
