@@ -191,8 +191,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from . import apply
 
     planned = apply.plan(net, ShRunner(), batch=args.batch)
-    for c in planned.commands:
-        print(c.shell())
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(planned.to_dict(), indent=2) + "\n")
+    else:
+        for c in planned.commands:
+            print(c.shell())
     for w in planned.warnings:
         print(f"bridgenet: warning: {w}", file=sys.stderr)
     print(f"bridgenet: {planned.summary()}", file=sys.stderr)
@@ -258,6 +263,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Name the first thing that breaks SRC -> DST, then probe: exit 0 reachable, 1 not, 2 usage."""
     from .diagnose import diagnose
+    from .diagnose_args import check_args, check_network
 
     if args.udp and args.port is None:
         args.parser.error("--udp needs --port N")
@@ -266,6 +272,13 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         from .config import load
 
         net = load(args.file)
+    try:  # usage errors before the privilege check: they need no root to be told
+        check_args(args.source, args.destination, args.port, args.udp)
+        if net is not None:
+            check_network(net, args.source, args.destination)
+    except ValidationError as e:
+        print(f"bridgenet diagnose: {e}", file=sys.stderr)
+        return 2
     require_privileges("diagnose")
     try:
         result = diagnose(args.source, args.destination, port=args.port, udp=args.udp, network=net)
@@ -353,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     accept_forward(plan)
     plan.add_argument("--detailed-exitcode", action="store_true",
                       help="exit 0 when nothing is to do, 2 when something is")
+    plan.add_argument("--json", action="store_true",
+                      help="print one JSON object (the network, summary, warnings, and each command's argv and "
+                           "step) instead of the command lines")
     plan.set_defaults(func=cmd_plan, parser=plan)
 
     clean = sub.add_parser("clean", help="undo everything bridgenet left on this host",

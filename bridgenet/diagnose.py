@@ -20,14 +20,13 @@ from ipaddress import IPv4Address, ip_address
 
 import attrs
 
+from .diagnose_args import HOST, check_args, check_network, usage_error
 from .diagnose_checks import Checker, Hop, Problem, last_line, in_ns, ip_cmd, where
 from .diagnose_firewall import Packet, blocking_hits, delete_command
 from .diagnose_probe import Probe, ping, socket_probe
 from .diagnose_state import View, live_netns, read_after, read_view, route_get
-from .errors import ValidationError
 from .runners import Runner
 
-HOST = "host"
 
 
 @attrs.frozen
@@ -88,46 +87,27 @@ class Diagnosis:
         return "\n".join(lines) + "\n"
 
 
-def _usage(field: str, rule: str, value: object) -> ValidationError:
-    return ValidationError("diagnose", field, rule, value)
-
-
-def _check_args(source: object, destination: object, port: object, udp: object) -> None:
-    for field, value in (("source", source), ("destination", destination)):
-        if not isinstance(value, str) or not value:
-            raise _usage(field, "a namespace name, 'host' or (destination only) an IPv4 address", value)
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
-        raise _usage("port", "a port number from 1 to 65535", port)
-    if not isinstance(udp, bool):
-        raise _usage("udp", "True or False", udp)
-    if udp and port is None:
-        raise _usage("udp", "a UDP probe needs a port (--port N)", udp)
-    if source == destination == HOST:
-        raise _usage("destination", "the source is the host already", destination)
-
-
 def _resolve(view: View, src: str | None, destination: str, names: list[str]) -> IPv4Address:
     try:
         addr = ip_address(destination)
     except ValueError:
         addr = None
     if addr is not None:
-        if not isinstance(addr, IPv4Address):
-            raise _usage("destination", "bridgenet networks are IPv4", destination)
+        assert isinstance(addr, IPv4Address)  # check_args refused the rest
         return addr
     if destination == HOST:
         host = [a for a in view.spaces[None].addresses() if not a.is_loopback]
         mine = [i.network for n in view.spaces[src].links for i in view.spaces[src].interfaces(n)]
         near = [a for a in host if any(a in net for net in mine)]
         if not (near or host):
-            raise _usage("destination", "the host has no IPv4 address", destination)
+            raise usage_error("destination", "the host has no IPv4 address", destination)
         return (near or host)[0]
     if destination not in names:
-        raise _usage("destination", f"neither 'host', an IPv4 address nor a network namespace here "
+        raise usage_error("destination", f"neither 'host', an IPv4 address nor a network namespace here "
                      f"(namespaces: {', '.join(names) or 'none'})", destination)
     addrs = [a for a in view.spaces[destination].addresses() if not a.is_loopback]
     if not addrs:
-        raise _usage("destination", "that namespace has no IPv4 address to reach", destination)
+        raise usage_error("destination", "that namespace has no IPv4 address to reach", destination)
     return addrs[0]
 
 
@@ -440,9 +420,13 @@ def diagnose(source: str, destination: str, *, port: int | None = None, udp: boo
         route lookup, one probe; ≈2 × ``wait`` s at most for the probe.
 
     Raises:
-        ValidationError: bad arguments, an unknown source namespace or destination (exit code 2 in the CLI).
+        ValidationError: bad arguments, an unknown source namespace or destination, a
+            destination that is IPv6 or not unicast, a namespace the ``network`` does not
+            have (exit code 2 in the CLI).
     """
-    _check_args(source, destination, port, udp)
+    check_args(source, destination, port, udp)
+    if network is not None:
+        check_network(network, source, destination)
     if runner is None:
         from .runners import ShRunner
 
@@ -450,7 +434,7 @@ def diagnose(source: str, destination: str, *, port: int | None = None, udp: boo
     names = live_netns(runner)
     src = None if source == HOST else source
     if src is not None and src not in names:
-        raise _usage("source", f"neither 'host' nor a network namespace here (namespaces: {', '.join(names) or 'none'})",
+        raise usage_error("source", f"neither 'host' nor a network namespace here (namespaces: {', '.join(names) or 'none'})",
                      source)
     # every named namespace is read (an address held by one is a safe target for the probe);
     # the network's model only names the fixes

@@ -100,6 +100,31 @@ class Plan:
     def empty(self) -> bool:
         return not self.removals and not self.orphans and not any(s.run for s in self.steps)
 
+    def to_dict(self) -> dict:
+        """One JSON-ready object: what ``bridgenet plan --json`` prints (README, "bridgenet plan --json").
+
+        Shape: ``{"network": NAME, "empty": bool, "summary": {"to_remove": int,
+        "to_run": int, "in_place": int}, "warnings": [str], "commands": [{"argv":
+        [str], "step": str, "netns": str | null, "input": str | null, "shell":
+        str, "removal": bool}]}``. ``commands`` are in the order ``up`` runs
+        them: the removals of what the network no longer has (``removal``:
+        true), then what is missing; ``argv`` is the full argv (``ip netns exec
+        NS ...`` inside a namespace), ``shell`` the line a dry-run prints.
+        """
+        def entry(c: Command, removal: bool) -> dict:
+            return {"argv": list(c.argv), "step": c.step, "netns": c.netns, "input": c.input,
+                    "shell": c.shell(), "removal": removal}
+
+        return {
+            "network": self.network.name,
+            "empty": self.empty,
+            "summary": {"to_remove": len(self.removals), "to_run": sum(len(s.run) for s in self.steps),
+                        "in_place": self.in_place},
+            "warnings": list(self.warnings),
+            "commands": [*(entry(c, True) for c in self.removals),
+                         *(entry(c, False) for s in self.steps for c in s.run)],
+        }
+
     def summary(self) -> str:
         """E.g. ``"3 to run, 20 already in place"`` (``"2 to remove, "`` first when there are orphans)."""
         runs = sum(len(s.run) for s in self.steps)

@@ -2,16 +2,19 @@
 
 import json
 from ipaddress import IPv4Address
+from pathlib import Path
 
 import pytest
 
 from bridgenet import ValidationError, cli
-from bridgenet.diagnose import Diagnosis, _check_args
+from bridgenet.diagnose import Diagnosis
+from bridgenet.diagnose_args import check_args
 from bridgenet.diagnose_checks import KINDS, Checker, Hop, Problem
 from bridgenet.diagnose_firewall import Packet, Table, blocking_hits, delete_command, verdict
 from bridgenet.diagnose_probe import Probe
 from bridgenet.diagnose_state import NsView, View
 
+EXAMPLES = Path(__file__).parent.parent / "examples"
 A, B = IPv4Address("10.61.0.2"), IPv4Address("198.51.100.1")
 
 
@@ -36,7 +39,7 @@ def test_usage_errors_exit_2(argv, capsys):
                                   ("a1", "a2", 80, "yes")])
 def test_api_refuses_bad_arguments(args):
     with pytest.raises(ValidationError):
-        _check_args(*args)
+        check_args(*args)
 
 
 def test_json_shape():
@@ -117,3 +120,34 @@ def test_stale_conntrack_entry_is_found():
     assert Checker(view).stale_conntrack(A, B, "udp", 53) is None
     assert Checker(View({None: NsView(None, {}, [], [], {})}, conntrack=ct.splitlines()[1])).stale_conntrack(
         A, B, "udp", 5353) is None  # NATed: not stale
+
+
+@pytest.mark.parametrize("dst,rule", [
+    ("2001:db8::1", "IPv4 paths only"), ("224.0.0.1", "a unicast address"), ("255.255.255.255", "a unicast address"),
+    ("0.0.0.0", "a unicast address"), ("127.0.0.1", "a unicast address"), ("127.9.9.9", "a unicast address"),
+])
+def test_a_destination_no_ipv4_path_leads_to_is_a_usage_error(dst, rule, capsys):
+    with pytest.raises(ValidationError) as e:
+        check_args("a1", dst, None, False)
+    assert e.value.field == "destination" and rule in str(e.value)
+    assert cli.main(["diagnose", "a1", dst]) == 2  # before the privilege check: no root needed to be told
+    err = capsys.readouterr().err
+    assert rule in err and dst in err
+
+
+def test_a_namespace_the_file_lacks_is_a_usage_error(capsys):
+    from bridgenet.config import load
+    from bridgenet.diagnose_args import check_network
+
+    net = load(EXAMPLES / "services.toml")
+    names = [n.name for n in net.namespaces]
+    check_network(net, names[0], "host")  # fine
+    check_network(net, "host", "198.51.100.1")  # an address needs no namespace of the file
+    with pytest.raises(ValidationError) as e:
+        check_network(net, "ghost", names[0])
+    assert e.value.field == "source" and "-f" in str(e.value) and names[0] in str(e.value)
+    with pytest.raises(ValidationError) as e:
+        check_network(net, names[0], "ghost")
+    assert e.value.field == "destination"
+    assert cli.main(["diagnose", "ghost", names[0], "-f", str(EXAMPLES / "services.toml")]) == 2
+    assert "ghost" in capsys.readouterr().err
