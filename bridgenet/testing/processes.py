@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -12,10 +14,17 @@ from pathlib import Path
 from ..errors import BridgenetError, CommandError
 from ..runners import Result
 from ..sandbox import Sandbox
+from .sockets import Socket, family, sockets
+
+STREAMS = ("stdout", "stderr", "both")
 
 
 class PortNotReady(BridgenetError, TimeoutError):
-    """A background process did not listen on its TCP port in time."""
+    """A background process did not listen on its TCP (or UDP) port in time."""
+
+
+class OutputNotSeen(BridgenetError, TimeoutError):
+    """A background process wrote no line matching a pattern in time."""
 
 
 class ProcessExitedError(BridgenetError):
@@ -168,13 +177,30 @@ class NetnsProcess:
 
         return f"  stdout:\n{last(self.stdout)}\n  stderr:\n{last(self.stderr)}"
 
-    def wait_for_port(self, port: int, *, address: str | None = None, timeout: float = 10.0,
+    def sockets(self, *, udp: bool = False) -> list[Socket]:
+        """The TCP (``udp``: UDP) sockets this process and its descendants hold now (read from ``/proc``)."""
+        return sockets(family(self.pid), "udp" if udp else "tcp")
+
+    def _exited(self, code: int, what: str) -> ProcessExitedError:
+        where = self.netns or "the sandbox host"
+        return ProcessExitedError(f"{shlex.join(self.argv)} in {where} exited with code {code} before "
+                                  f"{what}\n{self._tail()}")
+
+    def wait_for_port(self, port: int, *, address: str | None = None, udp: bool = False, timeout: float = 10.0,
                       interval: float = 0.05) -> NetnsProcess:
-        """Wait until a TCP socket listens on ``port`` in this process's namespace.
+        """Wait until **this** process (or one of its descendants) listens on ``port``.
+
+        A socket of another process on that port does not count: a second
+        server started on a port already taken fails (EADDRINUSE) and this
+        raises :class:`ProcessExitedError` instead of returning. The sockets
+        are read from ``/proc`` (proc(5): ``/proc/PID/fd`` for their inodes,
+        ``/proc/PID/net/tcp``, ``tcp6``, ``udp``, ``udp6`` for their ports and
+        states); no process is started.
 
         Args:
-            port: TCP port.
-            address: the address it must listen on (a wildcard listener counts); None: any.
+            port: TCP (or UDP) port, 1-65535.
+            address: the address it must listen on (a wildcard socket counts); None: any.
+            udp: wait for a bound UDP socket instead of a listening TCP one.
             timeout: seconds.
             interval: seconds between two looks.
 
@@ -182,23 +208,82 @@ class NetnsProcess:
             self, so that ``server = netns_process(...).wait_for_port(7000)`` reads naturally.
 
         Raises:
-            ProcessExitedError: the process ended first (the message shows its output).
-            PortNotReady: nothing listens after ``timeout`` seconds.
+            ValueError: ``port`` is not 1-65535, or ``address`` is not an IP address (before any look).
+            ProcessExitedError: the process ended first (the message shows its exit code and output).
+            PortNotReady: it does not listen after ``timeout`` seconds.
         """
+        port = int(port)
+        if not 1 <= port <= 65535:
+            raise ValueError(f"wait_for_port: port must be 1-65535, got {port}")
+        if address is not None:
+            ipaddress.ip_address(address)  # ValueError naming it
+        proto = "UDP" if udp else "TCP"
         deadline = time.monotonic() + timeout
-        where = self.netns or "the sandbox host"
+        denied: PermissionError | None = None
         while True:
             code = self.popen.poll()
             if code is not None:
-                raise ProcessExitedError(
-                    f"{shlex.join(self.argv)} in {where} exited with code {code} before listening on "
-                    f"TCP port {port}\n{self._tail()}")
-            if listening(self.sandbox, port, netns=self.netns, address=address):
-                return self
+                raise self._exited(code, f"listening on {proto} port {port}")
+            try:
+                if any(s.serves(port, address) for s in self.sockets(udp=udp)):
+                    return self
+            except PermissionError as e:
+                denied = e
             if time.monotonic() >= deadline:
+                why = f" (could not read its sockets: {denied})" if denied else ""
                 raise PortNotReady(
-                    f"nothing listens on TCP port {port}{f' at {address}' if address else ''} in {where} "
-                    f"after {timeout:g} s ({shlex.join(self.argv)} is running)\n{self._tail()}")
+                    f"nothing listens on {proto} port {port}{f' at {address}' if address else ''} in "
+                    f"{self.netns or 'the sandbox host'} from {shlex.join(self.argv)} (PID {self.pid}) or its "
+                    f"descendants after {timeout:g} s{why}; it is running\n{self._tail()}")
+            time.sleep(interval)
+
+    def _lines(self, stream: str, complete: bool) -> list[str]:
+        lines = []
+        for name in ("stdout", "stderr") if stream == "both" else (stream,):
+            text = getattr(self, name)
+            if not complete and not text.endswith("\n"):
+                text = text[:text.rfind("\n") + 1]  # a line still being written is not a line yet
+            lines += text.splitlines()
+        return lines
+
+    def wait_for_output(self, pattern: str | re.Pattern[str], *, timeout: float = 10.0, stream: str = "both",
+                        interval: float = 0.05) -> re.Match[str]:
+        """Wait for a line of its output matching the regular expression ``pattern`` (``re.search``).
+
+        Args:
+            pattern: a regular expression (text or compiled), searched in each complete line.
+            timeout: seconds.
+            stream: ``"stdout"``, ``"stderr"`` or ``"both"``.
+            interval: seconds between two looks.
+
+        Returns:
+            the :class:`re.Match` of the first matching line (``m.group(1)``: e.g. the port it chose).
+
+        Raises:
+            ValueError: ``stream`` is not one of the three, or ``pattern`` is not a valid expression.
+            ProcessExitedError: the process ended and no line matched.
+            OutputNotSeen: no line matched after ``timeout`` seconds (the message names the pattern and
+                shows the output's tail).
+        """
+        if stream not in STREAMS:
+            raise ValueError(f"wait_for_output: stream must be one of {', '.join(STREAMS)}, got {stream!r}")
+        try:
+            regex = re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"wait_for_output: pattern {pattern!r} is not a regular expression: {e}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.popen.poll()
+            for line in self._lines(stream, complete=code is not None):
+                m = regex.search(line)
+                if m:
+                    return m
+            if code is not None:
+                raise self._exited(code, f"writing a line matching {regex.pattern!r} on {stream}")
+            if time.monotonic() >= deadline:
+                raise OutputNotSeen(
+                    f"{shlex.join(self.argv)} in {self.netns or 'the sandbox host'} wrote no line matching "
+                    f"{regex.pattern!r} on {stream} in {timeout:g} s; it is running\n{self._tail()}")
             time.sleep(interval)
 
     def __repr__(self) -> str:
