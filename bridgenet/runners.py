@@ -20,7 +20,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, Protocol
 
 import attrs
 
@@ -28,8 +28,6 @@ from . import interrupts
 from .commands import Command, Step
 from .errors import CommandError, NotInSandboxError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .sandbox import Sandbox
 
 REQUIRE_SANDBOX_ENV = "BRIDGENET_REQUIRE_SANDBOX"
 """When this environment variable is set (to anything but ``""``/``"0"``), a
@@ -49,6 +47,14 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+class Isolated(Protocol):
+    """What :class:`ShRunner`'s guard needs of the sandbox it runs in (e.g. a
+    :class:`bridgenet.sandbox.Sandbox`): whether its namespaces are still
+    there and not this machine's own."""
+
+    def is_isolated(self) -> bool: ...
 
 
 class Runner(Protocol):
@@ -113,7 +119,7 @@ class ShRunner:
             runner is not bound to a live sandbox.
     """
 
-    def __init__(self, prefix: Sequence[str] = (), *, sandbox: Sandbox | None = None,
+    def __init__(self, prefix: Sequence[str] = (), *, sandbox: Isolated | None = None,
                  echo: Callable[[str], None] | None = None, fs_root: str = "/", session: bool = False) -> None:
         self.prefix = tuple(prefix)
         self.sandbox = sandbox

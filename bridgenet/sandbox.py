@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 from .errors import SandboxError
+from .holder import ETC_UPPER, _children, _netns_inode, _userns_hint, _which, holder_script  # noqa: F401
 from .runners import Result, ShRunner
 
 UPSTREAM_NETNS = "upstream"
@@ -47,8 +48,6 @@ UPSTREAM_ADDRESS6 = IPv6Interface("2001:db8::1/64")
 """The upstream's IPv6 address: RFC 3849 documentation prefix 2001:db8::/32, routed nowhere."""
 UPLINK_ADDRESS6 = IPv6Interface("2001:db8::2/64")
 """The sandbox host's IPv6 address on the uplink (what NAT66 rewrites sources to)."""
-
-from .holder import ETC_UPPER, _children, _netns_inode, _userns_hint, _which, holder_script  # noqa: F401
 
 
 def _upstream_script() -> str:
@@ -478,8 +477,6 @@ class Sandbox:
         except (ProcessLookupError, PermissionError):
             pass
         return proc.wait()
-
-    # --- upstream ------------------------------------------------------------
 
     @property
     def upstream_address(self) -> IPv4Address:

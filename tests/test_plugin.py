@@ -40,7 +40,7 @@ from bridgenet.apply import up
 from bridgenet.errors import SandboxError
 from bridgenet.faults import Faults, qdisc_stats, tbf_args, veth_ends
 from bridgenet.testing.processes import NetnsProcesses, NetnsRunner, PortNotReady, ProcessExitedError, listening
-from bridgenet.reach import assert_reachable, assert_unreachable
+from bridgenet.testing.reach import assert_reachable, assert_unreachable
 from bridgenet.runners import REQUIRE_SANDBOX_ENV
 from bridgenet.sandbox import Sandbox
 from bridgenet.tutorial import tutorial

@@ -15,11 +15,13 @@ import pytest
 
 import bridgenet
 from bridgenet import fixtures
-from bridgenet.testing import factories, janitor, networks, processes, settings
+from bridgenet.testing import factories, janitor, networks, processes, reach, settings
 
 SOURCE_ROOT = Path(bridgenet.__file__).resolve().parent.parent
+SHIMS = ("fixtures", "pytest_plugin", "reach")
+"""Modules of the core directory that are older names of bridgenet.testing's modules."""
 CORE = sorted(p.stem for p in (SOURCE_ROOT / "bridgenet").glob("*.py")
-              if p.stem not in ("fixtures", "pytest_plugin", "__main__"))
+              if p.stem not in SHIMS + ("__main__",))
 
 
 def test_the_core_imports_neither_pytest_nor_bridgenet_testing() -> None:
@@ -32,6 +34,24 @@ def test_the_core_imports_neither_pytest_nor_bridgenet_testing() -> None:
                        env={"PYTHONPATH": str(SOURCE_ROOT), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_runners_never_names_the_sandbox_module() -> None:
+    # sandbox.py imports runners.py; runners.py only knows what its guard needs (runners.Isolated).
+    import ast
+
+    tree = ast.parse((SOURCE_ROOT / "bridgenet" / "runners.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.lstrip(".").endswith("sandbox")}, imported
+
+
+def test_the_older_reach_module_offers_the_same_objects() -> None:
+    from bridgenet import reach as old
+
+    for name in old.__all__:
+        assert getattr(old, name) is getattr(reach, name), name
+    assert old._describe is reach._describe  # private names too, looked up lazily
 
 
 def test_no_file_of_the_package_is_long() -> None:

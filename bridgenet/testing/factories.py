@@ -40,7 +40,7 @@ import pytest
 
 from ..faults import Faults
 from ..network import Network
-from ..reach import Reach
+from .reach import Reach
 from ..sandbox import Sandbox
 from ..tutorial import tutorial
 from .janitor import SandboxPool, open_sandbox, outlives_test, release_sandbox
@@ -253,7 +253,7 @@ def faults(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> ob
 
 
 def reach(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
-    """Make a fixture giving a :class:`bridgenet.reach.Reach` for the sandbox fixture named ``sandbox``."""
+    """Make a fixture giving a :class:`bridgenet.testing.reach.Reach` for the sandbox fixture named ``sandbox``."""
     check_scope(scope, "factories.reach")
 
     def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Reach]:

@@ -32,7 +32,7 @@ import attrs
 import pytest
 
 from ..errors import BridgenetError, SandboxError
-from ..reach import netns_names
+from .reach import netns_names
 from ..runners import REQUIRE_SANDBOX_ENV
 from ..sandbox import Sandbox
 from .settings import config_settings, no_skip
