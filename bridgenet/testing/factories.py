@@ -43,17 +43,18 @@ from ..network import Network
 from .reach import Reach
 from ..sandbox import Sandbox
 from ..tutorial import tutorial
-from .janitor import SandboxPool, open_sandbox, outlives_test, release_sandbox
+from .janitor import SandboxPool, open_sandbox, outlives_test, registry, release_sandbox
 from .networks import LiveNetwork, NetworkFactory, fresh_plans, lesson
 from .processes import NetnsProcesses, NetnsRunner
 from .settings import SCOPES, check_scope, config_settings, settings_for
+from .shared import DEFAULT_MARK, DEFAULT_SANDBOX, Follower, default_is_plugins, followed_by, followers, narrower_sandbox
 
 POOL_FIXTURES = {s: f"_bridgenet_pool_{s}" for s in SCOPES if s != "function"}
 """Fixture names of the shared sandboxes behind a wider scope (defined by the plugin)."""
 
 
 def _make_fixture(name: str, scope: str, deps: Sequence[str], body: Callable[..., Iterator[object]],
-                  doc: str) -> object:
+                  doc: str, mark: object = None) -> object:
     """A pytest fixture of ``scope`` that depends on the fixtures named in ``deps``.
 
     The dependencies are declared in the fixture's signature (not fetched
@@ -68,7 +69,41 @@ def _make_fixture(name: str, scope: str, deps: Sequence[str], body: Callable[...
     fixture_function.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     fixture_function.__name__ = fixture_function.__qualname__ = name
     fixture_function.__doc__ = doc
+    if mark is not None:
+        setattr(fixture_function, DEFAULT_MARK, mark)
     return pytest.fixture(scope=scope)(fixture_function)
+
+
+def _on_sandbox(name: str, scope: str, sandbox: str, body: Callable[..., Iterator[object]], doc: str) -> object:
+    """A fixture of ``scope`` whose ``body(request, sandbox)`` runs on the sandbox fixture named ``sandbox``.
+
+    On the default sandbox (``bridgenet_sandbox``, per test) with a wider
+    ``scope``, the fixture takes the sandbox shared per ``scope`` instead,
+    and the tests using it follow it (:mod:`bridgenet.testing.shared`). A
+    ``bridgenet_sandbox`` the user defined is used as it is (an error naming
+    the fixture when it is narrower than ``scope``).
+    """
+    if sandbox != DEFAULT_SANDBOX or scope == "function":
+        return _make_fixture(name, scope, (sandbox,), body, doc)
+
+    def follow(request: pytest.FixtureRequest, pool: SandboxPool) -> Iterator[object]:
+        plugins, upstream, keep = default_is_plugins(request, sandbox)
+        if not plugins:
+            yield from body(request, narrower_sandbox(request, sandbox, scope)())
+            return
+        s = settings_for(request.node, scope=scope, upstream=upstream, keep=keep)
+        sb = pool.acquire(fixture=request.fixturename, upstream=s.upstream, keep=s.keep,
+                          nodeid=request.node.nodeid)
+        me = Follower(request.fixturename, scope, sb, s.upstream, s.keep)
+        followers(request.config).append(me)
+        try:
+            yield from body(request, sb)
+        finally:
+            followers(request.config).remove(me)
+            pool.done(sb)
+
+    return _make_fixture(name, scope, (POOL_FIXTURES[scope],), follow,
+                         doc + f" In the bridgenet sandbox shared per {scope}.")
 
 
 def sandbox_pool(scope: str) -> object:
@@ -109,6 +144,17 @@ def sandbox(*, scope: str | None = None, upstream: bool | None = None, keep: boo
            "(plus a user namespace when not root).")
     if scope is None:
         def dynamic(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+            followed = followed_by(request)
+            if followed is not None:  # the test uses a wider fixture made on this one: its sandbox
+                info = registry(request.config).get(followed.sandbox)
+                if info is not None:
+                    info.nodeid = request.node.nodeid
+                try:
+                    yield followed.sandbox
+                finally:
+                    if info is not None:
+                        info.nodeid = None
+                return
             s = settings_for(request.node, upstream=upstream, keep=keep)
             if s.scope == "function":
                 sb = open_sandbox(request.config, fixture=request.fixturename, scope="function",
@@ -128,7 +174,9 @@ def sandbox(*, scope: str | None = None, upstream: bool | None = None, keep: boo
 
         return _make_fixture("bridgenet_sandbox", "function", (), dynamic,
                              doc + " Lives per test unless @pytest.mark.bridgenet(scope=...) or "
-                             "--bridgenet-scope say otherwise.")
+                             "--bridgenet-scope say otherwise, or the test uses a fixture of a wider scope "
+                             "made on it (e.g. factories.network(..., scope='module')): then that one's.",
+                             mark=(upstream, keep))
 
     check_scope(scope, "factories.sandbox")
 
@@ -161,7 +209,7 @@ def network_factory(*, sandbox: str = "bridgenet_sandbox", scope: str = "functio
         if outlives_test(request.config, sb):
             factory.down_all()
 
-    return _make_fixture("bridgenet_network", scope, (sandbox,), body,
+    return _on_sandbox("bridgenet_network", scope, sandbox, body,
                          "Build bridgenet Networks in the test's sandbox: bridgenet_network(net), "
                          ".tutorial(), .bridge(name, containers, ...); returns a LiveNetwork.")
 
@@ -185,9 +233,36 @@ def network(make: Network | Callable[[], Network], *, sandbox: str = "bridgenet_
         if outlives_test(request.config, sb):
             factory.down_all()
 
-    what = (make.__doc__ or "").strip().splitlines()[0] if callable(make) and make.__doc__ else f"{make!r}"
-    return _make_fixture("bridgenet_live_network", scope, (sandbox,), body,
-                         f"Up in the sandbox, as a LiveNetwork: {what}")
+    return _on_sandbox("bridgenet_live_network", scope, sandbox, body,
+                       describe(make, sandbox=sandbox, scope=scope))
+
+
+def describe(make: Network | Callable[[], Network], *, sandbox: str, scope: str) -> str:
+    """What ``pytest --fixtures`` shows for ``network(make)``: the network's name and size, where, how long.
+
+    E.g. ``bridgenet network 'trio' (from trio()): 3 namespaces on bridge br-trio, in sandbox fixture
+    bridgenet_sandbox, scope module``, then the first line of ``make``'s docstring if it has one. A
+    callable is called once here to see its network; if that fails, its name is shown instead.
+    """
+    source = ""
+    net: Network | None = make if isinstance(make, Network) else None
+    if net is None:
+        source = f" (from {getattr(make, '__qualname__', None) or getattr(make, '__name__', repr(make))}())"
+        try:
+            built = (lesson if make is tutorial else make)()
+            net = built if isinstance(built, Network) else None
+        except Exception:  # noqa: BLE001 (the fixture will raise it where a test can see it)
+            net = None
+    if net is None:
+        text = f"bridgenet network{source}"
+    else:
+        spaces = len(net.namespaces)
+        bridges = ", ".join(b.name for b in net.bridges)
+        on = f" on bridge{'s' if len(net.bridges) > 1 else ''} {bridges}" if bridges else ""
+        text = f"bridgenet network {net.name!r}{source}: {spaces} namespace{'' if spaces == 1 else 's'}{on}"
+    text += f", in sandbox fixture {sandbox}, scope {scope}; up as a LiveNetwork."
+    doc = (getattr(make, "__doc__", None) or "").strip() if callable(make) else ""
+    return f"{text} {doc.splitlines()[0]}" if doc else text
 
 
 # --- running programs -------------------------------------------------------------------
@@ -200,7 +275,7 @@ def netns_run(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") ->
     def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[NetnsRunner]:
         yield NetnsRunner(sb)
 
-    return _make_fixture("netns_run", scope, (sandbox,), body,
+    return _on_sandbox("netns_run", scope, sandbox, body,
                          "Run a program to completion in a namespace of the sandbox: "
                          "netns_run(netns, argv, input=, timeout=, check=) -> Result(exit_code, stdout, stderr).")
 
@@ -220,7 +295,7 @@ def netns_process(*, sandbox: str = "bridgenet_sandbox", scope: str = "function"
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
 
-    return _make_fixture("netns_process", scope, (sandbox,), body,
+    return _on_sandbox("netns_process", scope, sandbox, body,
                          "Start a background program in a namespace of the sandbox: "
                          "netns_process(netns, argv) -> NetnsProcess (.wait_for_port(port), .stop()); "
                          "all are ended at teardown.")
@@ -259,6 +334,6 @@ def reach(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> obj
     def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Reach]:
         yield Reach(sb)
 
-    return _make_fixture("bridgenet_reach", scope, (sandbox,), body,
+    return _on_sandbox("bridgenet_reach", scope, sandbox, body,
                          "assert_reachable(a, b, port=None) / assert_unreachable(a, b) between namespaces "
                          "of the sandbox; a failure shows links, routes, neighbours and iptables counters.")

@@ -36,6 +36,7 @@ from .reach import netns_names
 from ..runners import REQUIRE_SANDBOX_ENV
 from ..sandbox import Sandbox
 from .settings import config_settings, no_skip
+from .shared import followers, warn_if_split
 
 KEPT_SECTION = "bridgenet: sandbox kept alive"
 """Title of the report section that says how to enter and end a kept sandbox."""
@@ -313,6 +314,7 @@ def open_sandbox(config: pytest.Config, *, fixture: str, scope: str, upstream: b
     """
     reg = registry(config)
     reg.reap()
+    warn_if_split(config, scope, fixture)
     spare = reg.take_spare(upstream=upstream) if scope == "function" and not keep else None
     sb = spare if spare is not None else Sandbox(upstream=upstream, keep=keep)
     try:
@@ -379,6 +381,8 @@ def keep_on_failure(item: pytest.Item, report: pytest.TestReport) -> None:
         if not info.keep or info.kept or not info.sandbox.alive:
             continue
         mine = info.fixture in item.fixturenames if info.static else info.nodeid == item.nodeid
+        mine = mine or any(f.sandbox is info.sandbox and f.name in item.fixturenames
+                           for f in followers(item.config))
         if mine:
             info.kept = True
             report.sections.append((KEPT_SECTION, kept_text(info.sandbox)))

@@ -30,7 +30,7 @@ from __future__ import annotations
 import pytest
 
 from ..tutorial import tutorial
-from . import factories, janitor, settings
+from . import factories, janitor, settings, shared
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +64,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", settings.MARKER_HELP)
     janitor.configure(config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:  # pytest-xdist's, on the controller
+    shared.configure_node(node)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
