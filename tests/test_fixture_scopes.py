@@ -6,6 +6,8 @@ Each test runs a small project through pytester, as a user would.
 from __future__ import annotations
 
 import os
+import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,26 @@ def test_sharing_under_xdist_warns_unless_tests_stay_together(pytester: pytest.P
         result.stdout.fnmatch_lines(["*Run with --dist loadscope*"])
     else:
         assert "shares a sandbox" not in text
+
+
+KEPT = TRIO + '''
+net = factories.network(trio, scope="module")
+
+
+def test_breaks(net):
+    assert False, "on purpose"
+'''
+
+
+@pytest.mark.real
+def test_a_failed_test_keeps_the_sandbox_of_the_wider_fixture_it_used(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_kept=KEPT)
+    result = pytester.runpytest_subprocess(*PLUGIN, "-p", "no:cacheprovider", "--bridgenet-keep", timeout=120)
+    result.assert_outcomes(failed=1)
+    pids = set(re.findall(r"kill -KILL (\d+)", result.stdout.str()))
+    try:
+        assert len(pids) == 1, result.stdout.str()
+        result.stdout.fnmatch_lines(["*- bridgenet: sandbox kept alive -*", "*its namespaces: n1, n2, n3*"])
+    finally:
+        for pid in pids:
+            os.kill(int(pid), signal.SIGKILL)  # what the report's `kill -KILL PID` does

@@ -12,8 +12,13 @@ does not). Its modules, one idea each:
   kept for inspection, closed and reaped;
 * :mod:`~bridgenet.testing.networks`: ``LiveNetwork``, ``NetworkFactory``,
   and the plans reused in brand-new sandboxes;
-* :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``.
+* :mod:`~bridgenet.testing.shared`: sandboxes shared beyond a test (wider
+  fixtures on the default sandbox, pytest-xdist's ``--dist``);
+* :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``;
+* :mod:`~bridgenet.testing.sockets`: the sockets a process holds, from ``/proc``;
+* :mod:`~bridgenet.testing.reach`: reachability assertions.
 
-``bridgenet.fixtures`` and ``bridgenet.pytest_plugin`` are the older names
-of the factories and of the plugin; they still work.
+``bridgenet.fixtures``, ``bridgenet.pytest_plugin`` and ``bridgenet.reach``
+are the older names of the factories, of the plugin and of the assertions;
+they still work.
 """

@@ -47,7 +47,15 @@ from .janitor import SandboxPool, open_sandbox, outlives_test, registry, release
 from .networks import LiveNetwork, NetworkFactory, fresh_plans, lesson
 from .processes import NetnsProcesses, NetnsRunner
 from .settings import SCOPES, check_scope, config_settings, settings_for
-from .shared import DEFAULT_MARK, DEFAULT_SANDBOX, Follower, default_is_plugins, followed_by, followers, narrower_sandbox
+from .shared import (
+    DEFAULT_MARK,
+    DEFAULT_SANDBOX,
+    Follower,
+    default_is_plugins,
+    followed_by,
+    followers,
+    narrower_sandbox,
+)
 
 POOL_FIXTURES = {s: f"_bridgenet_pool_{s}" for s in SCOPES if s != "function"}
 """Fixture names of the shared sandboxes behind a wider scope (defined by the plugin)."""
@@ -210,8 +218,8 @@ def network_factory(*, sandbox: str = "bridgenet_sandbox", scope: str = "functio
             factory.down_all()
 
     return _on_sandbox("bridgenet_network", scope, sandbox, body,
-                         "Build bridgenet Networks in the test's sandbox: bridgenet_network(net), "
-                         ".tutorial(), .bridge(name, containers, ...); returns a LiveNetwork.")
+                       "Build bridgenet Networks in the test's sandbox: bridgenet_network(net), "
+                       ".tutorial(), .bridge(name, containers, ...); returns a LiveNetwork.")
 
 
 def network(make: Network | Callable[[], Network], *, sandbox: str = "bridgenet_sandbox",
@@ -276,8 +284,8 @@ def netns_run(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") ->
         yield NetnsRunner(sb)
 
     return _on_sandbox("netns_run", scope, sandbox, body,
-                         "Run a program to completion in a namespace of the sandbox: "
-                         "netns_run(netns, argv, input=, timeout=, check=) -> Result(exit_code, stdout, stderr).")
+                       "Run a program to completion in a namespace of the sandbox: "
+                       "netns_run(netns, argv, input=, timeout=, check=) -> Result(exit_code, stdout, stderr).")
 
 
 def netns_process(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
@@ -296,9 +304,10 @@ def netns_process(*, sandbox: str = "bridgenet_sandbox", scope: str = "function"
                 shutil.rmtree(directory, ignore_errors=True)
 
     return _on_sandbox("netns_process", scope, sandbox, body,
-                         "Start a background program in a namespace of the sandbox: "
-                         "netns_process(netns, argv) -> NetnsProcess (.wait_for_port(port), .stop()); "
-                         "all are ended at teardown.")
+                       "Start a background program in a namespace of the sandbox: "
+                       "netns_process(netns, argv) -> NetnsProcess (.wait_for_port(port, udp=False), "
+                       ".wait_for_output(pattern), .stop()); "
+                       "all are ended at teardown.")
 
 
 # --- faults and reachability -------------------------------------------------------
@@ -335,5 +344,5 @@ def reach(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> obj
         yield Reach(sb)
 
     return _on_sandbox("bridgenet_reach", scope, sandbox, body,
-                         "assert_reachable(a, b, port=None) / assert_unreachable(a, b) between namespaces "
-                         "of the sandbox; a failure shows links, routes, neighbours and iptables counters.")
+                       "assert_reachable(a, b, port=None) / assert_unreachable(a, b) between namespaces "
+                       "of the sandbox; a failure shows links, routes, neighbours and iptables counters.")

@@ -13,7 +13,8 @@ marker or options say):
 * ``bridgenet_tutorial``: the lesson's network, up (a ``LiveNetwork``);
 * ``netns_run``: ``netns_run(netns, argv) -> Result(exit_code, stdout, stderr)``;
 * ``netns_process``: ``netns_process(netns, argv) -> NetnsProcess`` with
-  ``.wait_for_port(port)``; all are ended at teardown;
+  ``.wait_for_port(port, udp=False)`` (its own socket) and
+  ``.wait_for_output(pattern)``; all are ended at teardown;
 * ``bridgenet_faults``: ``partition(netns)``/``heal(netns)``, ``rate_limit(netns, rate=...)``;
 * ``bridgenet_reach``: ``assert_reachable(a, b)`` / ``assert_unreachable(a, b)``.
 
