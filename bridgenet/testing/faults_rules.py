@@ -321,3 +321,8 @@ def save_command(netns: str, version: int, *, counters: bool = False) -> FaultCo
 def restore_command(netns: str, version: int, text: str) -> FaultCommand:
     """``ip netns exec NETNS iptables-restore --noflush`` with ``text`` on its stdin."""
     return FaultCommand(netns, (FAMILIES[version][1], "--noflush"), text)
+
+
+def version_of(command: FaultCommand) -> int:
+    """4 or 6: the IP version whose table an ``iptables-restore``/``ip6tables-restore`` command changes."""
+    return 6 if command.argv[0].startswith("ip6") else 4

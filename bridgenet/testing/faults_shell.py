@@ -10,6 +10,7 @@ namespace was already deleted is then nothing to do, not an error.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
@@ -107,3 +108,11 @@ def run(sandbox: Sandbox, commands: Sequence[FaultCommand], *, merge_stderr: boo
 def read(sandbox: Sandbox, commands: Sequence[FaultCommand]) -> list[Outcome]:
     """:func:`run` for reads: standard error discarded, so the output is the program's alone."""
     return run(sandbox, commands, merge_stderr=False)
+
+
+def loads(text: str) -> list[dict]:
+    """The JSON list an ``ip -json``/``tc -json`` read printed; ``[]`` when it printed none."""
+    try:
+        return json.loads(text or "[]")
+    except ValueError:
+        return []
