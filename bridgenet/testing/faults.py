@@ -36,7 +36,7 @@ from ..errors import CommandError, FaultError, NetemUnavailableError, Validation
 from . import faults_rules as rules
 from . import faults_shell as shell
 from . import netem as nm
-from .faults_apply import heal_rules, make_rules
+from .faults_apply import count_rules, heal_rules, make_rules
 from .faults_links import (
     DIRECTIONS,
     VethEnds,
@@ -91,6 +91,7 @@ class Faults:
         self._down: dict[tuple[str | None, str], int | None] = {}
         self._limited: dict[tuple[str | None, str], int | None] = {}
         self._faults: dict[str, Fault] = {}
+        self._final: dict[str, int] = {}  # tag: packets its rules had dropped when they were removed
         self._on_unavailable = on_unavailable
 
     def __repr__(self) -> str:
@@ -161,7 +162,8 @@ class Faults:
             return [e.host for e in ends]
         if not isinstance(what, Fault):
             raise TypeError(f"heal() takes a Fault or a namespace name (got {what!r})")
-        failed = nm.heal_netem(self.sandbox, [what]) if what.kind == "netem" else heal_rules(self.sandbox, [what])
+        failed = (nm.heal_netem(self.sandbox, [what]) if what.kind == "netem"
+                  else heal_rules(self.sandbox, [what], self._final))
         self._faults.pop(what.id, None)
         if failed:
             raise FaultError(f"could not undo {what}: " + "; ".join(failed))
@@ -216,8 +218,13 @@ class Faults:
         text = f"loss {percent:g}% into {netns}" + (f" from {' '.join(chosen)}" if chosen else "")
         return self._rules("loss", {netns: Drop(chosen, p)}, text)
 
+    def _count(self, fault: Fault) -> int:
+        if fault.tag in self._final:
+            return self._final[fault.tag]
+        return count_rules(self.sandbox, fault)
+
     def _rules(self, kind: str, drops: dict[str, Drop], description: str) -> Fault:
-        fault = make_rules(self.sandbox, kind, drops, description)
+        fault = make_rules(self.sandbox, kind, drops, description, self._count)
         self._faults[fault.id] = fault
         return fault
 
@@ -342,7 +349,7 @@ class Faults:
             what could not be undone, one line each (empty when all is back).
         """
         faults = list(reversed(self._faults.values()))
-        failed = heal_rules(self.sandbox, [f for f in faults if f.kind != "netem"])
+        failed = heal_rules(self.sandbox, [f for f in faults if f.kind != "netem"], self._final)
         failed += nm.heal_netem(self.sandbox, [f for f in faults if f.kind == "netem"])
         self._faults.clear()
         failed += self._restore_links()

@@ -13,6 +13,7 @@ healing is a read and a run again. The rules themselves are made in
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..errors import FaultError, ValidationError
@@ -39,8 +40,10 @@ def check_present(obj: str, names: list[str], listing: Outcome, outs: list[Outco
             raise FaultError(f"{obj}: reading {n} failed (exit {o.rc})")
 
 
-def make_rules(sandbox: Sandbox, kind: str, drops: dict[str, Drop], description: str) -> Fault:
-    """Put in place what each namespace of ``drops`` drops; the :class:`Fault` that records it.
+def make_rules(sandbox: Sandbox, kind: str, drops: dict[str, Drop], description: str,
+               count: Callable[[Fault], int] | None = None) -> Fault:
+    """Put in place what each namespace of ``drops`` drops; the :class:`Fault` that records it
+    (``count`` reads its counters; default :func:`count_rules` in ``sandbox``).
 
     Raises:
         ValidationError: a namespace the sandbox does not have (nothing changed).
@@ -85,7 +88,8 @@ def make_rules(sandbox: Sandbox, kind: str, drops: dict[str, Drop], description:
         if mine:
             lines = [rules.delete_line(x.spec) for x in mine]
             undo.append(rules.restore_command(ns, v, "\n".join(["*filter", *lines, "COMMIT"]) + "\n"))
-    return Fault(kind, fid, tag, commands, undo, grudge, description, (), functools.partial(count_rules, sandbox))
+    return Fault(kind, fid, tag, commands, undo, grudge, description, (),
+                 count or functools.partial(count_rules, sandbox))
 
 
 def count_rules(sandbox: Sandbox, fault: Fault) -> int:
@@ -100,10 +104,11 @@ def _touched(fault: Fault) -> list[tuple[str, int]]:
     return list(dict.fromkeys(made)) or [(ns, v) for ns in fault.netns for v in (4, 6)]  # type: ignore[misc]
 
 
-def heal_rules(sandbox: Sandbox, faults: list[Fault]) -> list[str]:
+def heal_rules(sandbox: Sandbox, faults: list[Fault], final: dict[str, int] | None = None) -> list[str]:
     """Remove the rules of ``faults`` that live state still has (the chain with its last rule).
 
-    A namespace that is gone is skipped: its rules went with it.
+    A namespace that is gone is skipped: its rules went with it. ``final``,
+    when given, gets each fault's packet count as its rules go (tag: packets).
 
     Returns:
         what failed, one line each (empty when all is undone).
@@ -113,7 +118,7 @@ def heal_rules(sandbox: Sandbox, faults: list[Fault]) -> list[str]:
         for key in _touched(f):
             tags.setdefault(key, set()).add(f.tag)
     keys = list(tags)
-    outs = shell.read(sandbox, [rules.save_command(ns, v) for ns, v in keys])
+    outs = shell.read(sandbox, [rules.save_command(ns, v, counters=True) for ns, v in keys])
     failed: list[str] = []
     commands = []
     for (ns, v), o in zip(keys, outs):
@@ -122,7 +127,11 @@ def heal_rules(sandbox: Sandbox, faults: list[Fault]) -> list[str]:
         if o.rc:
             failed.append(f"{ns}: {rules.FAMILIES[v][0]} failed (exit {o.rc})")
             continue
-        text = rules.heal_script(rules.parse_saved(o.out), tags[(ns, v)])
+        saved = rules.parse_saved(o.out)
+        if final is not None:
+            for r in saved.tagged(tags[(ns, v)]):
+                final[r.comment] = final.get(r.comment, 0) + r.packets  # type: ignore[index]
+        text = rules.heal_script(saved, tags[(ns, v)])
         if text:
             commands.append(rules.restore_command(ns, v, text))
     for c, o in zip(commands, shell.run(sandbox, commands)):

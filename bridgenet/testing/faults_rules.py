@@ -95,7 +95,8 @@ class Fault:
     def dropped(self) -> int:
         """Packets its rules have dropped so far: the sum of their packet counters (``iptables-save -c``,
         ``ip6tables-save -c``; for netem the ``drops`` of its qdiscs, ``tc -s -json qdisc``).
-        Namespaces gone since count 0."""
+        Once healed, what they had dropped when they were removed (netem: 0); namespaces gone
+        since count 0."""
         if self._count is None:
             raise TypeError(f"fault {self.id} was not made by a Faults object: nothing to read counters with")
         return self._count(self)
