@@ -44,6 +44,8 @@ class FakeHost:
         if c.netns is None:
             if c.argv == ("ip", "-json", "netns", "list"):
                 return Outcome(0, json.dumps([{"name": n} for n in self.spaces]))
+            if c.argv == ("ip", "-json", "addr", "show"):
+                return Outcome(0, addr_json("10.77.0.1"))
             raise AssertionError(c)
         if c.netns not in self.spaces:
             return Outcome(1, "", False)
@@ -202,6 +204,23 @@ def test_the_chain_is_made_once_and_removed_with_its_last_rule() -> None:
                                       "-D INPUT -j BRIDGENET-FAULTS", "-X BRIDGENET-FAULTS", "COMMIT"]
     assert faults_rules.heal_script(saved, ["bridgenet-fault:9-9"]) is None
     assert faults_rules.heal_script(first, ["bridgenet-fault:1-1"]) is None
+
+
+def test_a_peer_masqueraded_on_the_bridge_is_dropped_by_its_frames_too() -> None:
+    peer = json.loads(addr_json("10.201.0.4"))
+    peer[1].update(link_type="ether", address="aa:bb:cc:00:00:04")
+    receiver = json.loads(addr_json("10.201.0.5", "fd00::5"))
+    host = json.loads(addr_json("10.201.0.1", "198.51.100.2", "fe80::1", "fd00::1"))
+    via = faults_rules.masquerade_sources(host, receiver)
+    assert [str(a) for a in via] == ["10.201.0.1", "fd00::1"]  # the host's addresses in the receiver's subnets
+    drop = faults_rules.Drop(("container4",))
+    addresses = {"container4": faults_rules.addresses_of(peer)}
+    macs = {"container4": faults_rules.macs_of(peer)}
+    assert faults_rules.rule_specs(drop, addresses, "T", 4, macs=macs, masquerade=via) == [
+        "-A BRIDGENET-FAULTS -s 10.201.0.4 -m comment --comment T -j DROP",
+        "-A BRIDGENET-FAULTS -s 10.201.0.1 -m mac --mac-source aa:bb:cc:00:00:04 -m comment --comment T -j DROP"]
+    assert faults_rules.rule_specs(drop, addresses, "T", 6, macs=macs, masquerade=via) == [
+        "-A BRIDGENET-FAULTS -s fd00::1 -m mac --mac-source aa:bb:cc:00:00:04 -m comment --comment T -j DROP"]
 
 
 def test_addresses_skip_host_scope_only() -> None:

@@ -18,11 +18,13 @@ from bridgenet.apply import down, up
 from bridgenet.errors import NetemUnavailableError
 from bridgenet.sandbox import Sandbox
 from bridgenet.testing.faults import CHAIN, Faults
+from bridgenet.tutorial import tutorial
 
 pytestmark = pytest.mark.real
 
 NODES = ("n1", "n2", "n3", "n4", "n5")
 ADDRESS = {n: f"10.77.0.{11 + i}" for i, n in enumerate(NODES)}
+ADDRESS.update({"container4": "10.201.0.4", "container5": "10.201.0.5"})  # the lesson's
 
 
 def five():
@@ -208,6 +210,21 @@ def test_netem_where_the_kernel_has_it(sandbox, faults) -> None:
     assert rtt >= 100  # a lower bound the delay guarantees
     faults.heal(n)
     assert "netem" not in sandbox.run(["tc", "qdisc", "show", "dev", "eth0"], netns="n1").stdout
+
+
+def test_drop_in_the_lesson_whose_nat_rewrites_bridged_traffic() -> None:
+    # the lesson's MASQUERADE (no "! -o br0") makes container5 see container4's packets as from
+    # 10.201.0.1; the rule on container4's frames (-m mac) still drops them, and the host gets through
+    with Sandbox() as sb:
+        up(tutorial(), sb.runner(), batch=True)
+        f = Faults(sb)
+        d = f.drop("container4", "container5")
+        assert udp(sb, "container4", "container5") == 0
+        assert udp(sb, "container5", "container4") == 20
+        assert sb.run(["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", "10.201.0.5"]).ok
+        assert d.dropped() >= 20
+        assert f.heal_all() == []
+        assert udp(sb, "container4", "container5") == 20
 
 
 def test_undo_after_the_network_is_gone_is_quiet() -> None:

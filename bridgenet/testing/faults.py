@@ -61,6 +61,7 @@ __all__ = [
     "veth_ends",
 ]
 
+
 class ActiveList(list):
     """What is in effect, one line each; ``faults.active`` and ``faults.active()`` both give it."""
 

@@ -54,12 +54,16 @@ def make_rules(sandbox: Sandbox, kind: str, drops: dict[str, Drop], description:
     tag = TAG_PREFIX + fid
     receivers = list(drops)
     names = list(dict.fromkeys([*receivers, *(p for d in drops.values() for p in d.peers or ())]))
-    reads = [NETNS_LIST, *(FaultCommand(n, ("ip", "-json", "addr", "show")) for n in names),
+    reads = [NETNS_LIST, FaultCommand(None, ("ip", "-json", "addr", "show")),
+             *(FaultCommand(n, ("ip", "-json", "addr", "show")) for n in names),
              *(rules.save_command(r, v) for r in receivers for v in (4, 6))]
     outs = shell.read(sandbox, reads)
-    check_present(f"faults.{kind}", names, outs[0], outs[1:1 + len(names)])
-    addresses = {n: rules.addresses_of(shell.loads(o.out)) for n, o in zip(names, outs[1:1 + len(names)])}
-    saved = dict(zip([(r, v) for r in receivers for v in (4, 6)], outs[1 + len(names):]))
+    check_present(f"faults.{kind}", names, outs[0], outs[2:2 + len(names)])
+    host = shell.loads(outs[1].out)
+    links = {n: shell.loads(o.out) for n, o in zip(names, outs[2:2 + len(names)])}
+    addresses = {n: rules.addresses_of(js) for n, js in links.items()}
+    macs = {n: rules.macs_of(js) for n, js in links.items()}
+    saved = dict(zip([(r, v) for r in receivers for v in (4, 6)], outs[2 + len(names):]))
     for (r, v), o in saved.items():
         if o.rc:
             raise FaultError(f"faults.{kind}: reading {rules.FAMILIES[v][0]} in {r} failed (exit {o.rc})")
@@ -67,7 +71,8 @@ def make_rules(sandbox: Sandbox, kind: str, drops: dict[str, Drop], description:
     commands = []
     for r, d in drops.items():
         for v in (4, 6):
-            specs = rules.rule_specs(d, addresses, tag, v)
+            specs = rules.rule_specs(d, addresses, tag, v, macs=macs,
+                                     masquerade=rules.masquerade_sources(host, links[r]))
             if specs:
                 commands.append(rules.restore_command(r, v, rules.apply_script(specs, saved[(r, v)].out)))
     if not commands:

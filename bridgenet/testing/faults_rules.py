@@ -23,10 +23,13 @@ chain and its jump go when their last rule goes. Each namespace's rules are
 put in place by one ``iptables-restore --noflush`` per family, all of a
 fault's in one shell (:mod:`~bridgenet.testing.faults_shell`).
 
-What it does not see: a source address rewritten on the way. In the lesson's
-own network (``lesson_form``) MASQUERADE also rewrites bridged traffic, so a
-container sees the others' packets as coming from the gateway: drop by
-address there needs a network without that (``bridge_network``'s default).
+A source rewritten on the way: in the lesson's own network (``lesson_form``)
+MASQUERADE also rewrites bridged traffic, so a container sees the others'
+packets as coming from the bridge's address. For each peer, one more rule
+matches that address together with the peer's MAC address (``-m mac
+--mac-source``): the peer's frames, whatever NAT did to their source. The
+host's own packets come in the bridge's frames and still pass. A peer
+masqueraded by a router (another link) is not told apart from the router.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import itertools
 import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 
 import attrs
 
@@ -196,14 +199,27 @@ class Drop:
 
 
 def rule_specs(drop: Drop, addresses: Mapping[str, Sequence[IPv4Address | IPv6Address]], tag: str,
-               version: int) -> list[str]:
-    """The ``-A BRIDGENET-FAULTS ...`` lines of one namespace's ``drop``, for IP ``version`` 4 or 6."""
+               version: int, *, macs: Mapping[str, Sequence[str]] | None = None,
+               masquerade: Sequence[IPv4Address | IPv6Address] = ()) -> list[str]:
+    """The ``-A BRIDGENET-FAULTS ...`` lines of one namespace's ``drop``, for IP ``version`` 4 or 6.
+
+    One rule per address of each peer; and, for a peer on the same link as
+    this namespace, one per sandbox-host address in ``masquerade`` (those in
+    this namespace's own subnets) matching also the peer's MAC address
+    (``-m mac --mac-source``, iptables-extensions(8)): a MASQUERADE that
+    rewrites bridged traffic (the lesson's) makes the peer's packets arrive
+    from the bridge's address, still in the peer's frames. The host's own
+    packets come in the bridge's frames: the host still gets through.
+    """
     stat = ["-m", "statistic", "--mode", "random", "--probability", drop.probability] if drop.probability else []
     tail = [*stat, "-m", "comment", "--comment", tag, "-j", "DROP"]
     if drop.peers is None:
         return [" ".join(["-A", CHAIN, "!", "-i", "lo", *tail])]
-    return [" ".join(["-A", CHAIN, "-s", str(a), *tail])
-            for p in drop.peers for a in addresses.get(p, ()) if a.version == version]
+    out = [" ".join(["-A", CHAIN, "-s", str(a), *tail])
+           for p in drop.peers for a in addresses.get(p, ()) if a.version == version]
+    out += [" ".join(["-A", CHAIN, "-s", str(h), "-m", "mac", "--mac-source", mac, *tail])
+            for p in drop.peers for mac in (macs or {}).get(p, ()) for h in masquerade if h.version == version]
+    return out
 
 
 def apply_script(specs: Sequence[str], saved: str) -> str:
@@ -307,6 +323,20 @@ def addresses_of(addr_json: Sequence[Mapping]) -> list[IPv4Address | IPv6Address
             if a.get("scope") != "host" and a.get("local"):
                 out.append(ip_address(a["local"]))
     return list(dict.fromkeys(out))
+
+
+def macs_of(addr_json: Sequence[Mapping]) -> list[str]:
+    """The MAC addresses of the Ethernet links in ``ip -json addr`` output (not ``lo``'s)."""
+    return list(dict.fromkeys(link["address"] for link in addr_json
+                              if link.get("link_type") == "ether" and link.get("address")))
+
+
+def masquerade_sources(host_json: Sequence[Mapping], addr_json: Sequence[Mapping]) -> list[IPv4Address | IPv6Address]:
+    """The sandbox host's global addresses inside a subnet of a namespace's own global addresses (both from
+    ``ip -json addr``): what a MASQUERADE on the shared bridge rewrites a peer's source to."""
+    nets = [ip_interface(f"{a['local']}/{a['prefixlen']}").network for link in addr_json
+            for a in link.get("addr_info", []) if a.get("scope") == "global" and "prefixlen" in a]
+    return [h for h in addresses_of(host_json) if not h.is_link_local and any(h in n for n in nets)]
 
 
 def counted(saved_texts: Iterable[str], tag: str) -> int:
