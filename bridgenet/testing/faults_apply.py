@@ -1,13 +1,14 @@
 """Putting a fault's iptables rules in place and taking them out again, from live state.
 
-A fault costs three shells of the sandbox host (:mod:`~bridgenet.testing.faults_shell`),
-however many namespaces it spans: one reads every namespace it involves
-(``ip -json netns list``, ``ip -json addr show`` of each, ``iptables-save``
-and ``ip6tables-save -t filter`` of each that drops), one runs an
+Making a fault costs two shells of the sandbox host
+(:mod:`~bridgenet.testing.faults_shell`), however many namespaces it spans:
+one reads every namespace it involves (``ip -json netns list``, ``ip -json
+addr show`` of the host and of each namespace, ``iptables-save`` and
+``ip6tables-save -t filter`` of each that drops), the other runs an
 ``iptables-restore --noflush`` per namespace and family and reads the result
-back (to record the exact rules, as iptables prints them, that undo it), and
-healing is a read and a run again. The rules themselves are made in
-:mod:`~bridgenet.testing.faults_rules`.
+back, to record the exact rules (as iptables prints them) that undo it.
+Healing is a read (with counters) and a run again. The rules themselves are
+made in :mod:`~bridgenet.testing.faults_rules`.
 """
 
 from __future__ import annotations
