@@ -37,6 +37,7 @@ class FakeHost:
         self.netem_ok = netem_ok
         self.qdisc = qdisc
         self.saved: dict[tuple[str, str], str] = {}
+        self.restore_fails = False
         self.ran: list[FaultCommand] = []
         self.reads: list[FaultCommand] = []
 
@@ -62,6 +63,8 @@ class FakeHost:
             return Outcome(0, json.dumps([q]))
         if a[:3] == ("tc", "qdisc", "add"):
             return Outcome(0, "") if self.netem_ok else Outcome(2, "Error: Specified qdisc kind is unknown.\n")
+        if a[0] in ("iptables-restore", "ip6tables-restore") and self.restore_fails:
+            return Outcome(1, "iptables-restore: line 2 failed: Bad rule\n")
         if a[0] in ("iptables-restore", "ip6tables-restore", "tc"):
             return Outcome(0, "")
         raise AssertionError(c)
@@ -239,6 +242,27 @@ def test_healing_removes_each_fault_from_live_state(host: FakeHost) -> None:
     assert [c.input for c in host.ran] == [
         f'*filter\n-D BRIDGENET-FAULTS -s 10.77.0.11/32 -m comment --comment "{d.tag}" -j DROP\n'
         "-D INPUT -j BRIDGENET-FAULTS\n-X BRIDGENET-FAULTS\nCOMMIT\n"]
+    assert f.active() == []
+
+
+def test_a_real_failure_to_undo_is_reported(host: FakeHost) -> None:
+    f = Faults(object())  # type: ignore[arg-type]
+    d = f.drop("n1", "n2")
+    host.saved[("n2", "iptables-save")] = (
+        "*filter\n:BRIDGENET-FAULTS - [0:0]\n-A INPUT -j BRIDGENET-FAULTS\n"
+        f'-A BRIDGENET-FAULTS -s 10.77.0.11/32 -m comment --comment "{d.tag}" -j DROP\nCOMMIT\n')
+    host.restore_fails = True
+    with pytest.raises(FaultError, match=r"(?s)could not undo drop n1 -> n2 .*failed \(exit 1\): iptables-restore: line 2"):
+        f.heal(d)
+    host.restore_fails = False
+    d2 = f.drop("n1", "n2")
+    host.saved[("n2", "iptables-save")] = host.saved[("n2", "iptables-save")].replace(d.tag, d2.tag)
+    host.restore_fails = True
+    (line,) = f.heal_all()
+    assert line.startswith("ip netns exec n2 iptables-restore --noflush <<'EOF'") and "Bad rule" in line
+    with pytest.raises(FaultError, match=r"(?s)faults.drop: ip netns exec n4 iptables-restore.*what it had "
+                                         r"changed is undone"):
+        f.drop("n3", "n4")
     assert f.active() == []
 
 
