@@ -18,7 +18,7 @@ from bridgenet import fixtures
 from bridgenet.testing import factories, janitor, networks, processes, reach, settings
 
 SOURCE_ROOT = Path(bridgenet.__file__).resolve().parent.parent
-SHIMS = ("fixtures", "pytest_plugin", "reach")
+SHIMS = ("fixtures", "pytest_plugin", "reach", "faults")
 """Modules of the core directory that are older names of bridgenet.testing's modules."""
 CORE = sorted(p.stem for p in (SOURCE_ROOT / "bridgenet").glob("*.py")
               if p.stem not in SHIMS + ("__main__",))

@@ -16,9 +16,13 @@ does not). Its modules, one idea each:
   fixtures on the default sandbox, pytest-xdist's ``--dist``);
 * :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``;
 * :mod:`~bridgenet.testing.sockets`: the sockets a process holds, from ``/proc``;
-* :mod:`~bridgenet.testing.reach`: reachability assertions.
+* :mod:`~bridgenet.testing.reach`: reachability assertions;
+* :mod:`~bridgenet.testing.faults`: ``Faults`` (the ``bridgenet_faults`` fixture), with
+  :mod:`~bridgenet.testing.faults_rules` (partitions, drops, loss as iptables rules),
+  :mod:`~bridgenet.testing.netem` (tc netem), :mod:`~bridgenet.testing.faults_links`
+  (links down, tc tbf) and :mod:`~bridgenet.testing.faults_shell` (one shell per fault).
 
-``bridgenet.fixtures``, ``bridgenet.pytest_plugin`` and ``bridgenet.reach``
-are the older names of the factories, of the plugin and of the assertions;
-they still work.
+``bridgenet.fixtures``, ``bridgenet.pytest_plugin``, ``bridgenet.reach`` and
+``bridgenet.faults`` are the older names of the factories, of the plugin, of the
+assertions and of the faults; they still work.
 """

@@ -15,7 +15,8 @@ marker or options say):
 * ``netns_process``: ``netns_process(netns, argv) -> NetnsProcess`` with
   ``.wait_for_port(port, udp=False)`` (its own socket) and
   ``.wait_for_output(pattern)``; all are ended at teardown;
-* ``bridgenet_faults``: ``partition(netns)``/``heal(netns)``, ``rate_limit(netns, rate=...)``;
+* ``bridgenet_faults``: ``partition(netns)`` or ``partition([..], [..])``, ``drop``, ``grudge``,
+  ``loss``, ``netem``/``delay``, ``heal``/``heal_all``, ``rate_limit(netns, rate=...)``;
 * ``bridgenet_reach``: ``assert_reachable(a, b)`` / ``assert_unreachable(a, b)``.
 
 Options: ``--bridgenet-scope``, ``--bridgenet-keep``, ``--bridgenet-no-skip``
