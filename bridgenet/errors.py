@@ -160,3 +160,36 @@ class BatchError(CommandError):
         super().__init__(argv, exit_code, stderr, stdout)
         self.lines = tuple(lines)
         self.commands = tuple(commands)
+
+
+class FaultError(BridgenetError):
+    """A fault (:mod:`bridgenet.testing.faults`) could not be put in place or undone.
+
+    Raised after what the failed attempt had changed is undone again.
+    """
+
+
+class NetemUnavailableError(FaultError):
+    """The kernel has no ``netem`` qdisc (``sch_netem`` module missing): delay, jitter,
+    reordering, duplication and corruption cannot be made.
+
+    Classified from live state, not from tc's message alone: after the failure
+    the link still exists with its default root qdisc, and even a bare ``tc
+    qdisc add dev LINK root netem`` (valid on every kernel that has netem,
+    tc-netem(8)) fails there.
+
+    Attributes:
+        netns: the namespace the fault was for.
+        link: the link tc was asked to put netem on.
+        stderr: what tc said.
+    """
+
+    def __init__(self, netns: str, link: str, stderr: str) -> None:
+        self.netns = netns
+        self.link = link
+        self.stderr = stderr
+        super().__init__(
+            f"tc netem is not available on this kernel: the sch_netem kernel module is missing "
+            f"(tc qdisc add dev {link} root netem, in {netns}, failed: {stderr.strip() or 'no message'}); "
+            "load it on the machine (modprobe sch_netem) or use a kernel built with CONFIG_NET_SCH_NETEM. "
+            "Packet loss without netem: faults.loss()")

@@ -19,7 +19,7 @@ from bridgenet.testing import factories, janitor, networks, processes, settings
 
 SOURCE_ROOT = Path(bridgenet.__file__).resolve().parent.parent
 CORE = sorted(p.stem for p in (SOURCE_ROOT / "bridgenet").glob("*.py")
-              if p.stem not in ("fixtures", "pytest_plugin", "__main__"))
+              if p.stem not in ("fixtures", "pytest_plugin", "faults", "__main__"))
 
 
 def test_the_core_imports_neither_pytest_nor_bridgenet_testing() -> None:

@@ -38,15 +38,15 @@ from pathlib import Path
 
 import pytest
 
-from ..faults import Faults
 from ..network import Network
 from ..reach import Reach
 from ..sandbox import Sandbox
 from ..tutorial import tutorial
+from .faults import Faults
 from .janitor import SandboxPool, open_sandbox, outlives_test, release_sandbox
 from .networks import LiveNetwork, NetworkFactory, fresh_plans, lesson
 from .processes import NetnsProcesses, NetnsRunner
-from .settings import SCOPES, check_scope, config_settings, settings_for
+from .settings import SCOPES, check_scope, config_settings, no_skip, settings_for
 
 POOL_FIXTURES = {s: f"_bridgenet_pool_{s}" for s in SCOPES if s != "function"}
 """Fixture names of the shared sandboxes behind a wider scope (defined by the plugin)."""
@@ -230,16 +230,23 @@ def netns_process(*, sandbox: str = "bridgenet_sandbox", scope: str = "function"
 
 
 def faults(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
-    """Make a fixture giving a :class:`bridgenet.faults.Faults` for the sandbox fixture named ``sandbox``.
+    """Make a fixture giving a :class:`bridgenet.testing.faults.Faults` for the sandbox fixture named ``sandbox``.
 
     Faults still in place are undone after the fixture's scope when the
     sandbox is shared beyond it (a per-test sandbox simply vanishes), and
-    left in place when the sandbox is kept for inspection.
+    left in place when the sandbox is kept for inspection. What vanished
+    meanwhile (a network taken down first) is skipped; only a real failure
+    to undo warns. A netem fault on a kernel without netem skips the test
+    with the reason, unless ``--bridgenet-no-skip``.
     """
     check_scope(scope, "factories.faults")
 
     def body(request: pytest.FixtureRequest, sb: Sandbox) -> Iterator[Faults]:
-        f = Faults(sb)
+        def unavailable(err: Exception) -> None:
+            if not no_skip(request.config):
+                pytest.skip(str(err))
+
+        f = Faults(sb, on_unavailable=unavailable)
         yield f
         if outlives_test(request.config, sb):
             left = f.restore()
@@ -248,8 +255,9 @@ def faults(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> ob
                                                    + "; ".join(left)), stacklevel=1)
 
     return _make_fixture("bridgenet_faults", scope, (sandbox,), body,
-                         "Inject faults in the sandbox: partition(netns)/heal(netns), link_down/link_up, "
-                         "rate_limit(netns, rate=, burst=, latency=) with tc tbf.")
+                         "Inject faults in the sandbox: partition(netns) or partition([..], [..]), drop(a, b), "
+                         "grudge({a: [b]}), loss(netns, percent, peers=), netem(netns, delay=, ...), "
+                         "delay(netns, d), heal(f), heal_all(); f.dropped() counts; rate_limit(netns, rate=).")
 
 
 def reach(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> object:
