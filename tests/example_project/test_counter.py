@@ -47,7 +47,7 @@ class Cluster:
         for node in self.nodes:
             peers = [CLUSTER[p] for p in self.nodes if p != node]
             self.netns_process(node, [sys.executable, COUNTER, "serve", node, CLUSTER[node], str(PORT), *peers])
-        self.wait_until("every node answers", lambda s: True)
+        self.answers()
         return self
 
     def client(self, *args, netns=None):
@@ -60,12 +60,16 @@ class Cluster:
         return int(self.client("inc", CLUSTER[node], PORT, "--times", times))
 
     def states(self):
-        """{node: {"id", "counts", "total", "rounds"} or None when it did not answer}."""
-        by_address = json.loads(self.client("state", PORT, *(CLUSTER[n] for n in self.nodes)))
+        """{node: {"id", "counts", "total", "rounds"} or None when it did not answer in 1 s}."""
+        by_address = json.loads(self.client("state", PORT, *(CLUSTER[n] for n in self.nodes), "--timeout", 1))
         return {n: by_address[CLUSTER[n]] for n in self.nodes}
 
+    def answers(self):
+        """The states of all nodes, once every one has answered (a busy machine may delay one)."""
+        return self.wait_until("every node answers", lambda s: True)
+
     def totals(self):
-        return {n: s["total"] for n, s in self.states().items()}
+        return {n: s["total"] for n, s in self.answers().items()}
 
     def wait_until(self, what, predicate, timeout=WAIT):
         """Poll the nodes until every one answers and ``predicate(states)`` holds; those states."""
@@ -81,7 +85,7 @@ class Cluster:
 
     def wait_rounds(self, rounds=5):
         """Wait until every node has gossiped ``rounds`` more times: what did not arrive by then is not coming."""
-        start = self.states()
+        start = self.answers()
         return self.wait_until(f"every node gossips {rounds} more times",
                                lambda s: all(s[n]["rounds"] >= start[n]["rounds"] + rounds for n in s))
 
@@ -136,7 +140,7 @@ def test_one_way_partition(counter, bridgenet_faults, form):
     counter.wait_until("n1 learns n2's increments; the others agree on them", lambda s: (
         s["n1"]["total"] == 3 and all(s[n]["total"] == 2 for n in others)))
     counter.wait_rounds(5)
-    states = counter.states()
+    states = counter.answers()
     assert states["n1"]["counts"]["n2"] == 2  # n1 still hears the others
     assert [states[n]["counts"].get("n1", 0) for n in others] == [0, 0, 0, 0]  # they never hear n1
     assert sum(c.dropped() for c in cuts) > 0
@@ -155,8 +159,10 @@ def test_lossy_link_loses_about_the_rate(cluster_network, netns_process, netns_r
     sent, answered, _ = out.split()
     lost = int(sent) - int(answered)
     assert 30 <= lost <= 90, f"{lost} of {sent} probes lost through a 30 % loss"  # 15 % .. 45 %
-    # each lost probe is one packet the fault dropped (a reply later than the client waits is rare)
-    assert abs(lossy.dropped() - lost) <= 2, (lossy.dropped(), lost)
+    # Each probe the fault dropped is lost; a probe may also be lost otherwise (its answer came
+    # after the client stopped waiting, on a busy machine), rarely.
+    dropped = lossy.dropped()
+    assert lost - 10 <= dropped <= lost, f"the fault dropped {dropped} packets, the client lost {lost} probes"
 
 
 def test_counter_converges_over_a_lossy_link(counter, bridgenet_faults):
