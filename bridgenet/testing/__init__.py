@@ -12,8 +12,12 @@ does not). Its modules, one idea each:
   kept for inspection, closed and reaped;
 * :mod:`~bridgenet.testing.networks`: ``LiveNetwork``, ``NetworkFactory``,
   and the plans reused in brand-new sandboxes;
-* :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``.
+* :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``;
+* :mod:`~bridgenet.testing.faults`: ``Faults`` (the ``bridgenet_faults`` fixture), with
+  :mod:`~bridgenet.testing.faults_rules` (partitions, drops, loss as iptables rules),
+  :mod:`~bridgenet.testing.netem` (tc netem), :mod:`~bridgenet.testing.faults_links`
+  (links down, tc tbf) and :mod:`~bridgenet.testing.faults_shell` (one shell per fault).
 
-``bridgenet.fixtures`` and ``bridgenet.pytest_plugin`` are the older names
-of the factories and of the plugin; they still work.
+``bridgenet.fixtures``, ``bridgenet.pytest_plugin`` and ``bridgenet.faults`` are the
+older names of the factories, of the plugin and of the faults; they still work.
 """

@@ -34,7 +34,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import CommandError, FaultError, NetemUnavailableError, ValidationError
 from . import faults_rules as rules
+from . import faults_shell as shell
 from . import netem as nm
+from .faults_apply import count_rules, heal_rules, make_rules
 from .faults_links import (
     DIRECTIONS,
     VethEnds,
@@ -48,7 +50,7 @@ from .faults_links import (
     veth_ends,
 )
 from .faults_rules import CHAIN, TAG_PREFIX, Drop, Fault
-from .faults_shell import FaultCommand, Outcome, read, run
+from .faults_shell import FaultCommand, loads
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sandbox import Sandbox
@@ -58,9 +60,6 @@ __all__ = [
     "add_rate_limit", "del_rate_limit", "link_down", "link_state", "link_up", "qdisc_stats", "tbf_args",
     "veth_ends",
 ]
-
-_NETNS_LIST = FaultCommand(None, ("ip", "-json", "netns", "list"))
-
 
 class ActiveList(list):
     """What is in effect, one line each; ``faults.active`` and ``faults.active()`` both give it."""
@@ -92,6 +91,7 @@ class Faults:
         self._down: dict[tuple[str | None, str], int | None] = {}
         self._limited: dict[tuple[str | None, str], int | None] = {}
         self._faults: dict[str, Fault] = {}
+        self._final: dict[str, int] = {}  # tag: packets its rules had dropped when they were removed
         self._on_unavailable = on_unavailable
 
     def __repr__(self) -> str:
@@ -162,7 +162,8 @@ class Faults:
             return [e.host for e in ends]
         if not isinstance(what, Fault):
             raise TypeError(f"heal() takes a Fault or a namespace name (got {what!r})")
-        failed = self._heal_netem([what]) if what.kind == "netem" else self._heal_rules([what])
+        failed = (nm.heal_netem(self.sandbox, [what]) if what.kind == "netem"
+                  else heal_rules(self.sandbox, [what], self._final))
         self._faults.pop(what.id, None)
         if failed:
             raise FaultError(f"could not undo {what}: " + "; ".join(failed))
@@ -217,87 +218,15 @@ class Faults:
         text = f"loss {percent:g}% into {netns}" + (f" from {' '.join(chosen)}" if chosen else "")
         return self._rules("loss", {netns: Drop(chosen, p)}, text)
 
+    def _count(self, fault: Fault) -> int:
+        if fault.tag in self._final:
+            return self._final[fault.tag]
+        return count_rules(self.sandbox, fault)
+
     def _rules(self, kind: str, drops: dict[str, Drop], description: str) -> Fault:
-        fid = rules.new_id()
-        tag = TAG_PREFIX + fid
-        receivers = list(drops)
-        names = list(dict.fromkeys([*receivers, *(p for d in drops.values() for p in d.peers or ())]))
-        reads = [_NETNS_LIST, *(FaultCommand(n, ("ip", "-json", "addr", "show")) for n in names),
-                 *(rules.save_command(r, v) for r in receivers for v in (4, 6))]
-        outs = read(self.sandbox, reads)
-        self._check_present(f"faults.{kind}", names, outs[0], outs[1:1 + len(names)])
-        addresses = {n: rules.addresses_of(nm.loads(o.out)) for n, o in zip(names, outs[1:1 + len(names)])}
-        saved = dict(zip([(r, v) for r in receivers for v in (4, 6)], outs[1 + len(names):]))
-        for (r, v), o in saved.items():
-            if o.rc:
-                raise FaultError(f"faults.{kind}: reading {rules.FAMILIES[v][0]} in {r} failed (exit {o.rc})")
-
-        commands = []
-        for r, d in drops.items():
-            for v in (4, 6):
-                specs = rules.rule_specs(d, addresses, tag, v)
-                if specs:
-                    commands.append(rules.restore_command(r, v, rules.apply_script(specs, saved[(r, v)].out)))
-        if not commands:
-            peers = sorted({p for d in drops.values() for p in d.peers or ()})
-            raise FaultError(f"faults.{kind}: nothing to drop: {', '.join(peers)} have no address")
-        changed = sorted({(c.netns, 4 if c.argv[0] == "iptables-restore" else 6) for c in commands})
-        outs = run(self.sandbox, [*commands, *(rules.save_command(ns, v) for ns, v in changed)])
-        bad = [(c, o) for c, o in zip(commands, outs) if not o.ok]
-        if bad:
-            probe = Fault(kind, fid, tag, commands, (), tuple((r, ()) for r in receivers), description)
-            self._heal_rules([probe])
-            c, o = bad[0]
-            raise FaultError(f"faults.{kind}: {c.shell()}\nfailed (exit {o.rc}): {o.out.strip()}\n"
-                             "(what it had changed is undone)")
-        undo = []
-        for (ns, v), o in zip(changed, outs[len(commands):]):
-            mine = rules.parse_saved(o.out).tagged([tag])
-            if mine:
-                lines = [rules.delete_line(x.spec) for x in mine]
-                undo.append(rules.restore_command(ns, v, "\n".join(["*filter", *lines, "COMMIT"]) + "\n"))
-        grudge = tuple((r, d.peers or ()) for r, d in drops.items())
-        fault = Fault(kind, fid, tag, commands, undo, grudge, description, (), self._count_rules)
-        self._faults[fid] = fault
+        fault = make_rules(self.sandbox, kind, drops, description, self._count)
+        self._faults[fault.id] = fault
         return fault
-
-    def _check_present(self, obj: str, names: list[str], listing: Outcome, outs: list[Outcome]) -> None:
-        for n, o in zip(names, outs):
-            if not o.present:
-                have = sorted(x["name"] for x in nm.loads(listing.out))
-                raise ValidationError(obj, "netns", f"no network namespace {n!r} in the sandbox "
-                                      f"(it has: {', '.join(have) or 'none'})")
-            if o.rc:
-                raise FaultError(f"{obj}: reading {n} failed (exit {o.rc})")
-
-    def _count_rules(self, fault: Fault) -> int:
-        outs = read(self.sandbox, [rules.save_command(ns, v, counters=True) for ns in fault.netns for v in (4, 6)])
-        return rules.counted((o.out for o in outs if o.ok), fault.tag)
-
-    def _heal_rules(self, faults: list[Fault]) -> list[str]:
-        """Remove the rules of ``faults`` from live state in their namespaces; what failed, one line each."""
-        tags: dict[tuple[str, int], set[str]] = {}
-        for f in faults:
-            touched = [(c.netns, v) for c in f.commands for v in (4, 6) if c.argv[0] == rules.FAMILIES[v][1]]
-            for key in touched or [(ns, v) for ns in f.netns for v in (4, 6)]:
-                tags.setdefault(key, set()).add(f.tag)  # type: ignore[arg-type]
-        keys = list(tags)
-        outs = read(self.sandbox, [rules.save_command(ns, v) for ns, v in keys])
-        failed: list[str] = []
-        commands = []
-        for (ns, v), o in zip(keys, outs):
-            if not o.present:
-                continue  # the namespace is gone, and its rules with it
-            if o.rc:
-                failed.append(f"{ns}: {rules.FAMILIES[v][0]} failed (exit {o.rc})")
-                continue
-            text = rules.heal_script(rules.parse_saved(o.out), tags[(ns, v)])
-            if text:
-                commands.append(rules.restore_command(ns, v, text))
-        for c, o in zip(commands, run(self.sandbox, commands)):
-            if o.present and o.rc:
-                failed.append(f"{c.shell()}\nfailed (exit {o.rc}): {o.out.strip()}")
-        return failed
 
     # --- netem ---
 
@@ -317,79 +246,13 @@ class Faults:
         """
         args = nm.netem_args(delay=delay, jitter=jitter, reorder=reorder, duplicate=duplicate,
                              corrupt=corrupt, loss=loss)
-        rules.check_name("faults.netem", "netns", netns)
-        outs = read(self.sandbox, [_NETNS_LIST, nm.links_command(netns), nm.qdiscs_command(netns)])
-        self._check_present("faults.netem", [netns], outs[0], outs[1:2])
-        links = nm.own_links(nm.loads(outs[1].out))
-        roots = nm.root_qdiscs(nm.loads(outs[2].out))
-        if not links:
-            raise FaultError(f"faults.netem: {netns} has no link but lo: nothing to put netem on")
-        for link in links:
-            if not nm.is_default(roots.get(link)):
-                q = roots[link]
-                raise FaultError(f"faults.netem: {link} in {netns} already has the root qdisc {q.get('kind')} "
-                                 f"(handle {q.get('handle')}): netem would replace it; remove it first "
-                                 "(e.g. clear_rate_limit)")
-        commands = [nm.add_command(netns, link, args) for link in links]
-        outs = run(self.sandbox, commands)
-        bad = [(c, o) for c, o in zip(commands, outs) if not o.ok]
-        if bad:
-            self._netem_failed(netns, links, bad[0][0].argv[4], bad[0][1])
-        fid = rules.new_id()
-        fault = Fault("netem", fid, TAG_PREFIX + fid, commands, [nm.del_command(netns, link) for link in links],
-                      ((netns, ()),), f"netem {args.describe()} on {netns}",
-                      tuple((netns, link, i) for link, i in links.items()), self._count_netem)
-        self._faults[fid] = fault
+        fault = nm.make_netem(self.sandbox, netns, args, self._on_unavailable)
+        self._faults[fault.id] = fault
         return fault
-
-    def _netem_failed(self, netns: str, links: dict[str, int], link: str, out: Outcome) -> None:
-        """Undo the netem qdiscs that were made, classify the failure from live state, raise."""
-        state = read(self.sandbox, [nm.links_command(netns), nm.qdiscs_command(netns)])
-        now_links = nm.own_links(nm.loads(state[0].out))
-        roots = nm.root_qdiscs(nm.loads(state[1].out))
-        run(self.sandbox, [nm.del_command(netns, x) for x in links
-                           if roots.get(x, {}).get("kind") == "netem" and not nm.is_default(roots.get(x))])
-        if now_links.get(link) == links[link] and nm.is_default(roots.get(link)):
-            add, remove = run(self.sandbox, nm.probe_commands(netns, link))
-            if add.present and not add.ok:
-                err = NetemUnavailableError(netns, link, out.out)
-                if self._on_unavailable is not None:
-                    self._on_unavailable(err)
-                raise err
-        raise FaultError(f"faults.netem: tc qdisc add dev {link} root netem ... in {netns} failed "
-                         f"(exit {out.rc}): {out.out.strip()} (what it had changed is undone)")
 
     def delay(self, netns: str, delay: str | float, jitter: str | float | None = None) -> Fault:
         """``netem(netns, delay=delay, jitter=jitter)``: every packet ``netns`` sends waits ``delay``."""
         return self.netem(netns, delay=delay, jitter=jitter)
-
-    def _netem_state(self, fault: Fault, *, stats: bool = False) -> dict[str, tuple[dict[str, int], dict]]:
-        spaces = sorted({ns for ns, _, _ in fault.links})
-        outs = read(self.sandbox, [c for ns in spaces for c in (nm.links_command(ns),
-                                                                 nm.qdiscs_command(ns, stats=stats))])
-        state = {}
-        for i, ns in enumerate(spaces):
-            lk, qd = outs[2 * i], outs[2 * i + 1]
-            if lk.ok and qd.ok:
-                state[ns] = (nm.own_links(nm.loads(lk.out)), nm.root_qdiscs(nm.loads(qd.out)))
-        return state
-
-    def _mine(self, fault: Fault, state: dict[str, tuple[dict[str, int], dict]]) -> Iterator[tuple[str, str, dict]]:
-        """The netem qdiscs of ``fault`` still in place: (netns, link, qdisc)."""
-        for ns, link, index in fault.links:
-            if ns in state:
-                links, roots = state[ns]
-                q = roots.get(link)
-                if links.get(link) == index and q and q.get("kind") == "netem" and not nm.is_default(q):
-                    yield ns, link, q
-
-    def _count_netem(self, fault: Fault) -> int:
-        return sum(int(q.get("drops", 0)) for _, _, q in self._mine(fault, self._netem_state(fault, stats=True)))
-
-    def _heal_netem(self, faults: list[Fault]) -> list[str]:
-        commands = [nm.del_command(ns, link) for f in faults for ns, link, _ in self._mine(f, self._netem_state(f))]
-        return [f"{c.shell()}\nfailed (exit {o.rc}): {o.out.strip()}"
-                for c, o in zip(commands, run(self.sandbox, commands)) if o.present and o.rc]
 
     # --- rate limits ---
 
@@ -486,8 +349,8 @@ class Faults:
             what could not be undone, one line each (empty when all is back).
         """
         faults = list(reversed(self._faults.values()))
-        failed = self._heal_rules([f for f in faults if f.kind != "netem"])
-        failed += self._heal_netem([f for f in faults if f.kind == "netem"])
+        failed = heal_rules(self.sandbox, [f for f in faults if f.kind != "netem"], self._final)
+        failed += nm.heal_netem(self.sandbox, [f for f in faults if f.kind == "netem"])
         self._faults.clear()
         failed += self._restore_links()
         return failed
@@ -496,11 +359,11 @@ class Faults:
 
     def _restore_links(self) -> list[str]:
         spaces = list(dict.fromkeys(ns for ns, _ in [*self._limited, *self._down]))
-        outs = read(self.sandbox, [c for ns in spaces for c in (
+        outs = shell.read(self.sandbox, [c for ns in spaces for c in (
             FaultCommand(ns, ("ip", "-json", "link", "show")), FaultCommand(ns, ("tc", "-json", "qdisc", "show")))])
-        links = {ns: {x["ifname"]: x["ifindex"] for x in nm.loads(outs[2 * i].out)}
+        links = {ns: {x["ifname"]: x["ifindex"] for x in loads(outs[2 * i].out)}
                  for i, ns in enumerate(spaces) if outs[2 * i].ok}
-        roots = {ns: nm.root_qdiscs(nm.loads(outs[2 * i + 1].out)) for i, ns in enumerate(spaces)
+        roots = {ns: nm.root_qdiscs(loads(outs[2 * i + 1].out)) for i, ns in enumerate(spaces)
                  if outs[2 * i + 1].ok}
         failed: list[str] = []
 

@@ -95,7 +95,8 @@ class Fault:
     def dropped(self) -> int:
         """Packets its rules have dropped so far: the sum of their packet counters (``iptables-save -c``,
         ``ip6tables-save -c``; for netem the ``drops`` of its qdiscs, ``tc -s -json qdisc``).
-        Namespaces gone since count 0."""
+        Once healed, what they had dropped when they were removed (netem: 0); namespaces gone
+        since count 0."""
         if self._count is None:
             raise TypeError(f"fault {self.id} was not made by a Faults object: nothing to read counters with")
         return self._count(self)
@@ -321,3 +322,8 @@ def save_command(netns: str, version: int, *, counters: bool = False) -> FaultCo
 def restore_command(netns: str, version: int, text: str) -> FaultCommand:
     """``ip netns exec NETNS iptables-restore --noflush`` with ``text`` on its stdin."""
     return FaultCommand(netns, (FAMILIES[version][1], "--noflush"), text)
+
+
+def version_of(command: FaultCommand) -> int:
+    """4 or 6: the IP version whose table an ``iptables-restore``/``ip6tables-restore`` command changes."""
+    return 6 if command.argv[0].startswith("ip6") else 4

@@ -10,6 +10,7 @@ namespace was already deleted is then nothing to do, not an error.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Sequence
@@ -66,24 +67,39 @@ class Outcome:
         return self.present and self.rc == 0
 
 
-def script(commands: Sequence[FaultCommand], *, merge_stderr: bool) -> str:
-    """The ``sh`` script that runs ``commands`` in order, each framed by markers with its exit code.
+def _line(i: int, c: FaultCommand, err: str) -> str:
+    cmd = shlex.join(c.full_argv)
+    cmd = f"printf '%s\\n' {shlex.quote(c.input)} | {cmd} {err}" if c.input is not None \
+        else f"{cmd} </dev/null {err}"
+    if c.netns is not None:
+        cmd = f"if [ -e {shlex.quote(NETNS_DIR + '/' + c.netns)} ]; then {cmd}; rc=$?; else rc=gone; fi"
+    else:
+        cmd = f"{cmd}; rc=$?"
+    return f"echo '{_MARK} {i}'; {cmd}; echo; echo \"{_MARK}-end {i} $rc\""
 
-    With ``merge_stderr`` a command's standard error is part of its output
-    (to report why it failed); without, it is discarded (for reads whose
-    output is parsed).
+
+def script(commands: Sequence[FaultCommand], *, merge_stderr: bool) -> str:
+    """The ``sh`` script that runs ``commands``, each framed by markers with its exit code.
+
+    The commands of one namespace run in order; the namespaces' run side by
+    side (a background subshell each, its output in a file on the sandbox's
+    own ``/run`` tmpfs, printed in order once all are done): a kernel that
+    commits an nf_tables transaction or tears a chain down mostly waits
+    (RCU), so five namespaces cost little more than one. With
+    ``merge_stderr`` a command's standard error is part of its output (to
+    report why it failed); without, it is discarded (for reads whose output
+    is parsed).
     """
-    lines = []
     err = "2>&1" if merge_stderr else "2>/dev/null"
+    groups: dict[str | None, list[str]] = {}
     for i, c in enumerate(commands):
-        cmd = shlex.join(c.full_argv)
-        cmd = f"printf '%s\\n' {shlex.quote(c.input)} | {cmd} {err}" if c.input is not None \
-            else f"{cmd} </dev/null {err}"
-        if c.netns is not None:
-            cmd = f"if [ -e {shlex.quote(NETNS_DIR + '/' + c.netns)} ]; then {cmd}; rc=$?; else rc=gone; fi"
-        else:
-            cmd = f"{cmd}; rc=$?"
-        lines.append(f"echo '{_MARK} {i}'; {cmd}; echo; echo \"{_MARK}-end {i} $rc\"")
+        groups.setdefault(c.netns, []).append(_line(i, c, err))
+    if len(groups) == 1:
+        return "\n".join(next(iter(groups.values()))) + "\n"
+    lines = ["d=$(mktemp -d /run/bridgenet-fault.XXXXXX) || exit 1"]
+    for g, body in enumerate(groups.values()):
+        lines.append("( " + "\n".join(body) + f"\n) >\"$d/{g}\" &")
+    lines += ["wait", *(f"cat \"$d/{g}\"" for g in range(len(groups))), "rm -rf \"$d\""]
     return "\n".join(lines) + "\n"
 
 
@@ -107,3 +123,11 @@ def run(sandbox: Sandbox, commands: Sequence[FaultCommand], *, merge_stderr: boo
 def read(sandbox: Sandbox, commands: Sequence[FaultCommand]) -> list[Outcome]:
     """:func:`run` for reads: standard error discarded, so the output is the program's alone."""
     return run(sandbox, commands, merge_stderr=False)
+
+
+def loads(text: str) -> list[dict]:
+    """The JSON list an ``ip -json``/``tc -json`` read printed; ``[]`` when it printed none."""
+    try:
+        return json.loads(text or "[]")
+    except ValueError:
+        return []

@@ -15,14 +15,22 @@ half made is undone. Loss without netem: :meth:`Faults.loss` (iptables).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
-from ..errors import ValidationError
+from ..errors import FaultError, NetemUnavailableError, ValidationError
+from . import faults_rules as rules
+from . import faults_shell as shell
+from .faults_apply import NETNS_LIST, check_present
 from .faults_links import _time
-from .faults_shell import FaultCommand
+from .faults_rules import TAG_PREFIX, Fault
+from .faults_shell import FaultCommand, Outcome
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..sandbox import Sandbox
 
 PERCENT_FIELDS = ("reorder", "duplicate", "corrupt", "loss")
 
@@ -149,8 +157,88 @@ def is_default(qdisc: Mapping | None) -> bool:
     return qdisc is None or qdisc.get("handle") in ("0:", None)
 
 
-def loads(text: str) -> list[dict]:
-    try:
-        return json.loads(text or "[]")
-    except ValueError:
-        return []
+# --- in the sandbox ------------------------------------------------------------------------------
+
+
+def make_netem(sandbox: Sandbox, netns: str, args: NetemArgs,
+               on_unavailable: Callable[[NetemUnavailableError], None] | None = None) -> Fault:
+    """Put netem with ``args`` on every link of ``netns`` but ``lo``; the :class:`Fault` recording it.
+
+    Raises:
+        ValidationError: an unknown namespace (nothing changed).
+        NetemUnavailableError: the kernel has no netem; ``on_unavailable`` is called with it first.
+        FaultError: no link but ``lo``, a link with a root qdisc of its own, or tc failed otherwise.
+    """
+    rules.check_name("faults.netem", "netns", netns)
+    outs = shell.read(sandbox, [NETNS_LIST, links_command(netns), qdiscs_command(netns)])
+    check_present("faults.netem", [netns], outs[0], outs[1:2])
+    links = own_links(shell.loads(outs[1].out))
+    roots = root_qdiscs(shell.loads(outs[2].out))
+    if not links:
+        raise FaultError(f"faults.netem: {netns} has no link but lo: nothing to put netem on")
+    for link in links:
+        if not is_default(roots.get(link)):
+            q = roots[link]
+            raise FaultError(f"faults.netem: {link} in {netns} already has the root qdisc {q.get('kind')} "
+                             f"(handle {q.get('handle')}): netem would replace it; remove it first "
+                             "(e.g. clear_rate_limit)")
+    commands = [add_command(netns, link, args) for link in links]
+    bad = [(c, o) for c, o in zip(commands, shell.run(sandbox, commands)) if not o.ok]
+    if bad:
+        _failed(sandbox, netns, links, bad[0][0].argv[4], bad[0][1], on_unavailable)
+    fid = rules.new_id()
+    return Fault("netem", fid, TAG_PREFIX + fid, commands, [del_command(netns, link) for link in links],
+                 ((netns, ()),), f"netem {args.describe()} on {netns}",
+                 tuple((netns, link, i) for link, i in links.items()), functools.partial(count_netem, sandbox))
+
+
+def _failed(sandbox: Sandbox, netns: str, links: dict[str, int], link: str, out: Outcome,
+            on_unavailable: Callable[[NetemUnavailableError], None] | None) -> None:
+    """Undo the netem qdiscs that were made, classify the failure from live state, raise."""
+    state = shell.read(sandbox, [links_command(netns), qdiscs_command(netns)])
+    now_links = own_links(shell.loads(state[0].out))
+    roots = root_qdiscs(shell.loads(state[1].out))
+    shell.run(sandbox, [del_command(netns, x) for x in links
+                        if roots.get(x, {}).get("kind") == "netem" and not is_default(roots.get(x))])
+    if now_links.get(link) == links[link] and is_default(roots.get(link)):
+        add, _ = shell.run(sandbox, probe_commands(netns, link))
+        if add.present and not add.ok:
+            err = NetemUnavailableError(netns, link, out.out)
+            if on_unavailable is not None:
+                on_unavailable(err)
+            raise err
+    raise FaultError(f"faults.netem: tc qdisc add dev {link} root netem ... in {netns} failed "
+                     f"(exit {out.rc}): {out.out.strip()} (what it had changed is undone)")
+
+
+def _state(sandbox: Sandbox, fault: Fault, *, stats: bool = False) -> dict[str, tuple[dict[str, int], dict]]:
+    spaces = sorted({ns for ns, _, _ in fault.links})
+    outs = shell.read(sandbox, [c for ns in spaces for c in (links_command(ns), qdiscs_command(ns, stats=stats))])
+    state = {}
+    for i, ns in enumerate(spaces):
+        lk, qd = outs[2 * i], outs[2 * i + 1]
+        if lk.ok and qd.ok:
+            state[ns] = (own_links(shell.loads(lk.out)), root_qdiscs(shell.loads(qd.out)))
+    return state
+
+
+def _mine(fault: Fault, state: dict[str, tuple[dict[str, int], dict]]) -> Iterator[tuple[str, str, Mapping]]:
+    """The netem qdiscs of ``fault`` still in place (same link, same ifindex): (netns, link, qdisc)."""
+    for ns, link, index in fault.links:
+        if ns in state:
+            links, roots = state[ns]
+            q = roots.get(link)
+            if links.get(link) == index and q and q.get("kind") == "netem" and not is_default(q):
+                yield ns, link, q
+
+
+def count_netem(sandbox: Sandbox, fault: Fault) -> int:
+    """The ``drops`` of ``fault``'s netem qdiscs (``tc -s -json qdisc show``)."""
+    return sum(int(q.get("drops", 0)) for _, _, q in _mine(fault, _state(sandbox, fault, stats=True)))
+
+
+def heal_netem(sandbox: Sandbox, faults: list[Fault]) -> list[str]:
+    """Remove the netem qdiscs of ``faults`` still in place; what failed, one line each."""
+    commands = [del_command(ns, link) for f in faults for ns, link, _ in _mine(f, _state(sandbox, f))]
+    return [f"{c.shell()}\nfailed (exit {o.rc}): {o.out.strip()}"
+            for c, o in zip(commands, shell.run(sandbox, commands)) if o.present and o.rc]

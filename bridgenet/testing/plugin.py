@@ -14,7 +14,8 @@ marker or options say):
 * ``netns_run``: ``netns_run(netns, argv) -> Result(exit_code, stdout, stderr)``;
 * ``netns_process``: ``netns_process(netns, argv) -> NetnsProcess`` with
   ``.wait_for_port(port)``; all are ended at teardown;
-* ``bridgenet_faults``: ``partition(netns)``/``heal(netns)``, ``rate_limit(netns, rate=...)``;
+* ``bridgenet_faults``: ``partition(netns)`` or ``partition([..], [..])``, ``drop``, ``grudge``,
+  ``loss``, ``netem``/``delay``, ``heal``/``heal_all``, ``rate_limit(netns, rate=...)``;
 * ``bridgenet_reach``: ``assert_reachable(a, b)`` / ``assert_unreachable(a, b)``.
 
 Options: ``--bridgenet-scope``, ``--bridgenet-keep``, ``--bridgenet-no-skip``
