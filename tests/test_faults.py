@@ -105,6 +105,8 @@ def host(monkeypatch: pytest.MonkeyPatch) -> FakeHost:
     (lambda f: f.loss("b", -1), "percent", "from 0 to 100"),
     (lambda f: f.loss("b", "30"), "percent", "a number"),
     (lambda f: f.loss("b", True), "percent", "a number"),
+    (lambda f: f.loss("b", "lots%"), "percent", "such as '30%'"),
+    (lambda f: f.rate_limit("b", rate="1mbit", direction="sideways"), "direction", "one of both, in, out"),
     (lambda f: f.loss("b", 30, peers="a"), "peers", "a list of namespace names"),
     (lambda f: f.loss("b", 30, peers=["b"]), "peers", "from itself"),
     (lambda f: f.netem("a", delay="soon"), "delay", "a tc time"),
@@ -337,3 +339,10 @@ def test_a_fault_made_elsewhere_cannot_count() -> None:
     f = Fault("drop", "1-1", "bridgenet-fault:1-1", (), (), (("a", ("b",)),), "drop b -> a")
     with pytest.raises(TypeError, match="not made by a Faults object"):
         f.dropped()
+
+
+def test_a_loss_given_as_a_percent_string_is_that_probability() -> None:
+    from bridgenet.testing.faults_rules import probability
+
+    assert probability("30%") == probability(30) == "0.3"
+    assert probability("12.5%") == "0.125"

@@ -37,7 +37,7 @@ import pytest
 
 import bridgenet
 from bridgenet.apply import up
-from bridgenet.errors import SandboxError
+from bridgenet.errors import SandboxError, ValidationError
 from bridgenet.faults import Faults, qdisc_stats, tbf_args, veth_ends
 from bridgenet.testing.processes import NetnsProcesses, NetnsRunner, PortNotReady, ProcessExitedError, listening
 from bridgenet.testing.reach import assert_reachable, assert_unreachable
@@ -486,8 +486,9 @@ def test_tbf_arguments_are_checked() -> None:
     assert tbf_args(2_000_000, 16384, 0.05) == ["tbf", "rate", "2000000bit", "burst", "16384", "latency", "50ms"]
     for kwargs, field in [({"rate": "fast"}, "rate"), ({"rate": "1mbit", "burst": "lots"}, "burst"),
                           ({"rate": "1mbit", "latency": -1}, "latency"), ({"rate": 0}, "rate")]:
-        with pytest.raises(ValueError, match=f"^{field}: "):
+        with pytest.raises(ValidationError) as e:  # a ValueError too, as before
             tbf_args(**kwargs)
+        assert e.value.field == field and str(e.value).startswith(f"faults.rate_limit: {field}: ")
 
 
 @pytest.mark.real

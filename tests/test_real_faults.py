@@ -243,6 +243,26 @@ def test_undo_after_the_network_is_gone_is_quiet() -> None:
         assert f.active() == []
 
 
+def test_dropped_keeps_its_count_once_the_network_is_gone_and_names_are_checked() -> None:
+    from bridgenet.errors import ValidationError
+
+    with Sandbox() as sb:
+        net = five()
+        up(net, sb.runner(), batch=True)
+        f = Faults(sb)
+        cut = f.partition(["n1"], ["n2"])
+        assert pings(sb, [("n1", "n2")]) == {("n1", "n2"): False}
+        seen = cut.dropped()
+        assert seen >= 2
+        down(net, sb.runner(), batch=True)  # the counters die with the namespaces
+        assert cut.dropped() == seen
+        assert f.heal_all() == [] and cut.dropped() == seen
+        for call in (lambda: f.partition("n9"), lambda: f.partition(["n9"], ["n1"])):
+            with pytest.raises(ValidationError, match=r"factories\.faults\(sandbox=") as e:
+                call()
+            assert e.value.field == "netns"
+
+
 SHARED = '''
 import pytest
 from bridgenet import Container

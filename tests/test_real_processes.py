@@ -105,3 +105,13 @@ def test_proc_net_lines_are_read_as_the_kernel_writes_them(line: str, expected: 
     assert (str(s.address), s.port, s.state, s.inode) == expected
     assert str(_address("0500C90A")) == "10.201.0.5"
     assert Socket("udp", _address("00000000"), 53, 7, 1, 1).serves(53, "10.0.0.1")
+
+
+@pytest.mark.real
+def test_a_failed_run_in_an_unknown_namespace_names_it(sb) -> None:
+    from bridgenet.errors import CommandError
+    from bridgenet.testing.processes import NetnsRunner
+
+    with pytest.raises(CommandError) as e:
+        NetnsRunner(sb)("nosuchns", ["true"], check=True)
+    assert "ip netns exec nosuchns true" in str(e.value) and "nosuchns" in e.value.stderr

@@ -93,6 +93,7 @@ class Faults:
         self._limited: dict[tuple[str | None, str], int | None] = {}
         self._faults: dict[str, Fault] = {}
         self._final: dict[str, int] = {}  # tag: packets its rules had dropped when they were removed
+        self._seen: dict[str, int] = {}  # tag: the most its rules were read to have dropped
         self._on_unavailable = on_unavailable
 
     def __repr__(self) -> str:
@@ -129,7 +130,7 @@ class Faults:
         Raises:
             ValidationError: fewer than two groups, an empty or overlapping
                 group, or a namespace the sandbox does not have (before any change).
-            ValueError: ``partition(netns)`` of a namespace without a veth pair into it.
+            ValidationError: ``partition(netns)`` of a namespace without a veth pair into it.
         """
         if len(groups) == 1 and isinstance(groups[0], str):
             return self._isolate(groups[0])
@@ -140,7 +141,8 @@ class Faults:
     def _isolate(self, netns: str) -> list[str]:
         ends = veth_ends(self.sandbox, netns)
         if not ends:
-            raise ValueError(f"no veth pair joins the sandbox host to {netns!r}: nothing to cut")
+            raise ValidationError("faults.partition", "netns", "a namespace joined to the sandbox host by a veth pair "
+                                  "(nothing to cut; the group form partition([a], [b]) works on any namespace)", netns)
         for e in ends:
             self.link_down(e.host)
         return [e.host for e in ends]
@@ -216,13 +218,15 @@ class Faults:
         chosen = None if peers is None else rules._names("faults.loss", "peers", peers)
         if chosen and netns in chosen:
             raise ValidationError("faults.loss", "peers", "a namespace cannot lose packets from itself", list(chosen))
-        text = f"loss {percent:g}% into {netns}" + (f" from {' '.join(chosen)}" if chosen else "")
+        text = f"loss {float(p) * 100:g}% into {netns}" + (f" from {' '.join(chosen)}" if chosen else "")
         return self._rules("loss", {netns: Drop(chosen, p)}, text)
 
     def _count(self, fault: Fault) -> int:
-        if fault.tag in self._final:
-            return self._final[fault.tag]
-        return count_rules(self.sandbox, fault)
+        # counters only grow while the rules live: the most ever read survives a heal or a namespace gone
+        seen = self._seen.get(fault.tag, 0)
+        now = self._final[fault.tag] if fault.tag in self._final else count_rules(self.sandbox, fault)
+        self._seen[fault.tag] = max(seen, now)
+        return self._seen[fault.tag]
 
     def _rules(self, kind: str, drops: dict[str, Drop], description: str) -> Fault:
         fault = make_rules(self.sandbox, kind, drops, description, self._count)
@@ -289,14 +293,15 @@ class Faults:
             the shaped links as ``(link, netns)`` pairs, netns None for the host.
 
         Raises:
-            ValueError: bad direction or tc value, unknown ``netns``, or no veth into it.
+            ValidationError: bad direction or tc value, unknown ``netns``, or no veth into it.
         """
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction: one of {', '.join(DIRECTIONS)} (got {direction!r})")
+            raise ValidationError("faults.rate_limit", "direction", f"one of {', '.join(DIRECTIONS)}", direction)
         tbf_args(rate, burst, latency)
         ends = veth_ends(self.sandbox, netns)
         if not ends:
-            raise ValueError(f"no veth pair joins the sandbox host to {netns!r}: nothing to limit")
+            raise ValidationError("faults.rate_limit", "netns", "a namespace joined to the sandbox host by a veth pair "
+                                  "(nothing to limit)", netns)
         shaped: list[tuple[str, str | None]] = []
         for e in ends:
             if direction in ("both", "in"):

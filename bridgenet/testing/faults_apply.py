@@ -36,7 +36,8 @@ def check_present(obj: str, names: list[str], listing: Outcome, outs: list[Outco
         if not o.present:
             have = sorted(x["name"] for x in shell.loads(listing.out))
             raise ValidationError(obj, "netns", f"no network namespace {n!r} in the sandbox "
-                                  f"(it has: {', '.join(have) or 'none'})")
+                                  f"(it has: {', '.join(have) or 'none'}; a network in another sandbox "
+                                  "fixture needs factories.faults(sandbox=THAT_FIXTURE))")
         if o.rc:
             raise FaultError(f"{obj}: reading {n} failed (exit {o.rc})")
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from ..checks import ip_argv, run_json
+from ..errors import ValidationError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..sandbox import Sandbox
@@ -71,12 +72,13 @@ def veth_ends(sandbox: Sandbox, netns: str) -> list[VethEnds]:
     built by bridgenet or not.
 
     Raises:
-        ValueError: ``netns`` is not a named namespace of the sandbox.
+        ValidationError: ``netns`` is not a named namespace of the sandbox.
         CommandError: ``ip`` failed.
     """
     spaces = {n["name"]: n.get("id") for n in run_json(sandbox, ["ip", "-json", "netns", "list"], check=True)}
     if netns not in spaces:
-        raise ValueError(f"no network namespace {netns!r} in the sandbox (it has: {', '.join(sorted(spaces)) or 'none'})")
+        raise ValidationError("faults", "netns", f"a network namespace of the sandbox (it has: {', '.join(sorted(spaces)) or 'none'}; "
+                              "a network in another sandbox fixture needs factories.faults(sandbox=THAT_FIXTURE))", netns)
     nsid = spaces[netns]
     if nsid is None:
         return []
@@ -118,31 +120,32 @@ def link_up(sandbox: Sandbox, link: str, *, netns: str | None = None) -> None:
 def _rate(value: str | int) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
-            raise ValueError(f"rate: a rate is a positive number of bit/s (got {value!r})")
+            raise ValidationError("faults.rate_limit", "rate", "a rate is a positive number of bit/s", value)
         return f"{value}bit"
     if not isinstance(value, str) or not _RATE.match(value):
-        raise ValueError(f"rate: a tc rate such as '1mbit' (10^6 bit/s), '500kbit' or '125kbps' "
-                         f"(bytes/s), see tc(8) (got {value!r})")
+        raise ValidationError("faults.rate_limit", "rate", "a tc rate such as '1mbit' (10^6 bit/s), '500kbit' or "
+                              "'125kbps' (bytes/s), see tc(8)", value)
     return value
 
 
 def _size(value: str | int, field: str) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         if value <= 0:
-            raise ValueError(f"{field}: a size is a positive number of bytes (got {value!r})")
+            raise ValidationError("faults.rate_limit", field, "a size is a positive number of bytes", value)
         return str(value)
     if not isinstance(value, str) or not _SIZE.match(value):
-        raise ValueError(f"{field}: a tc size such as '32kb' (kilobytes) or 32768 (bytes), see tc(8) (got {value!r})")
+        raise ValidationError("faults.rate_limit", field, "a tc size such as '32kb' (kilobytes) or 32768 (bytes), see tc(8)",
+                              value)
     return value
 
 
 def _time(value: str | float, field: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value <= 0:
-            raise ValueError(f"{field}: a time is a positive number of seconds (got {value!r})")
+            raise ValidationError("faults.rate_limit", field, "a time is a positive number of seconds", value)
         return f"{value * 1000:g}ms"
     if not isinstance(value, str) or not _TIME.match(value):
-        raise ValueError(f"{field}: a tc time such as '100ms' or 0.1 (seconds), see tc(8) (got {value!r})")
+        raise ValidationError("faults.rate_limit", field, "a tc time such as '100ms' or 0.1 (seconds), see tc(8)", value)
     return value
 
 
@@ -158,7 +161,7 @@ def tbf_args(rate: str | int, burst: str | int = "32kb", latency: str | float = 
             dropped: a tc time (``"100ms"``) or a number in seconds.
 
     Raises:
-        ValueError: a value is not in tc's syntax; the message names the field.
+        ValidationError: a value is not in tc's syntax; it names the field.
     """
     return ["tbf", "rate", _rate(rate), "burst", _size(burst, "burst"), "latency", _time(latency, "latency")]
 
@@ -168,7 +171,7 @@ def add_rate_limit(sandbox: Sandbox, link: str, *, rate: str | int, burst: str |
     """``tc qdisc add dev LINK root tbf rate R burst B latency L``: shape what ``link`` sends (tc-tbf(8)).
 
     Raises:
-        ValueError: bad rate, burst or latency (see :func:`tbf_args`).
+        ValidationError: bad rate, burst or latency (see :func:`tbf_args`).
         CommandError: ``tc`` failed, e.g. the link already has a root qdisc
             other than the default (``Exclusivity flag on, cannot modify``).
     """

@@ -98,8 +98,8 @@ class Fault:
     def dropped(self) -> int:
         """Packets its rules have dropped so far: the sum of their packet counters (``iptables-save -c``,
         ``ip6tables-save -c``; for netem the ``drops`` of its qdiscs, ``tc -s -json qdisc``).
-        Once healed, what they had dropped when they were removed (netem: 0); namespaces gone
-        since count 0."""
+        Never less than a count read before: once healed, or once its namespaces are gone (a network
+        taken down), the most it was ever read to have dropped (netem: 0)."""
         if self._count is None:
             raise TypeError(f"fault {self.id} was not made by a Faults object: nothing to read counters with")
         return self._count(self)
@@ -181,9 +181,16 @@ def probability(percent: object, obj: str = "faults.loss", field: str = "percent
     Raises:
         ValidationError: not a number, or outside 0..100 (field ``percent``).
     """
-    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
-        raise ValidationError(obj, field, "a percentage of packets, a number from 0 to 100", percent)
-    return f"{percent / 100:.6g}"
+    number = percent
+    if isinstance(percent, str) and percent.endswith("%"):  # '30%', as netem(loss='30%') takes it
+        try:
+            number = float(percent[:-1])
+        except ValueError:
+            pass
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 <= number <= 100:
+        raise ValidationError(obj, field, "a percentage of packets, a number from 0 to 100 (or a string "
+                              "such as '30%')", percent)
+    return f"{number / 100:.6g}"
 
 
 # --- the rules -------------------------------------------------------------------------------------

@@ -94,8 +94,9 @@ class NetnsRunner:
             code = 124
             err = (err or "") + f"\nbridgenet: timed out after {timeout:g} s; the process was killed\n"
         result = Result(tuple(args), code, out or "", err or "")
-        if check and code != 0:
-            raise CommandError(args, code, result.stderr, result.stdout)
+        if check and code != 0:  # the argv as run, so the message names the namespace
+            raise CommandError(("ip", "netns", "exec", netns, *args) if netns else args, code, result.stderr,
+                               result.stdout)
         return result
 
 
@@ -234,7 +235,8 @@ class NetnsProcess:
                 raise PortNotReady(
                     f"nothing listens on {proto} port {port}{f' at {address}' if address else ''} in "
                     f"{self.netns or 'the sandbox host'} from {shlex.join(self.argv)} (PID {self.pid}) or its "
-                    f"descendants after {timeout:g} s{why}; it is running\n{self._tail()}")
+                    f"descendants after {timeout:g} s{why}; it is running"
+                    f"{'' if udp else ' (a UDP server? wait_for_port(port, udp=True))'}\n{self._tail()}")
             time.sleep(interval)
 
     def _lines(self, stream: str, complete: bool) -> list[str]:
@@ -279,16 +281,20 @@ class NetnsProcess:
                 if m:
                     return m
             if code is not None:
-                raise self._exited(code, f"writing a line matching {regex.pattern!r} on {stream}")
+                raise self._exited(code, f"writing a line matching {regex.pattern!r} on {_streams(stream)}")
             if time.monotonic() >= deadline:
                 raise OutputNotSeen(
                     f"{shlex.join(self.argv)} in {self.netns or 'the sandbox host'} wrote no line matching "
-                    f"{regex.pattern!r} on {stream} in {timeout:g} s; it is running\n{self._tail()}")
+                    f"{regex.pattern!r} on {_streams(stream)} in {timeout:g} s; it is running\n{self._tail()}")
             time.sleep(interval)
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited {self.returncode}"
         return f"<NetnsProcess {shlex.join(self.argv)!r} in {self.netns or 'sandbox host'} {state}>"
+
+
+def _streams(stream: str) -> str:
+    return "stdout or stderr" if stream == "both" else stream
 
 
 class NetnsProcesses:
