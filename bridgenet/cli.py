@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a command failed, a conflict was found, or a
 privilege is missing (the message names the command and its stderr); 2 a
-usage error or an invalid network file; 128 + the signal number when
+usage error, an invalid network file or a network across hosts run for real
+(not yet supported; ``--dry-run`` prints it); 128 + the signal number when
 interrupted (130 for SIGINT, 143 for SIGTERM), after rolling back.
 ``plan --detailed-exitcode`` exits 2 when something is to do (and 1 for an
 invalid network file).
@@ -15,13 +16,9 @@ import gc
 import sys
 from collections.abc import Sequence
 
-from .errors import (
-    BridgenetError,
-    CommandError,
-    PrivilegeError,
-    RolledBackError,
-    ValidationError,
-)
+import attrs
+
+from .errors import BridgenetError, CommandError, PrivilegeError, RolledBackError, UnsupportedError, ValidationError
 from .interrupts import Interrupted
 from .jobs import JOBS, PARALLEL_MIN
 from .network import Network
@@ -68,11 +65,13 @@ def require_privileges(action: str) -> None:
         )
 
 
-def _network(args: argparse.Namespace) -> Network:
+def _network(args: argparse.Namespace, *, hosts: bool = False):  # noqa: ANN202 (a Network; with hosts, a Stretch too)
+    """The network of ``-f`` (or the lesson's); ``hosts``: a file with ``[[hosts]]`` gives its Stretch
+    (else its one local host's network, or UnsupportedError)."""
     if getattr(args, "file", None):
-        from .config import load
+        from .config import load, load_any
 
-        net = load(args.file)
+        net = load_any(args.file) if hosts else load(args.file)
     else:
         from .tutorial import tutorial
 
@@ -80,8 +79,19 @@ def _network(args: argparse.Namespace) -> Network:
     if getattr(args, "accept_forward", False):
         from .network import with_accept_forward
 
+        if not isinstance(net, Network):
+            return attrs.evolve(net, networks=[with_accept_forward(n) for n in net.networks])
         net = with_accept_forward(net)
     return net
+
+
+def _per_host(args: argparse.Namespace, net, dry_run) -> int:  # noqa: ANN001
+    """The dry-run of a network across hosts: each host's transcript under its header, hosts in file order."""
+    for i, (host, part) in enumerate(net.pairs()):
+        sys.stdout.write(("\n" if i else "") + host.header() + "\n")
+        sys.stdout.flush()
+        dry_run(args, part)
+    return 0
 
 
 class _Progress:
@@ -127,13 +137,17 @@ def _print_commands(args: argparse.Namespace, commands: list, direction: str, st
     run_all(DryRunRunner(sudo=args.sudo, explain=args.explain, steps=steps or ()), commands)
 
 
+def _dry_up(args: argparse.Namespace, net: Network) -> int:
+    steps = net.steps(fast=args.batch) if args.explain else None  # only --explain prints the steps' texts
+    up = [c for s in steps for c in s.up] if steps is not None else net.up_commands(fast=args.batch)
+    _print_commands(args, up, "up", steps)
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    net = _network(args)
+    net = _network(args, hosts=args.dry_run)
     if args.dry_run:
-        steps = net.steps(fast=args.batch) if args.explain else None  # only --explain prints the steps' texts
-        up = [c for s in steps for c in s.up] if steps is not None else net.up_commands(fast=args.batch)
-        _print_commands(args, up, "up", steps)
-        return 0
+        return _dry_up(args, net) if isinstance(net, Network) else _per_host(args, net, _dry_up)
     require_privileges("up")
     from . import apply
 
@@ -161,15 +175,19 @@ def _print_gone(report) -> None:  # noqa: ANN001
         print(f"bridgenet: already gone, nothing to undo: {line}", file=sys.stderr)
 
 
-def cmd_down(args: argparse.Namespace) -> int:
-    net = _network(args)
-    if args.dry_run:
-        steps = net.steps()
-        from .teardown import default_group, grouped, will_group
+def _dry_down(args: argparse.Namespace, net: Network) -> int:
+    steps = net.steps()
+    from .teardown import default_group, grouped, will_group
 
-        raw, group = net.down_commands(steps, group=False), default_group(net.name)
-        _print_commands(args, grouped(raw, group), "down", undo_steps(steps, group=group if will_group(raw) else None))
-        return 0
+    raw, group = net.down_commands(steps, group=False), default_group(net.name)
+    _print_commands(args, grouped(raw, group), "down", undo_steps(steps, group=group if will_group(raw) else None))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    net = _network(args, hosts=args.dry_run)
+    if args.dry_run:
+        return _dry_down(args, net) if isinstance(net, Network) else _per_host(args, net, _dry_down)
     require_privileges("down")
     from . import apply
 
@@ -452,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as e:
         print(f"bridgenet: invalid network: {e}", file=sys.stderr)
         # plan --detailed-exitcode keeps 2 for "something to do"
+        return 1 if getattr(args, "detailed_exitcode", False) else 2
+    except UnsupportedError as e:
+        print(f"bridgenet {args.command}: {e}", file=sys.stderr)
         return 1 if getattr(args, "detailed_exitcode", False) else 2
     except Interrupted as e:
         print(f"bridgenet: {e}", file=sys.stderr)

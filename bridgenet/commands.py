@@ -253,10 +253,32 @@ class DirAbsent:
     owner: str | None = None
 
 
+@attrs.frozen
+class FdbPresent:
+    """The forwarding entry ``lladdr`` -> ``dst`` is in the FDB of link ``dev`` (bridge(8) ``fdb append``;
+    for a VXLAN device, ``dst`` is a remote VTEP's underlay address)."""
+
+    dev: str
+    lladdr: str
+    dst: str
+    netns: str | None = None
+
+
+@attrs.frozen
+class FdbAbsent:
+    """No forwarding entry ``lladdr`` -> ``dst`` on link ``dev`` (bridge(8) ``fdb del``)."""
+
+    dev: str
+    lladdr: str
+    dst: str
+    netns: str | None = None
+
+
 Effect = (
     NetnsPresent | NetnsAbsent | LinkPresent | LinkAbsent | LinkInNetns | LinkUp | LinkDown | LinkMaster
     | LinkMtu | LinkAlias | LinkHairpin | AddrPresent | AddrAbsent | RoutePresent | RouteAbsent | SysctlValue
     | RulePresent | RuleAbsent | ChainPresent | ChainAbsent | FilePresent | FileAbsent | DirPresent | DirAbsent
+    | FdbPresent | FdbAbsent
 )
 
 
@@ -265,7 +287,7 @@ class Command:
     """One command: ``tool`` with ``args``, run in the host or inside ``netns``.
 
     Attributes:
-        tool: the program, ``"ip"``, ``"iptables"``, ``"ip6tables"`` or ``"sysctl"``.
+        tool: the program, ``"ip"``, ``"iptables"``, ``"ip6tables"``, ``"sysctl"`` or ``"bridge"`` (bridge(8))...
         args: its arguments, a tuple of strings (never a shell string).
         netns: None to run in the host; a namespace name to run inside it.
         step: key of the :class:`Step` it belongs to.
@@ -393,6 +415,7 @@ EFFECTS: dict[str, type] = {
         NetnsPresent, NetnsAbsent, LinkPresent, LinkAbsent, LinkInNetns, LinkUp, LinkDown, LinkMaster,
         LinkMtu, LinkAlias, LinkHairpin, AddrPresent, AddrAbsent, RoutePresent, RouteAbsent, SysctlValue,
         RulePresent, RuleAbsent, ChainPresent, ChainAbsent, FilePresent, FileAbsent, DirPresent, DirAbsent,
+        FdbPresent, FdbAbsent,
     )
 }
 

@@ -38,6 +38,10 @@ writes each container's ``/etc/netns/NETNS/hosts`` and ``resolv.conf``;
 names off. A lesson-shaped file that gives either key is built by
 ``topology()`` too (the lesson's shape alone writes nothing in ``/etc``).
 
+Across hosts (``hosts_file.py``): a file with ``[[hosts]]`` is one network
+stretched over several machines with VXLAN (:func:`bridgenet.stretch.stretch`);
+:func:`load_any` reads it.
+
 Parsed with ``tomllib`` (stdlib); every error is a
 :class:`bridgenet.errors.ValidationError` naming the file and the key.
 """
@@ -47,9 +51,14 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from .errors import ValidationError
+from typing import TYPE_CHECKING
+
+from .errors import UnsupportedError, ValidationError
 from .network import Network
 from .shape import Container, bridge_network
+
+if TYPE_CHECKING:
+    from .stretch import Stretch
 
 _TOP_TYPES: dict[str, type] = {
     "name": str, "bridge": str, "gateway": str, "default_routes": bool, "forward": bool, "masquerade": bool,
@@ -65,10 +74,37 @@ _BOOLS = ("default_routes", "forward", "masquerade", "tag", "accept_forward", "i
 def load(path: str | Path) -> Network:
     """Read a network file.
 
+    A file with ``[[hosts]]`` (``hosts_file.py``) gives its one host's
+    network when it has one host and that is this machine (no ``ssh``).
+
     Raises:
         ValidationError: the file is missing, is not TOML, has an unknown or
             missing key, or describes an invalid network.
+        UnsupportedError: the file's network spans other hosts (only
+            ``up``/``down --dry-run`` print it, through :func:`load_any`).
     """
+    return single(load_any(path))
+
+
+def single(net: Network | Stretch) -> Network:
+    """``net`` itself, or the network of a :class:`~bridgenet.stretch.Stretch` whose one host is this machine.
+
+    Raises:
+        UnsupportedError: a network across other hosts (running it is not supported yet).
+    """
+    if isinstance(net, Network):
+        return net
+    if net.local_only:
+        return net.networks[0]
+    raise UnsupportedError(
+        f"network {net.name} spans hosts ({', '.join(h.name for h in net.hosts)}): running a network across "
+        "hosts is not yet supported; bridgenet up --dry-run and down --dry-run print each host's commands. "
+        "Nothing was run.")
+
+
+def load_any(path: str | Path) -> Network | Stretch:
+    """Read a network file: a :class:`Network`, or a :class:`~bridgenet.stretch.Stretch` for one with
+    ``[[hosts]]``. Raises ValidationError as :func:`load`."""
     path = Path(path)
     where = f"network file {path}"
     try:
@@ -86,11 +122,25 @@ def load(path: str | Path) -> Network:
         raise ValidationError(where, "syntax", f"a network file is TOML ({e})") from None
     except OSError as e:
         raise ValidationError(where, "path", f"a network file must be readable ({e.strerror})") from None
-    return from_dict(data, where, source=str(path.resolve()))
+    return from_dict_any(data, where, source=str(path.resolve()))
+
+
+def from_dict_any(data: dict, where: str = "network", *, source: str | None = None) -> Network | Stretch:
+    """:func:`from_dict`, or for a file with ``[[hosts]]`` its :class:`~bridgenet.stretch.Stretch`."""
+    if isinstance(data, dict) and "hosts" in data:
+        from .hosts_file import from_hosts_dict
+
+        return from_hosts_dict(data, where, source=source)
+    return from_dict(data, where, source=source)
 
 
 def from_dict(data: dict, where: str = "network", *, source: str | None = None) -> Network:
-    """Build a network from a parsed network file (see the module docstring); ``source``: its path."""
+    """Build a network from a parsed network file (see the module docstring); ``source``: its path.
+
+    A file with ``[[hosts]]``: as :func:`single` (its network when its one host is this machine).
+    """
+    if "hosts" in data:
+        return single(from_dict_any(data, where, source=source))
     unknown = sorted(set(data) - _TOP)
     if unknown:
         raise ValidationError(where, unknown[0], f"known keys are {', '.join(sorted(_TOP))}")

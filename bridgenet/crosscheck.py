@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from . import rules
 from .errors import ValidationError
 from .firewall import FilterChain, Isolation
-from .model import Address, Bridge, EtcNetns, ForwardRule, Names, Namespace, NatRule, Route, Sysctl, VethPair
+from .model import (Address, Bridge, EtcNetns, ForwardRule, Names, Namespace, NatRule, Route, Sysctl, VethPair,
+                    Vxlan)
 from .ordering import Inventory
 from .crosscheck6 import addresses6, where_named as _where_named
 from .ports import PORT_CLASSES
@@ -69,14 +70,15 @@ class Checker:
         if not self.objs:
             self.fail(None, "objects", "a network has at least one object")
         allowed = (Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, FilterChain, Isolation,
-                   EtcNetns, Names, *PORT_CLASSES)
+                   EtcNetns, Names, Vxlan, *PORT_CLASSES)
         # one look per class; only a class that is none of them needs a look at each object
         strangers = not all(issubclass(t, allowed) for t in {type(o) for o in self.objs})
         for o in self.objs if strangers else ():
             if not isinstance(o, allowed):
                 self.fail(None, "objects",
                           "objects are Bridge, Namespace, VethPair, Address, Route, Sysctl, NatRule, ForwardRule, "
-                          "FilterChain, Isolation, EtcNetns, Names or a published port's object (bridgenet.ports)", o)
+                          "FilterChain, Isolation, EtcNetns, Names, Vxlan or a published port's object "
+                          "(bridgenet.ports)", o)
         self.inventory = Inventory(self.objs)
         self.unique_keys()
         self.refs()
@@ -146,7 +148,7 @@ class Checker:
         mtu = {o.name: o.mtu for o in self.inv.bridges if o.mtu is not None}
         if not mtu:
             return
-        for o in self.inv.veths:
+        for o in (*self.inv.veths, *self.inv.vxlans):
             top = mtu.get(o.master)
             if top is not None and o.mtu is not None and o.mtu > top:
                 self.fail(o, "mtu", f"a bridge port's MTU is at most its bridge's: {o.master} has {top}", o.mtu)
@@ -177,7 +179,7 @@ class Checker:
                 self.fail(o, "name_netns", f"netns {ends!r} is not a Namespace of this network", ends)
             if t is Route:
                 continue
-            if isinstance(o, VethPair) and o.master is not None and o.master not in bridges:
+            if isinstance(o, (VethPair, Vxlan)) and o.master is not None and o.master not in bridges:
                 self.fail(o, "master", f"master {o.master!r} is not a Bridge of this network", o.master)
             if isinstance(o, (ForwardRule, Isolation)) and o.bridge not in bridges:
                 self.fail(o, "bridge", f"bridge {o.bridge!r} is not a Bridge of this network", o.bridge)

@@ -127,6 +127,13 @@ class LockedError(BridgenetError):
     """Another bridgenet process is changing the same network on the same host right now."""
 
 
+class UnsupportedError(BridgenetError):
+    """What was asked is valid but not supported yet (e.g. running a network across hosts); nothing was run.
+
+    The command line exits 2 for it, as for a usage error (1 with ``plan --detailed-exitcode``).
+    """
+
+
 class PrivilegeError(BridgenetError):
     """The caller lacks a capability the operation needs (e.g. CAP_NET_ADMIN)."""
 

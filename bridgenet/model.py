@@ -7,7 +7,7 @@ into :class:`bridgenet.commands.Step` values, the commands of ip-link(8),
 ip-address(8), ip-route(8), ip-netns(8), sysctl(8) and iptables(8).
 
 The objects live one idea per file (``links.py``, ``addressing.py``,
-``sysctls.py``, ``masquerade.py``, ``firewall.py``; what they render with in
+``sysctls.py``, ``masquerade.py``, ``firewall.py``, ``vxlan.py``; what they render with in
 ``render.py``); this module gathers them, so ``from bridgenet.model import
 VethPair`` keeps working.
 """
@@ -21,11 +21,13 @@ from .masquerade import NatRule
 from .names import EtcNetns, Names
 from .render import RenderContext
 from .sysctls import Sysctl, ip6_forward, ip_forward
+from .vxlan import Vxlan
 
 __all__ = ["Address", "Bridge", "EtcNetns", "FilterChain", "ForwardRule", "Isolation", "Names", "Namespace", "NatRule",
-           "NetworkObject", "RenderContext", "Route", "Sysctl", "VethPair", "ip6_forward", "ip_forward"]
+           "NetworkObject", "RenderContext", "Route", "Sysctl", "VethPair", "Vxlan", "ip6_forward",
+           "ip_forward"]
 
 NetworkObject = (
     Bridge | Namespace | VethPair | Address | Route | Sysctl | NatRule | ForwardRule | FilterChain | Isolation
-    | EtcNetns | Names
+    | EtcNetns | Names | Vxlan
 )

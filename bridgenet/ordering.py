@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from . import rules
 from .errors import ValidationError
 from .firewall import FilterChain, Isolation, chains_needed
-from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, Sysctl, VethPair
+from .model import Address, Bridge, ForwardRule, Namespace, NatRule, NetworkObject, Route, Sysctl, VethPair, Vxlan
 
 
 class Inventory:
@@ -28,7 +28,8 @@ class Inventory:
             other objects with ``needed_chains``: those that need a shared chain), in
             the order of ``objs``.
         links_and_addresses: the VethPair and Address objects, in order.
-        bridges_and_veths: the Bridge and VethPair objects, in order.
+        bridges_and_veths: the Bridge, VethPair and Vxlan objects, in order.
+        vxlans: the Vxlan objects, in order.
         creators: ``{(netns, link name): index}`` of the object that makes
             each link (a bridge, both ends of a veth pair); the last one
             when two make the same.
@@ -52,6 +53,7 @@ class Inventory:
         self.routes: list[Route] = []
         self.rules: list = []  # ForwardRule, Isolation, ... (needed_chains)
         self.chains: list[FilterChain] = []
+        self.vxlans: list[Vxlan] = []
         self.links_and_addresses: list[VethPair | Address] = []
         self.bridges_and_veths: list[Bridge | VethPair] = []
         self.creators: dict[tuple[str | None, str], int] = {}
@@ -94,6 +96,10 @@ class Inventory:
                 hold(o.netns, o.address, i)
             elif isinstance(o, (ForwardRule, Isolation)):
                 self.rules.append(o)
+            elif isinstance(o, Vxlan):  # a host link (its name is claimed), a port of its bridge
+                self.vxlans.append(o)
+                bridges_and_veths.append(o)
+                creators[(None, o.name)] = i
             elif isinstance(o, FilterChain):
                 self.chains.append(o)
                 self.chain_index.setdefault(o.netns, []).append(i)
@@ -134,6 +140,8 @@ def _needs(o: NetworkObject, inv: Inventory) -> list[int]:
             d.append(inv.br_index[o.master])
         if o.name_netns in inv.ns_index:
             d.append(inv.ns_index[o.name_netns])
+    if isinstance(o, Vxlan) and o.master in inv.br_index:
+        d.append(inv.br_index[o.master])
     if isinstance(o, Address) and (o.netns, o.dev) in inv.creators:
         d.append(inv.creators[(o.netns, o.dev)])
     if isinstance(o, Route):

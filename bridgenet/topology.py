@@ -214,7 +214,7 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
              links: Sequence[LinkSpec] = (), routes: Sequence[RouteSpec] = (), forward: bool = True,
              default_routes: bool = True, tag: bool = True, accept_forward: bool | None = None,
              isolate: bool | None = None, source: str | None = None, names: bool = True,
-             dns: Sequence[str] = ()) -> Network:
+             dns: Sequence[str] = (), bridges_only: bool = False) -> Network:
     """A network of several bridges, routers, bare links and routes (see the module docstring).
 
     Args:
@@ -231,6 +231,8 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
             namespace (``names.py``): the containers resolve each other by name.
         dns: name servers for those ``resolv.conf`` (at most 3 addresses);
             none: unknown names fail at once.
+        bridges_only: allow a network of bridges alone, no container and
+            no link (one host's part of a multi-host network, ``stretch.py``).
 
     Raises:
         ValidationError: a bad value or a broken rule, naming the object,
@@ -254,7 +256,8 @@ def topology(name: str, *, bridges: Sequence[BridgeSpec] = (), containers: Seque
             _listed(where, "links", links, LinkSpec), _listed(where, "routes", routes, RouteSpec),
             forward=forward, default_routes=default_routes,
             accept_forward=tag if accept_forward is None else accept_forward,
-            isolate=tag if isolate is None else isolate, dns=dns if names else None)
+            isolate=tag if isolate is None else isolate, dns=dns if names else None,
+            bridges_only=bridges_only is True and bool(bridges))
 
 
 def _listed(where: str, key: str, value: object, cls: type) -> list:
@@ -284,8 +287,8 @@ class _Builder:
 
     def build(self, bridges: list[BridgeSpec], nodes: list[Node], links: list[LinkSpec], host_routes: list[RouteSpec],
               *, forward: bool, default_routes: bool, accept_forward: bool, isolate: bool,
-              dns: tuple[str, ...] | None = ()) -> Network:
-        if not nodes and not links:
+              dns: tuple[str, ...] | None = (), bridges_only: bool = False) -> Network:
+        if not nodes and not links and not bridges_only:
             self.fail(self.where, "containers", "a network has at least one container or link")
         gateways: dict[str, IPv4Interface | None] = {}
         gateways6: dict[str, IPv6Interface | None] = {}
