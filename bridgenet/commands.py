@@ -2,7 +2,7 @@
 
 Objects of the model render into :class:`Step` values; a step holds the
 commands that bring it up and those that take it down. Runners (see
-``runners.py``) execute commands; nothing here runs anything.
+``runners``) execute commands; nothing here runs anything.
 
 A command that acts inside a named network namespace keeps that namespace in
 ``netns`` and renders as ``ip netns exec NETNS TOOL ARGS...``, the lesson's

@@ -200,3 +200,27 @@ class NetemUnavailableError(FaultError):
             f"(tc qdisc add dev {link} root netem, in {netns}, failed: {stderr.strip() or 'no message'}); "
             "load it on the machine (modprobe sch_netem) or use a kernel built with CONFIG_NET_SCH_NETEM. "
             "Packet loss without netem: faults.loss()")
+
+
+class HostUnreachableError(BridgenetError):
+    """OpenSSH could not run a command on one or more hosts: unreachable, key refused, host key unknown.
+
+    ``ssh`` exits 255 when it fails itself (ssh(1), EXIT STATUS), as opposed
+    to the remote command's own exit status; its stderr says why.
+
+    Attributes:
+        failures: ``(destination, reason)`` pairs, one per host that failed,
+            ``reason`` being ``ssh``'s stderr (stripped).
+    """
+
+    def __init__(self, failures: Sequence[tuple[str, str]]) -> None:
+        self.failures = tuple((str(d), str(r)) for d, r in failures)
+        hosts = "host" if len(self.failures) == 1 else "hosts"
+        lines = [f"cannot reach {len(self.failures)} {hosts} over ssh (nothing was changed there):"]
+        lines += [f"  {d}: {r.strip() or '(ssh said nothing)'}" for d, r in self.failures]
+        super().__init__("\n".join(lines))
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The destinations that failed, in order."""
+        return tuple(d for d, _ in self.failures)

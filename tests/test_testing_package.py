@@ -20,8 +20,8 @@ from bridgenet.testing import factories, janitor, networks, processes, reach, se
 SOURCE_ROOT = Path(bridgenet.__file__).resolve().parent.parent
 SHIMS = ("fixtures", "pytest_plugin", "reach", "faults")
 """Modules of the core directory that are older names of bridgenet.testing's modules."""
-CORE = sorted(p.stem for p in (SOURCE_ROOT / "bridgenet").glob("*.py")
-              if p.stem not in SHIMS + ("__main__",))
+CORE = sorted([p.stem for p in (SOURCE_ROOT / "bridgenet").glob("*.py") if p.stem not in SHIMS + ("__main__",)]
+              + [f"runners.{p.stem}" for p in (SOURCE_ROOT / "bridgenet" / "runners").glob("*.py")])
 
 
 def test_the_core_imports_neither_pytest_nor_bridgenet_testing() -> None:
@@ -37,13 +37,14 @@ def test_the_core_imports_neither_pytest_nor_bridgenet_testing() -> None:
 
 
 def test_runners_never_names_the_sandbox_module() -> None:
-    # sandbox.py imports runners.py; runners.py only knows what its guard needs (runners.Isolated).
+    # sandbox.py imports runners; runners only knows what its guard needs (runners.Isolated).
     import ast
 
-    tree = ast.parse((SOURCE_ROOT / "bridgenet" / "runners.py").read_text())
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not {m for m in imported if m and m.lstrip(".").endswith("sandbox")}, imported
+    for path in (SOURCE_ROOT / "bridgenet" / "runners").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not {m for m in imported if m and m.lstrip(".").endswith("sandbox")}, (path, imported)
 
 
 def test_the_older_reach_module_offers_the_same_objects() -> None:
@@ -55,7 +56,7 @@ def test_the_older_reach_module_offers_the_same_objects() -> None:
 
 
 def test_no_file_of_the_package_is_long() -> None:
-    for path in (SOURCE_ROOT / "bridgenet" / "testing").glob("*.py"):
+    for path in [*(SOURCE_ROOT / "bridgenet" / "testing").glob("*.py"), *(SOURCE_ROOT / "bridgenet" / "runners").glob("*.py")]:
         assert len(path.read_text().splitlines()) <= 500, path
 
 

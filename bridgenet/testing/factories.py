@@ -354,3 +354,37 @@ def reach(*, sandbox: str = "bridgenet_sandbox", scope: str = "function") -> obj
     return _on_sandbox("bridgenet_reach", scope, sandbox, body,
                        "assert_reachable(a, b, port=None) / assert_unreachable(a, b) between namespaces "
                        "of the sandbox; a failure shows links, routes, neighbours and iptables counters.")
+
+
+# --- several hosts ------------------------------------------------------------------------
+
+
+def hosts(n: int = 2, *, sshd: bool = False, scope: str = "function", subnet: str = "198.51.100.0/24") -> object:
+    """Make a fixture giving :class:`~bridgenet.testing.hosts.Hosts`: ``n`` hosts in a sandbox of their own.
+
+    The sandbox (no upstream: the underlay is 198.51.100.0/24) is the
+    controller; ``hosts[0]`` is ``h1`` (198.51.100.11) and so on, each with
+    ``.runner()``; with ``sshd=True`` each runs a real ``sshd`` and
+    ``.ssh_runner()`` reaches it. The test is skipped, with the reason, when
+    no sandbox can be made or (``sshd=True``) no ``sshd``/``ssh`` is found.
+    """
+    check_scope(scope, "factories.hosts")
+    from .hosts import Hosts, find_sshd, ssh_client_missing_reason, sshd_missing_reason
+
+    def body(request: pytest.FixtureRequest) -> Iterator[Hosts]:
+        if sshd:
+            reason = ssh_client_missing_reason() or (None if find_sshd() else sshd_missing_reason())
+            if reason:
+                if no_skip(request.config):
+                    pytest.fail(reason, pytrace=False)
+                pytest.skip(reason)
+        sb = open_sandbox(request.config, fixture=request.fixturename, scope=scope, nodeid=request.node.nodeid)
+        try:
+            with Hosts(sb, n, sshd=sshd, subnet=subnet) as made:
+                yield made
+        finally:
+            release_sandbox(request.config, sb)
+
+    return _make_fixture(f"hosts{n}", scope, (), body,
+                         f"{n} hosts (network and mount namespaces) on an underlay bridge in a sandbox"
+                         + (", each with a real sshd." if sshd else "."))
