@@ -318,3 +318,9 @@ def test_underlay_default_is_the_ssh_host():
     assert HostSpec("h", "root@198.51.100.9").underlay == ip_address("198.51.100.9")
     assert HostSpec("h", "198.51.100.9").underlay == ip_address("198.51.100.9")
     assert HostSpec("h", "root@lab", "198.51.100.9").header() == "# host h (root@lab)"
+
+
+def test_readme_shows_the_two_host_example_and_its_transcript():
+    readme = (ROOT / "README.md").read_text()
+    assert TWO.read_text().rstrip() in readme
+    assert (ROOT / "tests" / "golden" / "stretch-up.txt").read_text().rstrip() in readme
