@@ -3,8 +3,13 @@
 #
 #   Debian packages: iproute2 (ip, tc), iptables, iputils-ping, conntrack,
 #   util-linux (unshare, nsenter, setpriv), procps (pgrep), python3-venv;
-#   for scripts/test also $BRIDGENET_TEST_TOOLS (graphviz: dot), installed
-#   as root, optional otherwise (the tests that use them skip).
+#   for scripts/test also $BRIDGENET_TEST_TOOLS (graphviz: dot; openssh-client:
+#   ssh, ssh-keygen), installed as root, optional otherwise (the tests that use
+#   them skip); and with BRIDGENET_TEST_SSHD=1 an sshd for the SSH tests,
+#   UNPACKED from openssh-server (and libwrap0, which it links) into
+#   $BRIDGENET_SSHD_ROOT (/opt/bridgenet/sshd) with `dpkg -x`: installing the
+#   package would start a server on this machine; unpacked, nothing starts it
+#   but the tests, inside sandboxes (bridgenet/testing/hosts.py).
 #   Python: a virtual environment with bridgenet and its test extras.
 #
 # As root the venv lives in /opt/bridgenet/venv, made from the system's
@@ -42,6 +47,24 @@ if [ "$(id -u)" = 0 ]; then
 elif [ -n "$need_pkgs" ]; then
     echo "bridgenet: missing tools; ask an administrator to install:$need_pkgs" >&2
     exit 1
+fi
+
+# sshd for the SSH tests: unpacked, never installed as a service (idempotent)
+SSHD_ROOT=${BRIDGENET_SSHD_ROOT:-/opt/bridgenet/sshd}
+if [ "${BRIDGENET_TEST_SSHD:-0}" = 1 ] && [ ! -x /usr/sbin/sshd ] && [ ! -x "$SSHD_ROOT/usr/sbin/sshd" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "bridgenet: unpacking openssh-server into $SSHD_ROOT (not installed: no service starts)" >&2
+        debs=$(mktemp -d /tmp/bridgenet-sshd.XXXXXX)
+        chmod 755 "$debs"
+        (cd "$debs" && apt-get update -qq && apt-get download -qq openssh-server libwrap0) 2>&1 \
+            | grep -v -e "^W: Download is performed unsandboxed" >&2 || true
+        mkdir -p "$SSHD_ROOT"
+        for deb in "$debs"/*.deb; do dpkg -x "$deb" "$SSHD_ROOT"; done
+        rm -rf "$debs"
+        [ -x "$SSHD_ROOT/usr/sbin/sshd" ] || echo "bridgenet: could not unpack sshd; the SSH tests skip" >&2
+    else
+        echo "bridgenet: no sshd; the SSH tests skip (as root this script unpacks openssh-server)" >&2
+    fi
 fi
 
 if [ "$(id -u)" = 0 ]; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -57,7 +58,6 @@ def test_closing_the_sandbox_ends_the_hosts() -> None:
     for _ in range(500):
         if not os.path.exists(f"/proc/{pid}"):
             break
-        import time
         time.sleep(0.01)
     assert not os.path.exists(f"/proc/{pid}")
 

@@ -17,6 +17,8 @@ does not). Its modules, one idea each:
 * :mod:`~bridgenet.testing.processes`: ``netns_run`` and ``netns_process``;
 * :mod:`~bridgenet.testing.sockets`: the sockets a process holds, from ``/proc``;
 * :mod:`~bridgenet.testing.reach`: reachability assertions;
+* :mod:`~bridgenet.testing.hosts`: several hosts in one sandbox on an underlay
+  bridge, each optionally with a real ``sshd`` (``Hosts``, ``factories.hosts(n)``);
 * :mod:`~bridgenet.testing.faults`: ``Faults`` (the ``bridgenet_faults`` fixture), with
   :mod:`~bridgenet.testing.faults_rules` (partitions, drops, loss as iptables rules),
   :mod:`~bridgenet.testing.netem` (tc netem), :mod:`~bridgenet.testing.faults_links`

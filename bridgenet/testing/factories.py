@@ -366,20 +366,21 @@ def hosts(n: int = 2, *, sshd: bool = False, scope: str = "function", subnet: st
     controller; ``hosts[0]`` is ``h1`` (198.51.100.11) and so on, each with
     ``.runner()``; with ``sshd=True`` each runs a real ``sshd`` and
     ``.ssh_runner()`` reaches it. The test is skipped, with the reason, when
-    no sandbox can be made or (``sshd=True``) no ``sshd``/``ssh`` is found.
+    no sandbox can be made or (``sshd=True``) no ``sshd`` can serve there
+    (:func:`~bridgenet.testing.hosts.sshd_unavailable_reason`: none found,
+    no ``ssh`` client, or rootless).
     """
     check_scope(scope, "factories.hosts")
-    from .hosts import Hosts, find_sshd, ssh_client_missing_reason, sshd_missing_reason
+    from .hosts import Hosts, sshd_unavailable_reason
 
     def body(request: pytest.FixtureRequest) -> Iterator[Hosts]:
-        if sshd:
-            reason = ssh_client_missing_reason() or (None if find_sshd() else sshd_missing_reason())
+        sb = open_sandbox(request.config, fixture=request.fixturename, scope=scope, nodeid=request.node.nodeid)
+        try:
+            reason = sshd_unavailable_reason(sb) if sshd else None
             if reason:
                 if no_skip(request.config):
                     pytest.fail(reason, pytrace=False)
                 pytest.skip(reason)
-        sb = open_sandbox(request.config, fixture=request.fixturename, scope=scope, nodeid=request.node.nodeid)
-        try:
             with Hosts(sb, n, sshd=sshd, subnet=subnet) as made:
                 yield made
         finally:

@@ -53,6 +53,8 @@ CLIENT_DIR = "/run/bridgenet-hosts"
 """In the sandbox's (the controller's) ``/run``: the user key, ``known_hosts``, ``ssh_config``, control sockets."""
 SSHD_DIR = "/run/bridgenet-sshd"
 """In each host's ``/run``: its host key, ``sshd_config``, ``authorized_keys``, ``sshd.log``."""
+HOME = "/run/bridgenet-root"
+"""In each host's ``/run``: root's home there (empty), so a login reads none of the machine's ``/root``."""
 SSHD_ENV = "BRIDGENET_SSHD"
 """Environment variable: the ``sshd`` binary to use (absolute path)."""
 SSHD_PLACES = ("/usr/sbin/sshd", "/opt/bridgenet/sshd/usr/sbin/sshd")
@@ -75,7 +77,8 @@ exec cat >/dev/null
 def find_sshd() -> str | None:
     """The ``sshd`` to start in hosts: ``$BRIDGENET_SSHD``, else the first of :data:`SSHD_PLACES`; None if none."""
     env = os.environ.get(SSHD_ENV)
-    for path in ([env] if env else []) + list(SSHD_PLACES):
+    root = os.environ.get("BRIDGENET_SSHD_ROOT")  # where scripts/_env.sh unpacked it, if not the default
+    for path in ([env] if env else []) + ([f"{root}/usr/sbin/sshd"] if root else []) + list(SSHD_PLACES):
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     return None
@@ -159,17 +162,18 @@ class Host:
         """
         if self._sshd is not None:
             return
+        reason = sshd_unavailable_reason(self.hosts.sandbox)
         sshd = find_sshd()
-        if sshd is None:
-            raise SandboxError(sshd_missing_reason())
+        if reason is not None or sshd is None:
+            raise SandboxError(reason or sshd_missing_reason())
         client = self.hosts._client_files()
         root = self.fs_root
         if os.stat(f"{root}/etc").st_dev == os.stat("/etc").st_dev:  # the overlay, never the machine's /etc
             raise SandboxError(f"{self.name}: its /etc is not its own overlay; not adding the sshd user")
-        self.run(["mkdir", "-p", "-m", "0755", SSHD_DIR, "/run/sshd"])
+        self.run(["mkdir", "-p", "-m", "0755", SSHD_DIR, "/run/sshd", HOME])
         self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"bridgenet-{self.name}",
                   "-f", f"{SSHD_DIR}/ssh_host_ed25519_key"])
-        _add_privsep_user(f"{root}/etc/passwd", f"{root}/etc/group")
+        _prepare_passwd(f"{root}/etc/passwd")
         with open(f"{self.hosts.sandbox_root}{CLIENT_DIR}/id_ed25519.pub") as f:
             user_key = f.read()
         _write(f"{root}{SSHD_DIR}/authorized_keys", user_key, 0o600)
@@ -348,6 +352,26 @@ class Hosts:
             h.close()
 
 
+def sshd_unavailable_reason(sandbox: Sandbox) -> str | None:
+    """Why no ``sshd`` can serve logins in ``sandbox``'s hosts, or None when one can.
+
+    Rootless it cannot: sshd's privilege-separated child calls setgroups(2),
+    which a user namespace refuses once ``/proc/PID/setgroups`` is ``deny``
+    (user_namespaces(7)), and ``unshare --map-root-user`` must write ``deny``
+    for an unprivileged user to map its group (seen here: ``setgroups:
+    Operation not permitted [preauth]``, the connection reset). A user
+    namespace with a full group map (``newgidmap``, ``/etc/subgid``) would
+    allow it; bridgenet's sandboxes do not make one.
+    """
+    if find_sshd() is None:
+        return sshd_missing_reason()
+    if sandbox.userns:
+        return ("sshd cannot serve logins in a rootless sandbox: its privilege-separated child calls "
+                "setgroups(2), refused in a user namespace whose setgroups is 'deny', as `unshare "
+                "--map-root-user` sets it for an unprivileged user (user_namespaces(7)); run as root")
+    return ssh_client_missing_reason()
+
+
 def sshd_missing_reason() -> str:
     """Why no ``sshd`` can be started, in words (for ``pytest.skip``)."""
     return ("no sshd: install nothing as a service; unpack it instead (`apt-get download openssh-server "
@@ -377,24 +401,29 @@ def _write(path: str, text: str, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def _add_privsep_user(passwd: str, group: str) -> None:
-    """Add the ``sshd`` user (privilege separation, ``/run/sshd``) to a host's ``/etc`` overlay, if absent.
+def _prepare_passwd(passwd: str) -> None:
+    """In a host's ``/etc`` overlay: add the ``sshd`` user, and give root a home of its own.
 
-    Its uid is 0 in a user namespace (only root is mapped there, and sshd
-    must be able to switch to it), else 65534's neighbour 74 (unused here).
+    * ``sshd`` (privilege separation, ``/run/sshd``), uid 74 (unused here);
+    * root's home becomes :data:`HOME` on the host's tmpfs, empty: a login's
+      shell then reads none of the machine's ``/root`` dot files (bash reads
+      ``~/.bashrc`` for an ssh command; the machine's took ≈150 ms here).
     """
     with open(passwd) as f:
-        text = f.read()
-    if any(line.split(":", 1)[0] == "sshd" for line in text.splitlines()):
-        return
-    uid = 0 if _in_user_namespace() else 74
-    with open(passwd, "a") as f:
-        f.write(("" if text.endswith("\n") or not text else "\n") + f"sshd:x:{uid}:65534::/run/sshd:/usr/sbin/nologin\n")
-
-
-def _in_user_namespace() -> bool:
-    """True when not root on the machine (the sandbox then has a user namespace mapping only root)."""
-    return os.geteuid() != 0
+        lines = f.read().splitlines()
+    out = []
+    for line in lines:
+        f = line.split(":")
+        if len(f) == 7 and f[0] == "root":
+            f[5] = HOME
+            line = ":".join(f)
+        out.append(line)
+    if not any(line.split(":", 1)[0] == "sshd" for line in out):
+        out.append("sshd:x:74:65534::/run/sshd:/usr/sbin/nologin")
+    # A new file renamed over the old one: the lower /etc/passwd belongs to the machine's root, whom a
+    # rootless sandbox cannot write as; the overlay's upper directory is the sandbox's own.
+    _write(passwd + ".bridgenet", "\n".join(out) + "\n", 0o644)
+    os.replace(passwd + ".bridgenet", passwd)
 
 
 def _sshd_config() -> str:
@@ -429,4 +458,4 @@ def _ssh_config(known_hosts: str) -> str:
     ])
 
 
-__all__ = ["Host", "Hosts", "find_sshd", "sshd_missing_reason", "ssh_client_missing_reason"]
+__all__ = ["Host", "Hosts", "find_sshd", "sshd_missing_reason", "sshd_unavailable_reason", "ssh_client_missing_reason"]
