@@ -38,6 +38,7 @@ from .errors import BridgenetError, CommandError, NamespaceBusyError, RolledBack
 from .leftovers import clean_tagged
 from .jobs import JOBS
 from .ledger import Entry, Ledger, locked
+from .state_store import store_for
 from .network import Network
 from .conflicts import check_identity
 from .effects import gone, inverse, satisfied
@@ -126,13 +127,13 @@ def up(network: Network, runner: Runner, *, batch: bool = False, progress: Progr
         LockedError: another bridgenet process is changing this network.
         Interrupted: a signal arrived before any change.
     """
-    with interrupts.deferred(), locked(runner.fs_root, network.name):
+    with interrupts.deferred(), locked(store_for(runner), network.name):
         return _up(network, runner, batch=batch, progress=progress, plan=plan, force=force, jobs=jobs)
 
 
 def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | None, plan: Plan | None,
         force: bool, jobs: int) -> Report:
-    ledger = Ledger.open(runner.fs_root, network.name)
+    ledger = Ledger.open(store_for(runner), network.name)
     p = plan if plan is not None else make_plan(network, runner, fast=batch, ledger=ledger)
     for w in p.warnings:
         log.warning("bridgenet: warning: %s", w)
@@ -241,13 +242,14 @@ def _hand_over_shared(runner: Runner, ledger: Ledger, only: set[str] | None = No
     B's ledger entry instead, and B's down restores it. Runs under the
     host-wide lock, so no other network comes or goes meanwhile.
     """
+    store = store_for(runner)
     for e in ledger.entries:
         if not e.key.startswith(SHARED_PREFIXES) or (only is not None and e.key not in only):
             continue
-        for other_name in Ledger.names(runner.fs_root):
+        for other_name in Ledger.names(store):
             if other_name == ledger.network:
                 continue
-            other = Ledger.open(runner.fs_root, other_name)
+            other = Ledger.open(store, other_name)
             mine = next((o for o in other.entries if o.key == e.key), None)
             if mine is not None:
                 if e.undo and not mine.undo:
@@ -299,15 +301,16 @@ def down(network: Network | str, runner: Runner, *, batch: bool = False, force: 
         LockedError: another bridgenet process is changing this network.
     """
     name = network if isinstance(network, str) else network.name
-    with interrupts.deferred(raise_pending=False), locked(runner.fs_root, name), interrupts.shielded():
-        ledger = Ledger.open(runner.fs_root, name)
+    store = store_for(runner)
+    with interrupts.deferred(raise_pending=False), locked(store, name), interrupts.shielded():
+        ledger = Ledger.open(store, name)
         if not isinstance(network, str):  # not another file's network of that name
             check_identity(network, ledger, sources_only=True)
         return _down(name, runner, force=force, ledger=ledger)
 
 
 def _down(name: str, runner: Runner, *, force: bool, ledger: Ledger | None = None) -> Report:
-    ledger = ledger if ledger is not None else Ledger.open(runner.fs_root, name)
+    ledger = ledger if ledger is not None else Ledger.open(store_for(runner), name)
     if not ledger.entries:
         return Report(note=f"no record of {name} on this host (never brought up by bridgenet, or already "
                            "down); nothing to take down")
@@ -467,8 +470,9 @@ def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report
     ran: list[Command] = []
     names = []
     gone_all: list[str] = []
-    with interrupts.deferred(raise_pending=False), locked(runner.fs_root, None), interrupts.shielded():
-        for name in Ledger.names(runner.fs_root):
+    store = store_for(runner)
+    with interrupts.deferred(raise_pending=False), locked(store, None), interrupts.shielded():
+        for name in Ledger.names(store):
             r = _down(name, runner, force=force)
             ran.extend(r.ran)
             gone_all.extend(r.gone)

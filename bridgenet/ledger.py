@@ -10,26 +10,22 @@ describes.
 
 Each entry holds a step's undo commands with their effects, so undoing
 needs no network definition: ``bridgenet clean`` works from the files alone.
+
+Where the files and the locks are reached is a store (``state_store.py``):
+local files under a runner's ``fs_root``, or a remote host's own
+``/run/bridgenet`` through its runner (``remote_store.py``, over SSH).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import sys
-import time
 from collections.abc import Iterable, Iterator
 
 import attrs
 
 from .commands import Command, command_from_dict, command_to_dict
-from . import interrupts
-from .errors import LockedError
-
-LEDGER_DIR = "run/bridgenet"
-"""Relative to the host's file system root: ``/run/bridgenet``."""
+from .state_store import LEDGER_DIR, TMP_SUFFIX, LocalStore, StateStore, as_store  # noqa: F401
 
 VERSION = 1
 
@@ -92,45 +88,52 @@ class Ledger:
 
     Attributes:
         network: the network's name.
-        directory: where the file lives, as seen from this process, or None
-            to keep it in memory only (dry-runs, recording runners).
+        store: where the file lives (``state_store.py``: a local root, or a
+            remote host through its runner), or None to keep it in memory
+            only (dry-runs, recording runners).
         entries: in the order the steps ran.
+        recorded: the file existed when the ledger was opened.
     """
 
     network: str
-    directory: str | None
+    store: StateStore | None
     entries: list[Entry] = attrs.field(factory=list)
     identity: dict | None = None
     """What the network was when it came up (``Network.identity()``), to refuse another one of that name."""
+    recorded: bool = False
+
+    @property
+    def directory(self) -> str | None:
+        """The local directory of the file, or None (remote, or in memory)."""
+        return self.store.directory if isinstance(self.store, LocalStore) else None
 
     @property
     def path(self) -> str | None:
-        return None if self.directory is None else os.path.join(self.directory, f"{self.network}.json")
+        """The file's local path, or None (remote, or in memory)."""
+        return self.store.path(self.network) if isinstance(self.store, LocalStore) else None
 
     @classmethod
-    def open(cls, fs_root: str | None, network: str) -> Ledger:
-        """Load the network's state file from ``fs_root`` (empty ledger if there is none)."""
-        directory = None if fs_root is None else os.path.join(fs_root, LEDGER_DIR)
-        ledger = cls(network, directory)
-        path = ledger.path
-        if path and os.path.exists(path):
-            with open(path) as f:
-                data = json.load(f)
+    def open(cls, where: StateStore | str | None, network: str) -> Ledger:
+        """Load the network's state file (empty ledger if there is none).
+
+        ``where``: a store (``store_for(runner)``), or a local root
+        (``runner.fs_root``, e.g. ``/proc/PID/root``); None: in memory.
+        """
+        store = as_store(where)
+        ledger = cls(network, store)
+        text = store.read(network) if store is not None else None
+        if text is not None:
+            data = json.loads(text)
             ledger.entries = [Entry.from_dict(e) for e in data.get("entries", [])]
             ledger.identity = data.get("identity")
+            ledger.recorded = True
         return ledger
 
     @staticmethod
-    def names(fs_root: str | None) -> list[str]:
-        """Names of the networks that have a state file under ``fs_root``."""
-        if fs_root is None:
-            return []
-        directory = os.path.join(fs_root, LEDGER_DIR)
-        try:
-            files = os.listdir(directory)
-        except OSError:
-            return []
-        return sorted(f[:-5] for f in files if f.endswith(".json") and not f.startswith("."))
+    def names(where: StateStore | str | None) -> list[str]:
+        """Names of the networks that have a state file (``where`` as for :meth:`open`)."""
+        store = as_store(where)
+        return store.names() if store is not None else []
 
     def keys(self) -> set[str]:
         return {e.key for e in self.entries}
@@ -170,118 +173,29 @@ class Ledger:
         self.save()
 
     def save(self) -> None:
-        """Write the file atomically (write a temporary file, fsync, rename); remove it when empty."""
-        path = self.path
-        if path is None:
+        """Write the file atomically (a temporary file renamed over it); remove it when empty."""
+        if self.store is None:
             return
         if not self.entries:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            self.store.remove(self.network)
             return
-        os.makedirs(self.directory, mode=0o755, exist_ok=True)  # type: ignore[arg-type]
-        tmp = f"{path}.{os.getpid()}{TMP_SUFFIX}"
         head = json.dumps({"version": VERSION, "network": self.network, "identity": self.identity})
         # one entry per line, through json's C encoder (indent= takes the pure-Python one: ≈10x slower,
         # 0.14 s per save at 100 containers, measured here)
         text = head[:-1] + ', "entries": [\n' + ",\n".join(e.to_json() for e in self.entries) + "\n]}\n"
-        try:
-            with open(tmp, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        self.store.write(self.network, text)
 
 
 HOST_LOCK_WAIT = 600.0
 """Seconds a process waits for the host-wide lock before giving up (a paused or hung holder)."""
 
-TMP_SUFFIX = ".tmp"
-
-
-def _network_lock(directory: str, network: str) -> int:
-    """Take ``NAME.lock`` (flock(2), non-blocking) and return its descriptor.
-
-    The file is unlinked by its holder before it is closed (:func:`_release`),
-    so none is left behind; a process that opened the file just before the
-    unlink may then hold a lock on a name that no longer exists, so after
-    taking the lock we check that the path still names our file, else retry.
-    """
-    path = os.path.join(directory, f"{network}.lock")
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise LockedError(
-                f"another bridgenet process (PID {holder}) is changing network {network} on this host; "
-                f"wait for it to finish (its lock: /{LEDGER_DIR}/{network}.lock)"
-            ) from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            return fd
-        os.close(fd)
-
-
-def _release(directory: str, network: str, fd: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(directory, f"{network}.lock"))
-    os.close(fd)
-
-
-def _host_lock(directory: str, wait: float) -> int:
-    """Take the host-wide lock: flock(2) on the directory ``/run/bridgenet`` itself (blocking, with a deadline).
-
-    Locking the directory leaves no lock file behind.
-
-    Raises:
-        LockedError: still held by another process after ``wait`` seconds.
-    """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    deadline = time.monotonic() + wait
-    told = False
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            pass
-        now = time.monotonic()
-        if now >= deadline or interrupts.pending() is not None:
-            os.close(fd)
-            interrupts.check()
-            raise LockedError(f"another bridgenet process has held the host-wide lock on /{LEDGER_DIR} for "
-                              f"more than {wait:g} s; nothing was changed")
-        if not told and now + wait - deadline > 1.0:
-            print(f"bridgenet: waiting for another bridgenet process to finish (host-wide lock on /{LEDGER_DIR})",
-                  file=sys.stderr, flush=True)
-            told = True
-        time.sleep(0.005)
-
-
-def _sweep(directory: str) -> None:
-    """Remove temporary state files a killed process left (only called under the host-wide lock)."""
-    for name in os.listdir(directory):
-        if name.endswith(TMP_SUFFIX) and ".json." in name:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, name))
-
 
 @contextlib.contextmanager
-def locked(fs_root: str | None, network: str | None, *, wait: float | None = None) -> Iterator[None]:
+def locked(where: StateStore | str | None, network: str | None, *, wait: float | None = None) -> Iterator[None]:
     """Hold the network's lock and the host-wide lock for the ``with`` block.
+
+    ``where``: the host's store (:func:`bridgenet.state_store.store_for`), or
+    a local root (``runner.fs_root``); None: no locks (dry-run).
 
     * The network's lock (``/run/bridgenet/NAME.lock``) is taken first and
       never waited for: two processes changing one network at once would
@@ -293,23 +207,18 @@ def locked(fs_root: str | None, network: str | None, *, wait: float | None = Non
       themselves) is read, changed and recorded by one process at a time,
       so concurrent runs end where some serial order of them would.
 
+    Both are flock(2) locks, taken by this process on local files
+    (``LocalStore``) or by one remote process for the block (``RunnerStore``,
+    flock(1) over SSH): the same locks either way.
+
     Raises:
         LockedError: another process holds the network's lock (its PID is
             named), or the host-wide lock past ``wait`` seconds.
+        HostUnreachableError: (remote) ssh could not reach the host.
     """
-    if fs_root is None:
+    store = as_store(where)
+    if store is None:
         yield
         return
-    directory = os.path.join(fs_root, LEDGER_DIR)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    net_fd = _network_lock(directory, network) if network is not None else None
-    try:
-        host_fd = _host_lock(directory, HOST_LOCK_WAIT if wait is None else wait)
-        try:
-            _sweep(directory)
-            yield
-        finally:
-            os.close(host_fd)
-    finally:
-        if net_fd is not None:
-            _release(directory, network, net_fd)  # type: ignore[arg-type]
+    with store.locked(network, HOST_LOCK_WAIT if wait is None else wait):
+        yield

@@ -127,10 +127,11 @@ def _chain_commands(state: LiveState, f: int) -> list[Command]:
 def leftover_commands(runner: Runner) -> list[Command]:
     """Everything :func:`clean_tagged` would run now, in order (reads only)."""
     from .ledger import Ledger
+    from .state_store import store_for
 
     state = read_leftovers(runner)
     cmds = tagged_commands(state)
-    if not Ledger.names(runner.fs_root):  # a recorded network may still use the chains
+    if not Ledger.names(store_for(runner)):  # a recorded network may still use the chains
         cmds += chain_commands(state)
     return cmds
 

@@ -34,6 +34,7 @@ from .conflicts import check_conflicts, check_identity, check_not_owned_by_other
 from .effects import inverse, satisfied
 from .errors import VethFreeingConflict
 from .ledger import Entry, Ledger
+from .state_store import store_for
 from .firewall import FORWARD_CHAIN, ISOLATION_CHAIN, FilterChain, Isolation
 from .model import EtcNetns, ForwardRule, NatRule
 from .network import Network
@@ -225,9 +226,10 @@ def make_plan(network: Network, runner: Runner, *, fast: bool = False, state: Li
             nothing has been changed.
     """
     if ledger is None:
-        ledger = Ledger.open(runner.fs_root, network.name)
+        ledger = Ledger.open(store_for(runner), network.name)
     check_identity(network, ledger)
-    others = {n: Ledger.open(runner.fs_root, n) for n in Ledger.names(runner.fs_root) if n != network.name}
+    store = store_for(runner)
+    others = {n: Ledger.open(store, n) for n in Ledger.names(store) if n != network.name}
     state = state if state is not None else settled_state(network, runner,
                                                           moves_peers=network.move_peers and not fast)
     check_conflicts(network, state, moves_peers=network.move_peers and not fast)

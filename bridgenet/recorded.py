@@ -7,10 +7,10 @@ A state file records where its network came from (``Network.source``, see
 
 from __future__ import annotations
 
-import os
 
 from .errors import ValidationError
 from .ledger import LEDGER_DIR, Ledger
+from .state_store import StateStore
 from .network import Network
 from .rules import _NETWORK_NAME
 
@@ -23,14 +23,16 @@ def check_name(command: str, name: object) -> str:
     return name
 
 
-def recorded_source(name: str, fs_root: str = "/", command: str = "graph") -> str | None:
+def recorded_source(name: str, fs_root: StateStore | str = "/", command: str = "graph") -> str | None:
     """The source of network ``name`` as its state file records it (None: built from Python).
+
+    ``fs_root``: the host's local root, or its store (``state_store.store_for``).
 
     Raises:
         ValidationError: ``name`` is no network name, or no state file for it.
     """
     ledger = Ledger.open(fs_root, check_name(command, name))
-    if ledger.path is None or not os.path.exists(ledger.path):
+    if not ledger.recorded:
         raise ValidationError(f"network {name}", "name", f"a network that is up on this host has a state file "
                               f"in /{LEDGER_DIR} (known: {', '.join(Ledger.names(fs_root)) or 'none'})", name)
     return (ledger.identity or {}).get("source")

@@ -26,7 +26,6 @@ mends missing and changed ones all at once). The rendering is in
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 
 import attrs
@@ -38,6 +37,7 @@ from .commands import (
 from .effects import satisfied
 from .errors import ConflictError, ValidationError
 from .ledger import LEDGER_DIR, Ledger
+from .state_store import store_for
 from .network import Network
 from .plan import _created_links, _leave_alone, read_for
 from .runners import Runner
@@ -167,11 +167,12 @@ def show(networks: Iterable[Network | str] | None = None, runner: Runner | None 
         runner = ShRunner()
     listing = networks is None
     if networks is None:
-        networks = Ledger.names(runner.fs_root)
+        networks = Ledger.names(store_for(runner))
+    store = store_for(runner)
     out = []
     for net in networks:
         if isinstance(net, str):
-            source = recorded_source(net, runner.fs_root or "/", "show")
+            source = recorded_source(net, store if store is not None else "/", "show")
             try:
                 net = load_source(net, source, "pass the Network to bridgenet.show([network])")
             except ValidationError as e:
@@ -189,8 +190,8 @@ def network_status(network: Network, runner: Runner, state: LiveState | None = N
     """The status of one network (see :func:`show`); ``state``: live state already read (default: read it)."""
     from .plan import _warnings
 
-    ledger = Ledger.open(runner.fs_root, network.name)
-    has_file = ledger.path is not None and os.path.exists(ledger.path)
+    ledger = Ledger.open(store_for(runner), network.name)
+    has_file = ledger.recorded
     state = state if state is not None else read_for(network, runner)
     steps = network.steps()
     owned = {e.key for e in ledger.entries if e.owns}

@@ -38,6 +38,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
@@ -204,8 +205,9 @@ class SshRunner:
             runs in that sandbox's network namespace.
         sandbox: the sandbox ``prefix`` enters (checked by the guard).
         echo: called with each remote command line before it runs, or None.
-        fs_root: where this host's file system is seen from here; None (the
-            state files of a remote host are not local files).
+        fs_root: where this host's file system is seen from here, if it is
+            (then its state files and locks are local files); None, the
+            default: they are reached through ssh (:meth:`state_store`).
 
     The guard (``BRIDGENET_REQUIRE_SANDBOX``, set by the test suite and the
     pytest plugin): the ``ssh`` client is run by a :class:`ShRunner` with
@@ -237,6 +239,7 @@ class SshRunner:
         self.fs_root = fs_root
         self._local = ShRunner(self.prefix, sandbox=sandbox)
         self._opened = False  # an ssh client got past the guard: a master may be running
+        self._store = None
 
     def __repr__(self) -> str:
         return f"<SshRunner {self.target.destination}>"
@@ -273,6 +276,33 @@ class SshRunner:
         if check and r.exit_code != 0:
             raise CommandError(argv, r.exit_code, err, r.stdout)
         return Result(argv, r.exit_code, r.stdout, err)
+
+    def popen(self, argv: Sequence[str], *, stderr: object = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        """Start ``argv`` on the host and return at once: the local ``ssh`` process, with binary pipes
+        to the remote command's stdin and from its stdout; ``stderr``: a file (or ``subprocess`` constant).
+
+        ``ssh`` runs in a session of its own, so a terminal's SIGINT reaches
+        bridgenet only (which then ends the command as it sees fit). For
+        long-lived remote helpers: the state lock (``remote_store.py``).
+
+        Raises:
+            NotInSandboxError: the guard refused (as for :meth:`exec`).
+        """
+        full = self.target.ssh_argv(tuple(str(a) for a in argv))
+        self._local._guard(full)
+        self._opened = True
+        return subprocess.Popen([*self.prefix, *full], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, start_new_session=True)  # type: ignore[arg-type]
+
+    def state_store(self):  # noqa: ANN201
+        """The host's state files and locks through ssh (a
+        :class:`~bridgenet.remote_store.RunnerStore`, the same one each call);
+        used by ``apply`` and ``status`` when :attr:`fs_root` is None."""
+        if self._store is None:
+            from ..remote_store import RunnerStore
+
+            self._store = RunnerStore(self)
+        return self._store
 
     def check(self) -> None:
         """Run ``true`` on the host (opening the shared connection).
