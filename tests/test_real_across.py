@@ -139,6 +139,17 @@ def test_three_hosts_up_all_ping_tcp_twice_runs_nothing_down_all_restores(hosts3
     assert not any(os.path.exists(state_file(h)) for h in hosts3)
 
 
+def test_batch_up_all_converges_and_down_all_restores(hosts2) -> None:  # noqa: ANN001
+    s, rs = build(hosts2), runners(hosts2)
+    before = snaps(hosts2)
+    assert all(r.report.ran for r in across.up_all(s, rs, batch=True))
+    r = ping(hosts2[1], "c2", "10.40.0.11")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    assert [r.report.ran for r in across.up_all(s, rs, batch=True)] == [(), ()]
+    across.down_all(s, rs)
+    assert snaps(hosts2) == before
+
+
 def test_a_failure_on_the_second_host_rolls_back_every_host(hosts2) -> None:  # noqa: ANN001
     before = snaps(hosts2)
     rs = runners(hosts2)
@@ -296,3 +307,46 @@ def test_cli_up_plan_show_down_across_hosts_with_injected_runners(hosts2, tmp_pa
     out, err = capsys.readouterr()
     assert out.startswith("# host h2 (") and "is down on h1" in err
     assert snaps(hosts2) == before
+
+
+ssh_hosts2 = factories.hosts(2, sshd=True)
+
+
+def test_over_ssh_plan_all_and_show_all_read_each_host_and_up_all_refuses_before_any_change(ssh_hosts2) -> None:  # noqa: ANN001
+    """Over real ssh (a sshd per host): planning works; changing needs a state file there, not kept over ssh yet."""
+    from bridgenet.errors import UnsupportedError
+
+    s = build(ssh_hosts2)
+    before = snaps(ssh_hosts2)
+    rs = {h.name: h.ssh_runner() for h in ssh_hosts2}
+    try:
+        plans = across.plan_all(s, rs)
+        assert [p.host.name for p in plans] == ["h1", "h2"] and not any(p.plan.empty for p in plans)
+        assert any(c.argv[:3] == ("ip", "link", "add") for c in plans[1].plan.commands)
+        statuses = across.show_all(s, rs)
+        assert [h.name for h, _ in statuses] == ["h1", "h2"] and all(st.drifted for _, st in statuses)
+        with pytest.raises(UnsupportedError, match="h1, h2"):
+            across.up_all(s, rs)
+        with pytest.raises(UnsupportedError):
+            across.down_all(s, rs)
+    finally:
+        across.close(rs)
+    assert snaps(ssh_hosts2) == before
+    assert all(h.accepted_logins() >= 1 for h in ssh_hosts2)
+
+
+@pytest.mark.skip(reason="up over ssh needs state files through the SshRunner (branch `store`); "
+                         "then drop across._stateful's refusal")
+def test_over_ssh_up_all_ping_and_down_all_restores(ssh_hosts2) -> None:  # noqa: ANN001
+    s = build(ssh_hosts2)
+    before = snaps(ssh_hosts2)
+    rs = {h.name: h.ssh_runner() for h in ssh_hosts2}
+    try:
+        across.up_all(s, rs)
+        r = ping(ssh_hosts2[1], "c2", "10.40.0.11")
+        assert r.exit_code == 0, r.stdout + r.stderr
+        assert [r.report.ran for r in across.up_all(s, rs)] == [(), ()]
+        across.down_all(s, rs)
+    finally:
+        across.close(rs)
+    assert snaps(ssh_hosts2) == before
