@@ -74,6 +74,8 @@ class Report:
             steps count as done.
         removed: for ``up``, how many of ``ran`` removed what the network no
             longer has (they come first).
+        added: for ``up``, the state file keys this run added (what
+            :func:`undo_added` undoes to take back exactly this run).
     """
 
     ran: tuple[Command, ...] = ()
@@ -82,6 +84,7 @@ class Report:
     note: str = ""
     gone: tuple[str, ...] = ()
     removed: int = 0
+    added: tuple[str, ...] = ()
 
 
 def plan(network: Network, runner: Runner, *, batch: bool = False) -> Plan:
@@ -150,7 +153,8 @@ def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | N
     if shared:
         ledger.add(shared)  # so that another network's down leaves them to us (see down)
     if not todo:
-        return Report(tuple(removed), p.in_place, gone=tuple(gone), removed=len(removed))
+        return Report(tuple(removed), p.in_place, gone=tuple(gone), removed=len(removed),
+                      added=tuple(e.key for e in shared))
     before = ledger.keys()
     new_keys = [s.step.key for s in todo if s.step.key not in before]
     ran: list[Command] = list(removed)
@@ -217,7 +221,25 @@ def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | N
             if not leftovers:
                 ledger.drop(new_keys)
         raise RolledBackError(cause, undone, leftovers) from cause
-    return Report(tuple(ran), p.in_place, gone=tuple(gone), removed=len(removed))
+    return Report(tuple(ran), p.in_place, gone=tuple(gone), removed=len(removed),
+                  added=(*(e.key for e in shared), *new_keys))
+
+
+def undo_added(name: str, runner: Runner, keys: Iterable[str]) -> tuple[list[Command], list[str]]:
+    """Take back what one ``up`` of network ``name`` added on this host: the entries ``keys``
+    (its ``Report.added``), undone in reverse and forgotten; the rest of the state file stays.
+
+    A network that was not up before has only those entries: this is its ``down``. Signals wait
+    (as in ``down``). Returns (commands run, what could not be undone; those entries are kept).
+    """
+    keys = set(keys)
+    with interrupts.deferred(raise_pending=False), locked(runner.fs_root, name), interrupts.shielded():
+        ledger = Ledger.open(runner.fs_root, name)
+        _hand_over_shared(runner, ledger, only=keys)
+        ran, leftovers, _ = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True, network=name)
+        if not leftovers:
+            ledger.drop(keys)
+    return ran, leftovers
 
 
 def _remove_orphans(runner: Runner, ledger: Ledger, orphans: Sequence[Entry], *,

@@ -1,12 +1,14 @@
 """The ``bridgenet`` command.
 
-Exit codes: 0 success; 1 a command failed, a conflict was found, or a
-privilege is missing (the message names the command and its stderr); 2 a
-usage error, an invalid network file or a network across hosts run for real
-(not yet supported; ``--dry-run`` prints it); 128 + the signal number when
-interrupted (130 for SIGINT, 143 for SIGTERM), after rolling back.
-``plan --detailed-exitcode`` exits 2 when something is to do (and 1 for an
-invalid network file).
+Exit codes: 0 success; 1 a command failed, a conflict was found, a host
+could not be reached, or a privilege is missing (the message names the
+command and its stderr); 2 a usage error or an invalid network file; 128 +
+the signal number when interrupted (130 for SIGINT, 143 for SIGTERM), after
+rolling back. ``plan --detailed-exitcode`` exits 2 when something is to do
+(on any host) and 1 for an invalid network file.
+
+A file with ``[[hosts]]`` runs on every host (``across.py``): each host's
+commands under its ``# host NAME (DEST)`` header, as the dry-run prints them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from .errors import BridgenetError, CommandError, PrivilegeError, RolledBackErro
 from .interrupts import Interrupted
 from .jobs import JOBS, PARALLEL_MIN
 from .network import Network
-from .runners import DryRunRunner, ShRunner, run_all, undo_steps
+from .cli_print import _echo, _print_commands, _print_gone
+from .runners import ShRunner, undo_steps
 
 VERSION = "0.1.0"
 
@@ -117,26 +120,6 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _echo(args: argparse.Namespace):  # noqa: ANN202
-    if args.quiet:
-        return None
-    return lambda line: print(line, flush=True)
-
-
-def _print_commands(args: argparse.Namespace, commands: list, direction: str, steps: list | None = None) -> None:
-    """Print ``commands`` as the dry-run prints them: one per line, or with ``--batch`` as the batch script."""
-    if args.batch:
-        from .batch import plan, render_shell
-
-        jobs = getattr(args, "jobs", 1)
-        sys.stdout.write(render_shell(plan(commands, direction=direction, jobs=jobs), sudo=getattr(args, "sudo", False)))
-        return
-    if not args.explain:  # what DryRunRunner prints, in one write
-        sys.stdout.write("".join([c.shell(sudo=args.sudo) + "\n" for c in commands]))
-        return
-    run_all(DryRunRunner(sudo=args.sudo, explain=args.explain, steps=steps or ()), commands)
-
-
 def _dry_up(args: argparse.Namespace, net: Network) -> int:
     steps = net.steps(fast=args.batch) if args.explain else None  # only --explain prints the steps' texts
     up = [c for s in steps for c in s.up] if steps is not None else net.up_commands(fast=args.batch)
@@ -144,10 +127,24 @@ def _dry_up(args: argparse.Namespace, net: Network) -> int:
     return 0
 
 
+def _across(args: argparse.Namespace, action: str):  # noqa: ANN202 (a Network, or a Stretch of other hosts)
+    """The network of ``-f``: a Stretch of several hosts as it is (a dry-run prints it per host), else a Network."""
+    net = _network(args, hosts=True)
+    if not isinstance(net, Network) and net.local_only and not getattr(args, "dry_run", False):
+        net = net.networks[0]
+    if not isinstance(net, Network) and not getattr(args, "dry_run", False) and any(h.local for h in net.hosts):
+        require_privileges(action)  # the local host's part runs here
+    return net
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    net = _network(args, hosts=args.dry_run)
+    net = _across(args, "up")
     if args.dry_run:
         return _dry_up(args, net) if isinstance(net, Network) else _per_host(args, net, _dry_up)
+    if not isinstance(net, Network):
+        from .cli_across import up_across
+
+        return up_across(args, net)
     require_privileges("up")
     from . import apply
 
@@ -170,11 +167,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_gone(report) -> None:  # noqa: ANN001
-    for line in report.gone:
-        print(f"bridgenet: already gone, nothing to undo: {line}", file=sys.stderr)
-
-
 def _dry_down(args: argparse.Namespace, net: Network) -> int:
     steps = net.steps()
     from .teardown import default_group, grouped, will_group
@@ -185,9 +177,13 @@ def _dry_down(args: argparse.Namespace, net: Network) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    net = _network(args, hosts=args.dry_run)
+    net = _across(args, "down")
     if args.dry_run:
         return _dry_down(args, net) if isinstance(net, Network) else _per_host(args, net, _dry_down)
+    if not isinstance(net, Network):
+        from .cli_across import down_across
+
+        return down_across(args, net)
     require_privileges("down")
     from . import apply
 
@@ -204,7 +200,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    net = _network(args)
+    net = _across(args, "plan")
+    if not isinstance(net, Network):
+        from .cli_across import plan_across
+
+        return plan_across(args, net)
     require_privileges("plan")
     from . import apply
 
@@ -263,9 +263,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     if args.file and args.names:
         args.parser.error("give a network file (-f) or NAMEs of networks that are up, not both")
+    net = _across(args, "show") if args.file else None
+    if net is not None and not isinstance(net, Network):
+        from .cli_across import show_across
+
+        return show_across(args, net)
     require_privileges("show")
     try:
-        statuses = show([_network(args)] if args.file else (args.names or None))
+        statuses = show([net] if args.file else (args.names or None))
     except ValidationError as e:
         print(f"bridgenet show: {e}", file=sys.stderr)
         return 1

@@ -90,16 +90,17 @@ def single(net: Network | Stretch) -> Network:
     """``net`` itself, or the network of a :class:`~bridgenet.stretch.Stretch` whose one host is this machine.
 
     Raises:
-        UnsupportedError: a network across other hosts (running it is not supported yet).
+        UnsupportedError: a network across other hosts (``across.py`` runs those; the callers of
+            this function, e.g. ``graph`` and ``diagnose``, take one host's network).
     """
     if isinstance(net, Network):
         return net
     if net.local_only:
         return net.networks[0]
     raise UnsupportedError(
-        f"network {net.name} spans hosts ({', '.join(h.name for h in net.hosts)}): running a network across "
-        "hosts is not yet supported; bridgenet up --dry-run and down --dry-run print each host's commands. "
-        "Nothing was run.")
+        f"network {net.name} spans hosts ({', '.join(h.name for h in net.hosts)}): this command works on one "
+        "host's network; bridgenet up, down, plan and show run it across hosts (see the README, \"Running across "
+        "hosts\"), and up --dry-run prints each host's commands. Nothing was run.")
 
 
 def load_any(path: str | Path) -> Network | Stretch:

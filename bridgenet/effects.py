@@ -19,6 +19,8 @@ from .commands import (
     FileAbsent,
     FilePresent,
     Effect,
+    FdbAbsent,
+    FdbPresent,
     LinkAbsent,
     LinkAlias,
     LinkDown,
@@ -106,6 +108,11 @@ def satisfied(effect: Effect | None, state: LiveState) -> bool:
         return e.path not in state.files
     if isinstance(e, (DirPresent, DirAbsent)):
         return (e.path in state.dirs) == isinstance(e, DirPresent)
+    if isinstance(e, (FdbPresent, FdbAbsent)):
+        entries = state.fdb.get((e.dev, e.netns))
+        if entries is None:
+            return False  # not read: run the command
+        return ((e.lladdr, e.dst) in entries) == isinstance(e, FdbPresent)
     return False  # pragma: no cover
 
 
@@ -124,7 +131,7 @@ def gone(effect: Effect | None, state: LiveState) -> str | None:
             return None
     elif isinstance(effect, (LinkAlias, LinkDown, LinkHairpin, LinkMaster, LinkMtu, LinkUp)):
         name = effect.name
-    elif isinstance(effect, (AddrAbsent, AddrPresent)):
+    elif isinstance(effect, (AddrAbsent, AddrPresent, FdbAbsent, FdbPresent)):
         name = effect.dev
     else:
         return None

@@ -224,3 +224,28 @@ class HostUnreachableError(BridgenetError):
     def hosts(self) -> tuple[str, ...]:
         """The destinations that failed, in order."""
         return tuple(d for d, _ in self.failures)
+
+
+class HostsRolledBackError(RolledBackError):
+    """Bringing a network up across hosts failed on one host (or a signal arrived); every host is rolled back.
+
+    Attributes:
+        host: the name of the host where it failed (or was interrupted).
+        cause: that host's error (the signal's :class:`~bridgenet.interrupts.Interrupted`, a
+            :class:`CommandError`, ...), unwrapped from its own rollback.
+        undone: every host's rollback commands, the failing host's first.
+        per_host: ``(host name, commands run to roll it back)`` for every host touched, in rollback order.
+        leftovers: what could not be undone, each prefixed ``HOST: ``.
+    """
+
+    def __init__(self, host: str, cause: BaseException, per_host: Sequence[tuple[str, Sequence[object]]],
+                 leftovers: Sequence[str] = ()) -> None:
+        self.host = host
+        self.per_host = tuple((h, tuple(u)) for h, u in per_host)
+        self.cause = cause
+        self.undone = tuple(c for _, u in self.per_host for c in u)
+        self.leftovers = tuple(leftovers)
+        done = ", ".join(f"{h}: {len(u)} command(s)" for h, u in self.per_host) or "nothing had changed"
+        msg = f"host {host}: {cause}\nrolled back every host ({done})"
+        msg += ("; could NOT undo: " + "; ".join(self.leftovers)) if self.leftovers else "; every host is back where it was"
+        Exception.__init__(self, msg)  # not RolledBackError's own message

@@ -153,7 +153,10 @@ def wanted_reads(network: Network) -> dict:
             by_family[getattr(o, "family", 4)] += o.reads()
     rules = by_family[4]
     etc = bool(network.of_type(EtcNetns))
-    out = {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc}
+    from .vxlan import Vxlan
+
+    fdb = [(v.name, v.netns) for v in network.of_type(Vxlan)]
+    out = {"netns": netns, "sysctls": sysctls, "rules": rules, "etc": etc, **({"fdb": fdb} if fdb else {})}
     if network.has_ipv6:  # an IPv4-only network reads nothing more
         out.update(rules6=by_family[6], v6=True)
     return out

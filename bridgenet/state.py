@@ -74,6 +74,8 @@ class LiveState:
             (``ip6tables -S``), kept apart; read only when asked for.
         files, dirs: the files (``{path: text}``) and directories under
             ``/etc/netns`` when :func:`read` was asked for them (``names.py``).
+        fdb: ``{(dev, netns): {(lladdr, dst), ...}}``: the forwarding entries of each link read
+            (``bridge -json fdb show dev DEV``, bridge(8)); a link missing here was not read.
     """
 
     host: NsState
@@ -88,6 +90,7 @@ class LiveState:
     chains6: dict[tuple[str, str | None], frozenset[str]] = attrs.field(factory=dict)
     files: dict[str, str] = attrs.field(factory=dict)
     dirs: frozenset[str] = frozenset()
+    fdb: dict[tuple[str, str | None], frozenset[tuple[str, str]]] = attrs.field(factory=dict)
 
     def chain_exists(self, table: str, chain: str, netns: str | None = None, family: int = 4) -> bool | None:
         """Whether ``chain`` exists in ``table`` of ``netns`` (ip6tables' with ``family=6``); None: not read."""
@@ -275,7 +278,8 @@ def read_rules(runner: Runner, table: str, chain: str, netns: str | None = None)
 
 def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[str, str | None]] = (),
          rules: Iterable[tuple[str, str, str | None]] = (), extra: Sequence[Read] = (),
-         rules6: Iterable[tuple[str, str, str | None]] = (), v6: bool = False, etc: bool = False) -> LiveState:
+         rules6: Iterable[tuple[str, str, str | None]] = (), v6: bool = False, etc: bool = False,
+         fdb: Iterable[tuple[str, str | None]] = ()) -> LiveState:
     """Read the host, the named namespaces among ``netns`` that exist, sysctls and iptables chains.
 
     Args:
@@ -292,6 +296,8 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
             each namespace's ``ip -batch``, no process more). IPv6 addresses
             are always read (``addr show`` lists them).
         etc: also read ``/etc/netns`` (``LiveState.files``/``dirs``).
+        fdb: ``(dev, netns)`` pairs whose forwarding entries to read (``LiveState.fdb``; a link that
+            does not exist has none).
 
     Cost: one process through ``runner`` (see :func:`gather`).
     """
@@ -301,9 +307,11 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     tables = list(dict.fromkeys((t, n) for t, _, n in chains))
     chains6 = list(dict.fromkeys(rules6))
     tables6 = list(dict.fromkeys((t, n) for t, _, n in chains6))
+    fdbs = list(dict.fromkeys(fdb))
     reads = [*_NETNS_READS, _show_read(None, v6), *(_show_read(n, v6) for n in spaces),
              *(_sysctl_read(k, n) for k, n in sys_keys), *(_table_read(t, n) for t, n in tables),
-             *(_table_read(t, n, 6) for t, n in tables6), *([_names.READ] if etc else []), *extra]
+             *(_table_read(t, n, 6) for t, n in tables6), *([_names.READ] if etc else []),
+             *(_fdb_read(d, n) for d, n in fdbs), *extra]
     results = iter(gather(runner, reads))
     names, stale = _netns_from(next(results)[1], next(results)[1])
     live = names - stale
@@ -317,8 +325,23 @@ def read(runner: Runner, *, netns: Iterable[str] = (), sysctls: Iterable[tuple[s
     rule_map, chain_map = _tables(results, tables, chains, live)
     rule_map6, chain_map6 = _tables(results, tables6, chains6, live)
     files, dirs = _names.parse_tree(*next(results)) if etc else ({}, frozenset())
+    fdb_map = {(d, n): _fdb_entries(next(results)) for d, n in fdbs}
     return LiveState(host, {n: s for n, s in ns_states.items() if n in live}, names, stale, sys_values, rule_map,
-                     chain_map, tuple(results), rule_map6, chain_map6, files, dirs)
+                     chain_map, tuple(results), rule_map6, chain_map6, files, dirs, fdb_map)
+
+
+def _fdb_read(dev: str, netns: str | None) -> Read:
+    """``bridge -json fdb show dev DEV`` (bridge(8)), in ``netns``; fails (no entries) when DEV does not exist."""
+    return _in_netns(("bridge", "-json", "fdb", "show", "dev", dev), netns), None
+
+
+def _fdb_entries(result: tuple[int, str]) -> frozenset[tuple[str, str]]:
+    """``{(mac, dst)}`` of one ``bridge -json fdb show`` (entries without ``dst`` have ``""``)."""
+    code, text = result
+    if code != 0 or not text.strip():
+        return frozenset()
+    return frozenset((e.get("mac", ""), e.get("dst", "")) for doc in _json_docs(text) for e in doc or []
+                     if isinstance(e, dict))
 
 
 def _tables(results: Iterator[tuple[int, str]], tables: list[tuple[str, str | None]],

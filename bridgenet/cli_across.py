@@ -1,0 +1,101 @@
+"""The CLI's ``up``, ``down``, ``plan`` and ``show`` of a network across hosts (``across.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .cli_print import _echo, _print_commands, _print_gone
+
+
+def header(args: argparse.Namespace, first: list):  # noqa: ANN202
+    """``on_host`` for ``across``: print the host's ``# host`` header (a blank line before all but the first)."""
+    def show(host) -> None:  # noqa: ANN001
+        if not args.quiet:
+            sys.stdout.write(("\n" if first else "") + host.header() + "\n")
+            sys.stdout.flush()
+        first.append(host)
+    return show
+
+
+def up_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+    from . import across
+
+    runners = across.default_runners(s, echo=None if args.batch else _echo(args), session=not args.batch)
+    try:
+        reports = across.up_all(s, runners, batch=args.batch, force=args.force, jobs=args.jobs,
+                                on_host=None if args.batch else header(args, []))
+    finally:
+        across.close(runners)
+    shown: list = []
+    for hr in reports:
+        if args.batch and not args.quiet and hr.report.ran:
+            header(args, shown)(hr.host)
+            _print_commands(args, list(hr.report.ran), "up")
+        _print_gone(hr.report)
+        print(f"bridgenet: {s.name} is up on {hr.host.name}: {len(hr.report.ran)} command(s) run, "
+              f"{hr.report.in_place} already in place", file=sys.stderr)
+    return 0
+
+
+def down_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+    from . import across
+
+    runners = across.default_runners(s)
+    try:
+        reports = across.down_all(s, runners, force=args.force)
+    finally:
+        across.close(runners)
+    shown: list = []
+    for hr in reports:
+        if not args.quiet and hr.report.ran:
+            header(args, shown)(hr.host)
+            _print_commands(args, list(hr.report.ran), "down")
+        _print_gone(hr.report)
+        what = f"is down on {hr.host.name}: {len(hr.report.ran)} command(s) run" if hr.report.networks else \
+            f"on {hr.host.name}: {hr.report.note}"
+        print(f"bridgenet: {s.name} {what}", file=sys.stderr)
+    return 0
+
+
+def plan_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+    from . import across
+
+    runners = across.default_runners(s)
+    try:
+        plans = across.plan_all(s, runners, batch=args.batch)
+    finally:
+        across.close(runners)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps([{"host": hp.host.name, **hp.plan.to_dict()} for hp in plans], indent=2) + "\n")
+    for i, hp in enumerate(plans):
+        if not args.json:
+            sys.stdout.write(("\n" if i else "") + hp.host.header() + "\n")
+            sys.stdout.write("".join(c.shell() + "\n" for c in hp.plan.commands))
+        for w in hp.plan.warnings:
+            print(f"bridgenet: warning: {hp.host.name}: {w}", file=sys.stderr)
+        print(f"bridgenet: {hp.host.name}: {hp.plan.summary()}", file=sys.stderr)
+    removals = sum(len(hp.plan.removals) for hp in plans)
+    runs = sum(len(hp.plan.commands) for hp in plans) - removals
+    print(f"bridgenet: total: {f'{removals} to remove, ' if removals else ''}{runs} to run, "
+          f"{sum(hp.plan.in_place for hp in plans)} already in place on {len(plans)} hosts", file=sys.stderr)
+    return 2 if args.detailed_exitcode and not all(hp.plan.empty for hp in plans) else 0
+
+
+def show_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+    import json
+
+    from . import across
+
+    runners = across.default_runners(s)
+    try:
+        statuses = across.show_all(s, runners)
+    finally:
+        across.close(runners)
+    if args.json:
+        sys.stdout.write(json.dumps([{"host": h.name, **st.to_dict()} for h, st in statuses], indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(f"{h.header()}\n{st.render()}" for h, st in statuses))
+    return 2 if any(st.drifted for _, st in statuses) else 0
