@@ -130,13 +130,15 @@ def reach(stretch: Stretch, runners: Mapping[str, Runner]) -> None:
 
 
 def _stateful(stretch: Stretch, runners: Mapping[str, Runner]) -> None:
-    """Refuse to change a host whose state file this process cannot keep (a runner without ``fs_root``:
-    ``apply`` would keep its ledger in memory only, and ``down`` would later find nothing to undo)."""
-    lost = [h.name for h in stretch.hosts if getattr(runners[h.name], "fs_root", None) is None]
+    """Refuse to change a host whose state file this process cannot keep (a runner with no state store,
+    :func:`~bridgenet.state_store.store_for`: ``apply`` would keep its ledger in memory only, and ``down``
+    would later find nothing to undo). ShRunner and SshRunner have one; dry-run and recording runners not."""
+    from .state_store import store_for
+
+    lost = [h.name for h in stretch.hosts if store_for(runners[h.name]) is None]
     if lost:
-        raise UnsupportedError(f"host(s) {', '.join(lost)}: bridgenet cannot keep a state file there yet (a "
-                               "state file through ssh is not supported); nothing was changed. `bridgenet plan` "
-                               "and `show` work, and `up --dry-run` prints each host's commands")
+        raise UnsupportedError(f"host(s) {', '.join(lost)}: no state file can be kept there through this "
+                               "runner (a dry-run or recording runner); nothing was changed")
 
 
 def _named(host: HostSpec, err: ConflictError) -> ConflictError:

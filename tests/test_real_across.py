@@ -312,10 +312,8 @@ def test_cli_up_plan_show_down_across_hosts_with_injected_runners(hosts2, tmp_pa
 ssh_hosts2 = factories.hosts(2, sshd=True)
 
 
-def test_over_ssh_plan_all_and_show_all_read_each_host_and_up_all_refuses_before_any_change(ssh_hosts2) -> None:  # noqa: ANN001
-    """Over real ssh (a sshd per host): planning works; changing needs a state file there, not kept over ssh yet."""
-    from bridgenet.errors import UnsupportedError
-
+def test_over_ssh_plan_all_and_show_all_read_each_host_and_change_nothing(ssh_hosts2) -> None:  # noqa: ANN001
+    """Over real ssh (a sshd per host): planning and showing read each host and change nothing."""
     s = build(ssh_hosts2)
     before = snaps(ssh_hosts2)
     rs = {h.name: h.ssh_runner() for h in ssh_hosts2}
@@ -325,19 +323,25 @@ def test_over_ssh_plan_all_and_show_all_read_each_host_and_up_all_refuses_before
         assert any(c.argv[:3] == ("ip", "link", "add") for c in plans[1].plan.commands)
         statuses = across.show_all(s, rs)
         assert [h.name for h, _ in statuses] == ["h1", "h2"] and all(st.drifted for _, st in statuses)
-        with pytest.raises(UnsupportedError, match="h1, h2"):
-            across.up_all(s, rs)
-        with pytest.raises(UnsupportedError):
-            across.down_all(s, rs)
     finally:
         across.close(rs)
     assert snaps(ssh_hosts2) == before
     assert all(h.accepted_logins() >= 1 for h in ssh_hosts2)
 
 
-@pytest.mark.skip(reason="up over ssh needs state files through the SshRunner (branch `store`); "
-                         "then drop across._stateful's refusal")
+def test_a_dry_run_runner_cannot_change_hosts(hosts2) -> None:  # noqa: ANN001
+    from bridgenet.errors import UnsupportedError
+    from bridgenet.runners import RecordingRunner
+
+    s = build(hosts2)
+    rs = {h.name: RecordingRunner() for h in hosts2}
+    with pytest.raises(UnsupportedError, match="h1, h2"):
+        across.up_all(s, rs)
+
+
 def test_over_ssh_up_all_ping_and_down_all_restores(ssh_hosts2) -> None:  # noqa: ANN001
+    """Over real ssh: each host's state file kept on it (through the SshRunner), pings across, up twice
+    runs nothing, down restores every host."""
     s = build(ssh_hosts2)
     before = snaps(ssh_hosts2)
     rs = {h.name: h.ssh_runner() for h in ssh_hosts2}
