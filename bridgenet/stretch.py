@@ -45,7 +45,7 @@ from .hosts import HostSpec, default_vni
 from .names import EtcNetns, Names, check_dns, check_names, hosts_text, resolv_text
 from .network import Network
 from .specfields import _opt_text, _seq, _to_tuple
-from .topology import BridgeSpec, Node, topology
+from .topology import BridgeSpec, Node, _listed, topology
 from .vxlan import MAX_VNI, Vxlan, overhead
 
 DEFAULT_UNDERLAY_MTU = 1500
@@ -122,16 +122,6 @@ class Stretch:
     def local_only(self) -> bool:
         """True when the network has one host and it is this machine: then it runs like any network."""
         return len(self.hosts) == 1 and self.hosts[0].local
-
-
-def _listed(where: str, key: str, value: object, cls: type) -> list:
-    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
-        raise ValidationError(where, key, f"{key} is a list of {cls.__name__}", value)
-    out = list(value)
-    for i, item in enumerate(out):
-        if not isinstance(item, cls):
-            raise ValidationError(where, f"{key}[{i}]", f"each is a {cls.__name__}", item)
-    return out
 
 
 def stretch(name: str, *, hosts: Sequence[HostSpec], gateway: str, containers: Sequence[Member] = (),
