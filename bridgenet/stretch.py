@@ -33,7 +33,7 @@ hosts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface, ip_interface
 
 import attrs
