@@ -233,8 +233,9 @@ def undo_added(name: str, runner: Runner, keys: Iterable[str]) -> tuple[list[Com
     (as in ``down``). Returns (commands run, what could not be undone; those entries are kept).
     """
     keys = set(keys)
-    with interrupts.deferred(raise_pending=False), locked(runner.fs_root, name), interrupts.shielded():
-        ledger = Ledger.open(runner.fs_root, name)
+    store = store_for(runner)  # one store: over SSH its lock holds the copy of the state files reads use
+    with interrupts.deferred(raise_pending=False), locked(store, name), interrupts.shielded():
+        ledger = Ledger.open(store, name)
         _hand_over_shared(runner, ledger, only=keys)
         ran, leftovers, _ = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True, network=name)
         if not leftovers:

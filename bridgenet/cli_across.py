@@ -95,7 +95,7 @@ def show_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
     finally:
         across.close(runners)
     if args.json:
-        sys.stdout.write(json.dumps([{"host": h.name, **st.to_dict()} for h, st in statuses], indent=2) + "\n")
+        sys.stdout.write(json.dumps([{"host": h.name, "status": st.to_dict()} for h, st in statuses], indent=2) + "\n")
     else:
         sys.stdout.write("\n".join(f"{h.header()}\n{st.render()}" for h, st in statuses))
     return 2 if any(st.drifted for _, st in statuses) else 0
