@@ -45,6 +45,7 @@ from .ledger import Ledger
 from .network import Network
 from .plan import Plan
 from .runners import Runner, ShRunner, SshRunner, SshTarget, check_hosts
+from .state_store import store_for
 from .stretch import Stretch
 
 log = logging.getLogger("bridgenet")
@@ -133,8 +134,6 @@ def _stateful(stretch: Stretch, runners: Mapping[str, Runner]) -> None:
     """Refuse to change a host whose state file this process cannot keep (a runner with no state store,
     :func:`~bridgenet.state_store.store_for`: ``apply`` would keep its ledger in memory only, and ``down``
     would later find nothing to undo). ShRunner and SshRunner have one; dry-run and recording runners not."""
-    from .state_store import store_for
-
     lost = [h.name for h in stretch.hosts if store_for(runners[h.name]) is None]
     if lost:
         raise UnsupportedError(f"host(s) {', '.join(lost)}: no state file can be kept there through this "
@@ -248,7 +247,7 @@ def down_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = F
     pairs = list(reversed(order(stretch)))
     for host, net in pairs:
         try:
-            check_identity(net, Ledger.open(getattr(runners[host.name], "fs_root", None), net.name),
+            check_identity(net, Ledger.open(store_for(runners[host.name]), net.name),
                            sources_only=True)
         except ConflictError as err:
             raise _named(host, err) from err
