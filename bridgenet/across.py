@@ -273,3 +273,32 @@ def show_all(stretch: Stretch, runners: Mapping[str, Runner]) -> list[tuple[Host
 
     reach(stretch, runners)
     return [(host, show([net], runners[host.name])[0]) for host, net in stretch.pairs()]
+
+
+def clean_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = False,
+              on_host: OnHost | None = None) -> list[HostReport]:
+    """``apply.clean`` on every host of the file (each through its runner), the gateway host last: every
+    network with a state file there, then bridgenet's tagged leftovers (not only this file's network).
+
+    Every host is reached first; once started it goes through every host (as :func:`down_all`).
+
+    Raises:
+        HostsFailedError: some hosts failed (the others are clean); each failure names its host.
+        HostUnreachableError, ValidationError: as :func:`reach`; UnsupportedError: as :func:`up_all`.
+    """
+    reach(stretch, runners)
+    _stateful(stretch, runners)
+    out: list[HostReport] = []
+    failures: list[tuple[str, BaseException]] = []
+    with interrupts.deferred(raise_pending=False), interrupts.shielded():
+        for host, _ in reversed(order(stretch)):
+            if on_host is not None:
+                on_host(host)
+            try:
+                out.append(HostReport(host, apply.clean(runners[host.name], force=force)))
+            except BridgenetError as err:
+                log.warning("bridgenet: host %s: %s", host.name, apply._short(err))
+                failures.append((host.name, err))
+    if failures:
+        raise HostsFailedError(failures)
+    return out
