@@ -45,6 +45,7 @@ from .ledger import Ledger
 from .network import Network
 from .plan import Plan
 from .runners import Runner, ShRunner, SshRunner, SshTarget, check_hosts
+from .state_store import store_for
 from .stretch import Stretch
 
 log = logging.getLogger("bridgenet")
@@ -133,8 +134,6 @@ def _stateful(stretch: Stretch, runners: Mapping[str, Runner]) -> None:
     """Refuse to change a host whose state file this process cannot keep (a runner with no state store,
     :func:`~bridgenet.state_store.store_for`: ``apply`` would keep its ledger in memory only, and ``down``
     would later find nothing to undo). ShRunner and SshRunner have one; dry-run and recording runners not."""
-    from .state_store import store_for
-
     lost = [h.name for h in stretch.hosts if store_for(runners[h.name]) is None]
     if lost:
         raise UnsupportedError(f"host(s) {', '.join(lost)}: no state file can be kept there through this "
@@ -248,7 +247,7 @@ def down_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = F
     pairs = list(reversed(order(stretch)))
     for host, net in pairs:
         try:
-            check_identity(net, Ledger.open(getattr(runners[host.name], "fs_root", None), net.name),
+            check_identity(net, Ledger.open(store_for(runners[host.name]), net.name),
                            sources_only=True)
         except ConflictError as err:
             raise _named(host, err) from err
@@ -274,3 +273,32 @@ def show_all(stretch: Stretch, runners: Mapping[str, Runner]) -> list[tuple[Host
 
     reach(stretch, runners)
     return [(host, show([net], runners[host.name])[0]) for host, net in stretch.pairs()]
+
+
+def clean_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = False,
+              on_host: OnHost | None = None) -> list[HostReport]:
+    """``apply.clean`` on every host of the file (each through its runner), the gateway host last: every
+    network with a state file there, then bridgenet's tagged leftovers (not only this file's network).
+
+    Every host is reached first; once started it goes through every host (as :func:`down_all`).
+
+    Raises:
+        HostsFailedError: some hosts failed (the others are clean); each failure names its host.
+        HostUnreachableError, ValidationError: as :func:`reach`; UnsupportedError: as :func:`up_all`.
+    """
+    reach(stretch, runners)
+    _stateful(stretch, runners)
+    out: list[HostReport] = []
+    failures: list[tuple[str, BaseException]] = []
+    with interrupts.deferred(raise_pending=False), interrupts.shielded():
+        for host, _ in reversed(order(stretch)):
+            if on_host is not None:
+                on_host(host)
+            try:
+                out.append(HostReport(host, apply.clean(runners[host.name], force=force)))
+            except BridgenetError as err:
+                log.warning("bridgenet: host %s: %s", host.name, apply._short(err))
+                failures.append((host.name, err))
+    if failures:
+        raise HostsFailedError(failures)
+    return out

@@ -216,8 +216,12 @@ def _up(network: Network, runner: Runner, *, batch: bool, progress: Progress | N
         with interrupts.shielded():
             log.warning("bridgenet: %s; rolling back what this run did", _short(cause))
             keys = set(new_keys)
-            undone, leftovers, _ = _undo(runner, [e for e in ledger.entries if e.key in keys], force=True,
-                                         network=network.name)
+            mine = [e for e in ledger.entries if e.key in keys]
+            try:
+                undone, leftovers, _ = _undo(runner, mine, force=True, network=network.name)
+            except BridgenetError as lost:  # the host stopped answering (ssh): nothing more to undo from here
+                undone, leftovers = [], [f"not rolled back ({_short(lost)}): {', '.join(e.key for e in mine)}; "
+                                         "kept in its state file: `down` (or `up`) cleans it once it answers"]
             if not leftovers:
                 ledger.drop(new_keys)
         raise RolledBackError(cause, undone, leftovers) from cause

@@ -225,6 +225,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    if getattr(args, "file", None):
+        net = _across(args, "clean")
+        if not isinstance(net, Network):
+            from .cli_across import clean_across
+
+            return clean_across(args, net)
     require_privileges("clean")
     from . import apply
 
@@ -398,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Take down every network with a state file in /run/bridgenet, "
                            "then remove leftovers tagged bridgenet: (link alias, iptables comment).")
     clean.add_argument("--force", action="store_true", help="kill processes in namespaces to delete")
+    clean.add_argument("-f", "--file", metavar="NET.toml",
+                       help="a network file of several hosts: clean every host of it (over ssh)")
     clean.add_argument("-q", "--quiet", action="store_true", help="do not print commands as they run")
     clean.set_defaults(func=cmd_clean, parser=clean)
 

@@ -1,4 +1,4 @@
-"""The CLI's ``up``, ``down``, ``plan`` and ``show`` of a network across hosts (``across.py``)."""
+"""The CLI's ``up``, ``down``, ``plan``, ``show`` and ``clean`` of a network across hosts (``across.py``)."""
 
 from __future__ import annotations
 
@@ -99,3 +99,23 @@ def show_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
     else:
         sys.stdout.write("\n".join(f"{h.header()}\n{st.render()}" for h, st in statuses))
     return 2 if any(st.drifted for _, st in statuses) else 0
+
+
+def clean_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+    """``clean -f FILE``: ``apply.clean`` on every host of the file (``across.clean_all``), one line per host."""
+    from . import across
+
+    runners = across.default_runners(s)
+    try:
+        reports = across.clean_all(s, runners, force=args.force)
+    finally:
+        across.close(runners)
+    shown: list = []
+    for hr in reports:
+        if not args.quiet and hr.report.ran:
+            header(args, shown)(hr.host)
+            sys.stdout.write("".join(c.shell() + "\n" for c in hr.report.ran))
+        _print_gone(hr.report)
+        print(f"bridgenet: {hr.host.name}: cleaned {', '.join(hr.report.networks) or 'no recorded network'}; "
+              f"{len(hr.report.ran)} command(s) run", file=sys.stderr)
+    return 0

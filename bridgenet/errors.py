@@ -226,6 +226,26 @@ class HostUnreachableError(BridgenetError):
         return tuple(d for d, _ in self.failures)
 
 
+class ConnectionLostError(HostUnreachableError):
+    """``ssh`` failed itself (exit 255) while running a command on a host it had reached: the connection
+    dropped (sshd or its session killed, the network gone) part-way through bridgenet's work.
+
+    Unlike a failed login, something may have changed there: whether this command ran is unknown
+    (ssh(1), EXIT STATUS: 255 is ssh's own error, not the command's).
+
+    Attributes:
+        failures: as :class:`HostUnreachableError` (one pair).
+        argv: the command that was in flight.
+    """
+
+    def __init__(self, destination: str, argv: Sequence[str], reason: str) -> None:
+        self.failures = ((str(destination), str(reason)),)
+        self.argv = tuple(str(a) for a in argv)
+        Exception.__init__(self, f"lost the ssh connection to {destination} while running "
+                                 f"{shlex.join(self.argv)} (ssh exited 255; whether it ran there is unknown): "
+                                 f"{reason.strip() or '(ssh said nothing)'}")
+
+
 class HostsRolledBackError(RolledBackError):
     """Bringing a network up across hosts failed on one host (or a signal arrived); every host is rolled back.
 

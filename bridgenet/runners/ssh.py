@@ -26,7 +26,8 @@ Every ``ssh`` call gets (ssh(1), ssh_config(5)):
 
 Exit status: ``ssh`` exits with the remote command's status, or 255 when it
 failed itself (ssh(1), EXIT STATUS). :class:`SshRunner` raises
-:class:`~bridgenet.errors.HostUnreachableError` for 255 (a remote command
+:class:`~bridgenet.errors.ConnectionLostError` (a HostUnreachableError
+naming the command) for 255 (a remote command
 that exits 255 itself is taken for that too: ssh cannot tell them apart),
 :class:`~bridgenet.errors.CommandError` (with the remote argv) otherwise.
 """
@@ -45,7 +46,7 @@ from collections.abc import Callable, Iterable, Sequence
 import attrs
 
 from ..commands import Command
-from ..errors import CommandError, HostUnreachableError, NotInSandboxError, ValidationError
+from ..errors import CommandError, ConnectionLostError, HostUnreachableError, NotInSandboxError, ValidationError
 from .base import Isolated, Result
 from .sh import ShRunner
 
@@ -219,7 +220,9 @@ class SshRunner:
 
     Raises (from ``run``/``exec``/``check``):
         HostUnreachableError: ``ssh`` itself failed (exit 255): no route,
-            connection refused or timed out, key refused, unknown host key.
+            connection refused or timed out, key refused, unknown host key;
+            from ``run``/``exec`` its subclass ConnectionLostError (naming the
+            command in flight: the connection may have dropped part-way).
         CommandError: the remote command exited non-zero.
         NotInSandboxError: the guard refused (see above).
     """
@@ -268,8 +271,8 @@ class SshRunner:
         self._local._guard(full)
         self._opened = True
         r = self._local.exec(full, input=input, check=False)
-        if r.exit_code == SSH_FAILED:
-            raise HostUnreachableError([(self.target.destination, r.stderr.strip())])
+        if r.exit_code == SSH_FAILED:  # ssh's own failure (ssh(1)): the login, or the connection mid-way
+            raise ConnectionLostError(self.target.destination, argv, r.stderr.strip())
         err = r.stderr
         if timeout is not None and r.exit_code in (124, 137):
             err = (err + f"\ntimed out after {timeout:g} s").lstrip("\n")
@@ -310,7 +313,10 @@ class SshRunner:
         Raises:
             HostUnreachableError: ssh could not log in; the message gives ssh's reason.
         """
-        self.exec(["true"])
+        try:
+            self.exec(["true"])
+        except ConnectionLostError as e:  # nothing was in flight: a plain failed login
+            raise HostUnreachableError(e.failures) from None
 
     @property
     def control_socket(self) -> str:

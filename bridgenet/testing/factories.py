@@ -389,3 +389,26 @@ def hosts(n: int = 2, *, sshd: bool = False, scope: str = "function", subnet: st
     return _make_fixture(f"hosts{n}", scope, (), body,
                          f"{n} hosts (network and mount namespaces) on an underlay bridge in a sandbox"
                          + (", each with a real sshd." if sshd else "."))
+
+
+def stretch(make: Callable[..., object], *, hosts: str = "bridgenet_hosts", scope: str = "function") -> object:
+    """Make a fixture giving a :class:`~bridgenet.testing.stretches.LiveStretch`: ``make``'s network
+    across hosts brought up (``across.up_all``) on the hosts fixture named ``hosts`` (a
+    :func:`hosts` fixture: ``bridgenet_hosts = factories.hosts(2)``), taken down at teardown.
+
+    ``make`` returns the :class:`~bridgenet.stretch.Stretch`; it takes no argument or the
+    :class:`~bridgenet.testing.hosts.Hosts` (their names and underlay addresses for ``HostSpec``).
+    """
+    check_scope(scope, "factories.stretch")
+    from .stretches import LiveStretch
+
+    def body(request: pytest.FixtureRequest, made_hosts: object) -> Iterator[LiveStretch]:
+        s = make(made_hosts) if inspect.signature(make).parameters else make()
+        live = LiveStretch(s, made_hosts)  # type: ignore[arg-type]
+        try:
+            yield live
+        finally:
+            live.down()
+
+    return _make_fixture(getattr(make, "__name__", "stretch"), scope, (hosts,), body,
+                         "a network across hosts, up on the hosts of " + hosts)

@@ -171,8 +171,9 @@ class Host:
         if os.stat(f"{root}/etc").st_dev == os.stat("/etc").st_dev:  # the overlay, never the machine's /etc
             raise SandboxError(f"{self.name}: its /etc is not its own overlay; not adding the sshd user")
         self.run(["mkdir", "-p", "-m", "0755", SSHD_DIR, "/run/sshd", HOME])
-        self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"bridgenet-{self.name}",
-                  "-f", f"{SSHD_DIR}/ssh_host_ed25519_key"])
+        if not os.path.exists(f"{root}{SSHD_DIR}/ssh_host_ed25519_key"):  # (kept across stop_sshd)
+            self.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"bridgenet-{self.name}",
+                      "-f", f"{SSHD_DIR}/ssh_host_ed25519_key"])
         _prepare_passwd(f"{root}/etc/passwd")
         with open(f"{self.hosts.sandbox_root}{CLIENT_DIR}/id_ed25519.pub") as f:
             user_key = f.read()
@@ -189,16 +190,29 @@ class Host:
         if lib:
             argv = ["env", f"LD_LIBRARY_PATH={lib}", *argv]
         self._runner._guard(argv)
+        seen = len(self.sshd_log)  # (a restarted sshd appends to the same log)
         self._sshd = subprocess.Popen([*self.nsenter_prefix(), *argv], env=env, stdin=subprocess.DEVNULL,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while "Server listening on" not in self.sshd_log:
+        while "Server listening on" not in self.sshd_log[seen:]:
             if self._sshd.poll() is not None or time.monotonic() > deadline:
                 err = self._sshd.stderr.read().decode(errors="replace") if self._sshd.poll() is not None else ""
                 Sandbox.terminate(self._sshd)
                 self._sshd = None
                 raise SandboxError(f"{self.name}: sshd did not start listening: {err}{self.sshd_log}".strip())
             time.sleep(0.01)
+
+    def stop_sshd(self) -> None:
+        """Kill the host's listening ``sshd`` (SIGKILL, by its pid file, inside the host): no new login is
+        accepted; sessions already open stay (each has a process of its own). :meth:`start_sshd` starts it
+        again (same host key)."""
+        if self._sshd is None:
+            return
+        self.run(["sh", "-c", f'kill -KILL "$(cat {SSHD_DIR}/sshd.pid)"'])
+        Sandbox.terminate(self._sshd)
+        if self._sshd.stderr:
+            self._sshd.stderr.close()
+        self._sshd = None
 
     def accepted_logins(self) -> int:
         """How many logins the host's ``sshd`` accepted so far (``Accepted publickey`` lines of its log)."""
