@@ -37,8 +37,8 @@ import attrs
 
 from . import apply, interrupts
 from .conflicts import check_identity
-from .errors import (BridgenetError, ConflictError, HostsRolledBackError, RolledBackError, UnsupportedError,
-                     ValidationError)
+from .errors import (BridgenetError, ConflictError, HostsRolledBackError, HostUnreachableError, RolledBackError,
+                     UnsupportedError, ValidationError)
 from .hosts import HostSpec
 from .jobs import JOBS
 from .ledger import Ledger
@@ -127,7 +127,13 @@ def reach(stretch: Stretch, runners: Mapping[str, Runner]) -> None:
         raise ValidationError(f"network {stretch.name}", "runners", "one runner per host: "
                               + (f"none for {', '.join(missing)}" if missing else f"no host {', '.join(extra)}"),
                               sorted(runners))
-    check_hosts([runners[n] for n in names if isinstance(runners[n], SshRunner)])
+    ssh = [n for n in names if isinstance(runners[n], SshRunner)]
+    try:
+        check_hosts([runners[n] for n in ssh])
+    except HostUnreachableError as e:  # named as the file names them: "h2 (root@198.51.100.12)"
+        by_dest = {runners[n].target.destination: n for n in ssh}
+        raise HostUnreachableError([(f"{by_dest[d]} ({d})" if d in by_dest else d, r) for d, r in e.failures]) \
+            from None
 
 
 def _stateful(stretch: Stretch, runners: Mapping[str, Runner]) -> None:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +37,7 @@ from .errors import BridgenetError, CommandError, NamespaceBusyError, RolledBack
 from .leftovers import clean_tagged
 from .jobs import JOBS
 from .ledger import Entry, Ledger, locked
+from .netns_busy import busy_netns
 from .state_store import store_for
 from .network import Network
 from .conflicts import check_identity
@@ -370,7 +370,7 @@ def _undo(runner: Runner, entries: Sequence[Entry], *, force: bool, network: str
     # fail before anything else ran, and then everything is read and classified below.
     state = _read_for_undo(runner, cmds, optimistic=True)
     todo, gone_now = _classify(cmds, state, optimistic=True)
-    busy = _busy_netns(runner, [c.effect.name for c in todo if isinstance(c.effect, NetnsAbsent)])
+    busy = busy_netns(runner, [c.effect.name for c in todo if isinstance(c.effect, NetnsAbsent)])
     if busy and not force:
         name, pids = next(iter(busy.items()))
         raise NamespaceBusyError(name, pids)
@@ -451,33 +451,6 @@ def _read_for_undo(runner: Runner, cmds: Iterable[Command], *, optimistic: bool 
 
 _FILES = (FileAbsent, FilePresent, DirAbsent, DirPresent)
 """Effects on files (``names.py``): their undo reads ``/etc/netns``."""
-
-
-def _busy_netns(runner: Runner, names: Sequence[str]) -> dict[str, list[int]]:
-    """``{name: PIDs}`` for the namespaces among ``names`` that processes still use.
-
-    One ``lsns -t net`` (lsns(8)) finds the namespaces that have processes
-    and the ``/run/netns`` file each is mounted on; ``ip netns pids`` (ip-netns(8))
-    then lists the PIDs of just those. Where ``lsns`` is missing, every name
-    is asked with ``ip netns pids``.
-    """
-    if not names:
-        return {}
-    wanted = set(names)
-    r = runner.exec(["lsns", "--json", "-t", "net", "-o", "NSFS"], check=False)
-    if r.ok and r.stdout.strip():
-        used = set()
-        for item in json.loads(r.stdout).get("namespaces", []):
-            for path in (item.get("nsfs") or "").splitlines():
-                if path.startswith("/run/netns/"):
-                    used.add(path[len("/run/netns/"):])
-        wanted &= used
-    busy = {}
-    for name in sorted(wanted):
-        pids = [int(p) for p in runner.exec(["ip", "netns", "pids", name], check=False).stdout.split() if p.isdigit()]
-        if pids:
-            busy[name] = pids
-    return busy
 
 
 def clean(runner: Runner, *, force: bool = False, batch: bool = False) -> Report:

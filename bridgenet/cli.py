@@ -18,75 +18,16 @@ import gc
 import sys
 from collections.abc import Sequence
 
-import attrs
-
 from .errors import BridgenetError, CommandError, PrivilegeError, RolledBackError, UnsupportedError, ValidationError
 from .interrupts import Interrupted
 from .jobs import JOBS, PARALLEL_MIN
 from .network import Network
+from .cli_common import _across, require_privileges
 from .cli_print import _echo, _print_commands, _print_gone
+from .cli_views import cmd_diagnose, cmd_graph, cmd_show
 from .runners import ShRunner, undo_steps
 
 VERSION = "0.1.0"
-
-CAP_NET_ADMIN = 12
-CAP_SYS_ADMIN = 21
-"""Capability numbers (include/uapi/linux/capability.h)."""
-
-
-def _caps() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return int(line.split()[1], 16)
-    except OSError:
-        pass
-    return 0
-
-
-def require_privileges(action: str) -> None:
-    """Stop before running anything when CAP_NET_ADMIN or CAP_SYS_ADMIN is missing.
-
-    ``ip link add`` needs CAP_NET_ADMIN; ``ip netns add`` mounts and
-    ``ip -n`` enters a namespace, which need CAP_SYS_ADMIN; reading
-    iptables rules needs CAP_NET_ADMIN (capabilities(7)).
-
-    Raises:
-        PrivilegeError: with what is missing and what to do instead.
-    """
-    caps = _caps()
-    missing = [name for bit, name in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"))
-               if not caps >> bit & 1]
-    if missing:
-        raise PrivilegeError(
-            f"bridgenet {action} {'reads' if action in ('plan', 'diagnose', 'show') else 'changes'} this host's network and needs "
-            f"{' and '.join(missing)} "
-            "(run it as root, e.g. with sudo). Nothing was run.\n"
-            "To try the lesson without touching this machine: bridgenet tutorial (a throwaway sandbox)"
-            + (f"; to only print the commands: bridgenet {action} --dry-run" if action in ("up", "down") else "")
-        )
-
-
-def _network(args: argparse.Namespace, *, hosts: bool = False):  # noqa: ANN202 (a Network; with hosts, a Stretch too)
-    """The network of ``-f`` (or the lesson's); ``hosts``: a file with ``[[hosts]]`` gives its Stretch
-    (else its one local host's network, or UnsupportedError)."""
-    if getattr(args, "file", None):
-        from .config import load, load_any
-
-        net = load_any(args.file) if hosts else load(args.file)
-    else:
-        from .tutorial import tutorial
-
-        net = tutorial()
-    if getattr(args, "accept_forward", False):
-        from .network import with_accept_forward
-
-        if not isinstance(net, Network):
-            return attrs.evolve(net, networks=[with_accept_forward(n) for n in net.networks])
-        net = with_accept_forward(net)
-    return net
-
 
 def _per_host(args: argparse.Namespace, net, dry_run) -> int:  # noqa: ANN001
     """The dry-run of a network across hosts: each host's transcript under its header, hosts in file order."""
@@ -125,16 +66,6 @@ def _dry_up(args: argparse.Namespace, net: Network) -> int:
     up = [c for s in steps for c in s.up] if steps is not None else net.up_commands(fast=args.batch)
     _print_commands(args, up, "up", steps)
     return 0
-
-
-def _across(args: argparse.Namespace, action: str):  # noqa: ANN202 (a Network, or a Stretch of other hosts)
-    """The network of ``-f``: a Stretch of several hosts as it is (a dry-run prints it per host), else a Network."""
-    net = _network(args, hosts=True)
-    if not isinstance(net, Network) and net.local_only and not getattr(args, "dry_run", False):
-        net = net.networks[0]
-    if not isinstance(net, Network) and not getattr(args, "dry_run", False) and any(h.local for h in net.hosts):
-        require_privileges(action)  # the local host's part runs here
-    return net
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -245,77 +176,6 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     from .tutorial import run_tutorial
 
     return run_tutorial(dry_run=args.dry_run, publish=args.publish)
-
-
-def cmd_graph(args: argparse.Namespace) -> int:
-    """Draw the network from its model: a file, a network up on this host (its state file), or the lesson's."""
-    from .diagram import graph
-    from .recorded import network_named
-
-    if args.file and args.name:
-        args.parser.error("give a network file (-f) or the NAME of a network that is up, not both")
-    if args.ascii and args.format != "text":
-        args.parser.error("--ascii goes with --format text")
-    net = network_named(args.name) if args.name else _network(args)
-    sys.stdout.write(graph(net, args.format, ascii=args.ascii))
-    return 0
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    """Each network's live state beside what up makes: exit 0 no drift, 2 drift, 1 an unknown NAME or bad file."""
-    import json
-
-    from .status import show
-
-    if args.file and args.names:
-        args.parser.error("give a network file (-f) or NAMEs of networks that are up, not both")
-    net = _across(args, "show") if args.file else None
-    if net is not None and not isinstance(net, Network):
-        from .cli_across import show_across
-
-        return show_across(args, net)
-    require_privileges("show")
-    try:
-        statuses = show([net] if args.file else (args.names or None))
-    except ValidationError as e:
-        print(f"bridgenet show: {e}", file=sys.stderr)
-        return 1
-    if args.json:
-        sys.stdout.write(json.dumps([s.to_dict() for s in statuses], indent=2) + "\n")
-    elif not statuses:
-        print("bridgenet: no network is up on this host (no state file in /run/bridgenet)", file=sys.stderr)
-    else:
-        sys.stdout.write("\n".join(s.render() for s in statuses))
-    return 2 if any(s.drifted for s in statuses) else 0
-
-
-def cmd_diagnose(args: argparse.Namespace) -> int:
-    """Name the first thing that breaks SRC -> DST, then probe: exit 0 reachable, 1 not, 2 usage."""
-    from .diagnose import diagnose
-    from .diagnose_args import check_args, check_network
-
-    if args.udp and args.port is None:
-        args.parser.error("--udp needs --port N")
-    net = None
-    if args.file:
-        from .config import load
-
-        net = load(args.file)
-    try:  # usage errors before the privilege check: they need no root to be told
-        check_args(args.source, args.destination, args.port, args.udp)
-        if net is not None:
-            check_network(net, args.source, args.destination)
-    except ValidationError as e:
-        print(f"bridgenet diagnose: {e}", file=sys.stderr)
-        return 2
-    require_privileges("diagnose")
-    try:
-        result = diagnose(args.source, args.destination, port=args.port, udp=args.udp, network=net)
-    except ValidationError as e:
-        print(f"bridgenet diagnose: {e}", file=sys.stderr)
-        return 2
-    sys.stdout.write(result.to_json() + "\n" if args.json else result.render())
-    return 0 if result.reachable else 1
 
 
 def _port(text: str) -> int:

@@ -31,6 +31,8 @@ e.g. ``network file stretch.toml containers[1]``.
 
 from __future__ import annotations
 
+import os
+
 from .errors import ValidationError
 from .hosts import HostSpec
 from .stretch import Member, Stretch, stretch
@@ -53,6 +55,14 @@ def _rewrap(here: str, e: ValidationError) -> ValidationError:
     return ValidationError(f"{here} ({e.obj})", e.field, e.rule, e.value)
 
 
+def _beside(source: str | None, path: object) -> object:
+    """A relative ``identity``/``ssh_config`` path is read beside the file (as Compose files do), not in the
+    directory bridgenet runs from; an absolute or ``~`` path (ssh expands it) is kept as written."""
+    if not isinstance(path, str) or source is None or not path or path.startswith(("/", "~")):
+        return path
+    return os.path.join(os.path.dirname(source), path)
+
+
 def from_hosts_dict(data: dict, where: str = "network", *, source: str | None = None) -> Stretch:
     """Build a network across hosts from a parsed file with ``[[hosts]]`` (see the module docstring).
 
@@ -73,7 +83,8 @@ def from_hosts_dict(data: dict, where: str = "network", *, source: str | None = 
         t = _table(here, item, HOST, ("name",))
         try:
             hosts.append(HostSpec(t["name"], t.get("ssh"), t.get("underlay"), port=t.get("port"),
-                                  identity=t.get("identity"), ssh_config=t.get("ssh_config"),
+                                  identity=_beside(source, t.get("identity")),
+                                  ssh_config=_beside(source, t.get("ssh_config")),
                                   options=t.get("options", ())))
         except ValidationError as e:
             raise _rewrap(here, e) from None

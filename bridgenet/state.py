@@ -363,5 +363,14 @@ def _tables(results: Iterator[tuple[int, str]], tables: list[tuple[str, str | No
     return rule_map, chain_map
 
 
-# Snapshots for before/after comparisons live in snapshots.py; importable from here as before.
-from .snapshots import difference, iptables_rules, snapshot  # noqa: E402,F401
+# Snapshots for before/after comparisons live in snapshots.py; importable from here as before, looked up
+# when first asked for (snapshots.py imports this module: an import here would make a circle).
+_SNAPSHOT_NAMES = ("difference", "iptables_rules", "snapshot")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SNAPSHOT_NAMES:
+        from . import snapshots
+
+        return getattr(snapshots, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -68,7 +68,7 @@ def test_cli_across_hosts_refuses_an_unreachable_host_before_any_change(capsys, 
     code = main([*argv, "-f", str(TWO)])
     out, err = capsys.readouterr()
     assert (code, out) == (1, "") and len(ran) == 2
-    assert "cannot reach 1 host" in err and "root@198.51.100.12: Connection refused" in err
+    assert "cannot reach 1 host" in err and "h2 (root@198.51.100.12): Connection refused" in err  # named as the file does
 
 
 def test_cli_across_hosts_runs_no_ssh_outside_a_sandbox(capsys):

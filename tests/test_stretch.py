@@ -117,7 +117,8 @@ def test_three_hosts_each_floods_to_the_two_others_and_gateway_host_is_chosen():
         fdb = [x.split()[-1] for x in lines(net) if x.startswith("bridge fdb")]
         assert fdb == [u for u in underlays if u != str(h.underlay)]
         assert any(x == "sysctl -w net.ipv4.ip_forward=1" for x in lines(net)) == (h.name == "h2")
-    assert s.hosts[0].ssh_args() == ("-p", "2222", "-i", "keys/lab", "-F", "lab.ssh_config")
+    assert s.hosts[0].ssh_args() == ("-p", "2222", "-i", str(THREE.parent / "keys/lab"), "-F",
+                                      str(THREE.parent / "lab.ssh_config"))  # beside the file
     assert s.hosts[2].local and s.hosts[2].ssh_args() == ()
 
 
@@ -134,12 +135,12 @@ def test_python_builder_equals_the_files():
                   containers=[Member("h1", "a", "10.40.0.10"), Member("h2", "b", "10.40.0.20")])
     assert two == config.load_any(TWO)
     three = stretch("lab3", gateway="10.41.0.1/24", gateway_host="h2", underlay_mtu=1500, mtu=1400, names=False,
-                    hosts=[HostSpec("h1", "admin@198.51.100.21", port=2222, identity="keys/lab",
-                                    ssh_config="lab.ssh_config"),
+                    hosts=[HostSpec("h1", "admin@198.51.100.21", port=2222, identity=str(THREE.parent / "keys/lab"),
+                                    ssh_config=str(THREE.parent / "lab.ssh_config")),
                            HostSpec("h2", "root@lab-gw", "198.51.100.22"), HostSpec("h3", underlay="198.51.100.23")],
                     containers=[Member("h1", "web", "10.41.0.10"), Member("h2", "db", "10.41.0.20", ports=["5432:5432"]),
                                 Member("h3", "cache", "10.41.0.30")])
-    assert three == config.load_any(THREE)
+    assert three == config.load_any(THREE)  # relative identity and ssh_config paths: beside the file
     assert three != config.load_any(TWO)
 
 

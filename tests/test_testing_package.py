@@ -97,3 +97,27 @@ def test_the_older_plugin_module_still_names_the_fixtures() -> None:
     assert "bridgenet_tutorial" not in dir(pytest_plugin)  # so pytest sees the fixtures once
     with pytest.raises(AttributeError):
         pytest_plugin.no_such_name  # noqa: B018
+
+
+def test_every_module_imports_on_its_own() -> None:
+    """Seen: `import bridgenet.snapshots` first failed (snapshots -> state -> snapshots)."""
+    import subprocess
+    import sys
+
+    names = sorted(f"bridgenet.{'.'.join(p.relative_to(SOURCE_ROOT / 'bridgenet').with_suffix('').parts)}"
+                   for p in (SOURCE_ROOT / "bridgenet").rglob("*.py") if p.stem not in ("__init__", "__main__"))
+    script = (
+        "import importlib, sys\n"
+        "bad = []\n"
+        f"for name in {names!r}:\n"
+        "    for m in [m for m in sys.modules if m == 'bridgenet' or m.startswith('bridgenet.')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{name}: {e!r}')\n"
+        "print('\\n'.join(bad))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=SOURCE_ROOT,
+                       env={**__import__("os").environ, "PYTHONPATH": str(SOURCE_ROOT)}, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout + r.stderr
