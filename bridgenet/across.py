@@ -257,6 +257,16 @@ def down_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = F
                            sources_only=True)
         except ConflictError as err:
             raise _named(host, err) from err
+    return _every_host(pairs, lambda host, net: apply.down(net, runners[host.name], force=force), on_host)
+
+
+def _every_host(pairs: Sequence[tuple[HostSpec, Network]], do: Callable[[HostSpec, Network], apply.Report],
+                on_host: OnHost | None) -> list[HostReport]:
+    """``do`` on every host in turn, signals waiting; a host that fails does not stop the others.
+
+    Raises:
+        HostsFailedError: some hosts failed, each named with its error (the others are done).
+    """
     out: list[HostReport] = []
     failures: list[tuple[str, BaseException]] = []
     with interrupts.deferred(raise_pending=False), interrupts.shielded():
@@ -264,7 +274,7 @@ def down_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = F
             if on_host is not None:
                 on_host(host)
             try:
-                out.append(HostReport(host, apply.down(net, runners[host.name], force=force)))
+                out.append(HostReport(host, do(host, net)))
             except BridgenetError as err:
                 log.warning("bridgenet: host %s: %s", host.name, apply._short(err))
                 failures.append((host.name, err))
@@ -294,17 +304,5 @@ def clean_all(stretch: Stretch, runners: Mapping[str, Runner], *, force: bool = 
     """
     reach(stretch, runners)
     _stateful(stretch, runners)
-    out: list[HostReport] = []
-    failures: list[tuple[str, BaseException]] = []
-    with interrupts.deferred(raise_pending=False), interrupts.shielded():
-        for host, _ in reversed(order(stretch)):
-            if on_host is not None:
-                on_host(host)
-            try:
-                out.append(HostReport(host, apply.clean(runners[host.name], force=force)))
-            except BridgenetError as err:
-                log.warning("bridgenet: host %s: %s", host.name, apply._short(err))
-                failures.append((host.name, err))
-    if failures:
-        raise HostsFailedError(failures)
-    return out
+    return _every_host(list(reversed(order(stretch))),
+                       lambda host, _: apply.clean(runners[host.name], force=force), on_host)

@@ -41,31 +41,40 @@ def up_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
 def down_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
     from . import across
 
-    runners = across.default_runners(s)
-    try:
-        reports = across.down_all(s, runners, force=args.force)
-    finally:
-        across.close(runners)
-    shown: list = []
-    for hr in reports:
-        if not args.quiet and hr.report.ran:
-            header(args, shown)(hr.host)
-            _print_commands(args, list(hr.report.ran), "down")
-        _print_gone(hr.report)
+    reports = _on_hosts(s, lambda runners: across.down_all(s, runners, force=args.force))
+    for hr in _printed(args, reports, lambda ran: _print_commands(args, ran, "down")):
         what = f"is down on {hr.host.name}: {len(hr.report.ran)} command(s) run" if hr.report.networks else \
             f"on {hr.host.name}: {hr.report.note}"
         print(f"bridgenet: {s.name} {what}", file=sys.stderr)
     return 0
 
 
-def plan_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+def _on_hosts(s, call):  # noqa: ANN001, ANN202
+    """``call(runners)`` with every host's default runner, closed afterwards (their ssh connections end)."""
     from . import across
 
     runners = across.default_runners(s)
     try:
-        plans = across.plan_all(s, runners, batch=args.batch)
+        return call(runners)
     finally:
         across.close(runners)
+
+
+def _printed(args: argparse.Namespace, reports, show_ran):  # noqa: ANN001, ANN202
+    """Each host's report after its header and the commands it ran (``show_ran``), then what was gone."""
+    shown: list = []
+    for hr in reports:
+        if not args.quiet and hr.report.ran:
+            header(args, shown)(hr.host)
+            show_ran(list(hr.report.ran))
+        _print_gone(hr.report)
+        yield hr
+
+
+def plan_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
+    from . import across
+
+    plans = _on_hosts(s, lambda runners: across.plan_all(s, runners, batch=args.batch))
     if args.json:
         import json
 
@@ -89,11 +98,7 @@ def show_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
 
     from . import across
 
-    runners = across.default_runners(s)
-    try:
-        statuses = across.show_all(s, runners)
-    finally:
-        across.close(runners)
+    statuses = _on_hosts(s, lambda runners: across.show_all(s, runners))
     if args.json:
         sys.stdout.write(json.dumps([{"host": h.name, "status": st.to_dict()} for h, st in statuses], indent=2) + "\n")
     else:
@@ -105,17 +110,8 @@ def clean_across(args: argparse.Namespace, s) -> int:  # noqa: ANN001
     """``clean -f FILE``: ``apply.clean`` on every host of the file (``across.clean_all``), one line per host."""
     from . import across
 
-    runners = across.default_runners(s)
-    try:
-        reports = across.clean_all(s, runners, force=args.force)
-    finally:
-        across.close(runners)
-    shown: list = []
-    for hr in reports:
-        if not args.quiet and hr.report.ran:
-            header(args, shown)(hr.host)
-            sys.stdout.write("".join(c.shell() + "\n" for c in hr.report.ran))
-        _print_gone(hr.report)
+    reports = _on_hosts(s, lambda runners: across.clean_all(s, runners, force=args.force))
+    for hr in _printed(args, reports, lambda ran: sys.stdout.write("".join(c.shell() + "\n" for c in ran))):
         print(f"bridgenet: {hr.host.name}: cleaned {', '.join(hr.report.networks) or 'no recorded network'}; "
               f"{len(hr.report.ran)} command(s) run", file=sys.stderr)
     return 0
