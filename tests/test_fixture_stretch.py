@@ -59,6 +59,6 @@ def test_taken_down_at_teardown(bridgenet_hosts):
 
 @pytest.mark.real
 def test_a_network_across_sandboxed_hosts_in_one_test(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_across=ACROSS)
+    pytester.makepyfile(test_shop_across=ACROSS)  # not test_across: tests/test_across.py is imported in this process
     result = pytester.runpytest_inprocess(*PLUGIN, "-p", "no:cacheprovider", "-W", "error")
     result.assert_outcomes(passed=2)
