@@ -20,7 +20,7 @@ CLUSTER = {f"n{i}": f"10.99.0.{10 + i}" for i in range(1, 6)}
 """The counter's nodes: namespace (and node id) -> address, n1 10.99.0.11 ... n5 10.99.0.15."""
 COUNTER = Path(__file__).with_name("counter.py")
 PORT = 7100
-WAIT = 5.0
+WAIT = 15.0  # a bound, not a speed: a loaded CI machine with several suites at once is slow
 """Seconds a wait for the nodes may take (converging takes a few gossip rounds, ≈0.1-0.3 s)."""
 
 
