@@ -102,7 +102,9 @@ def counter(cluster_network, netns_process, netns_run):
 
 def test_replicas_converge(counter):
     assert counter.inc("n1", 2) == 2  # the first increments anywhere: n1's total is its own
-    assert counter.inc("n3", 3) in (3, 5)  # n3's own, and n1's if their gossip has arrived
+    # n3's own 3, plus what of n1's has arrived: none, 1 (a gossip sent between n1's two increments,
+    # still in flight) or 2 (seen in CI: 4)
+    assert counter.inc("n3", 3) in (3, 4, 5)
     counter.inc("n5")
 
     states = counter.wait_until("all reach 6", converged(6))
