@@ -90,11 +90,8 @@ def order(stretch: Stretch) -> list[tuple[HostSpec, Network]]:
 
 def target_of(host: HostSpec) -> SshTarget:
     """The :class:`SshTarget` of a host's SSH settings (``ssh``, ``port``, ``identity``, ``ssh_config``,
-    ``options``); ValidationError for the local host."""
-    if host.ssh is None:
-        raise ValidationError(f"host {host.name}", "ssh", "the local host is not reached over ssh", None)
-    return SshTarget(host.ssh, port=host.port, identity=host.identity, config=host.ssh_config,
-                     options=host.options)
+    ``options``); ValidationError for the local host (:meth:`HostSpec.ssh_target`)."""
+    return host.ssh_target()
 
 
 def default_runners(stretch: Stretch, *, echo: Callable[[str], None] | None = None,

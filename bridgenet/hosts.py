@@ -163,14 +163,14 @@ class HostSpec:
 
     def ssh_args(self) -> tuple[str, ...]:
         """The ssh(1) options of this host's settings, before the destination: ``-p PORT``, ``-i FILE``,
-        ``-F FILE``, then ``-o OPTION`` each (empty for the local host)."""
-        out: list[str] = []
-        if self.port is not None:
-            out += ["-p", str(self.port)]
-        if self.identity is not None:
-            out += ["-i", self.identity]
-        if self.ssh_config is not None:
-            out += ["-F", self.ssh_config]
-        for o in self.options:
-            out += ["-o", o]
-        return tuple(out)
+        ``-F FILE``, then ``-o OPTION`` each (empty for the local host), as its SshTarget renders them."""
+        return () if self.ssh is None else self.ssh_target().settings_args()
+
+    def ssh_target(self):  # noqa: ANN201 (an SshTarget: runners.ssh imported on use)
+        """The :class:`~bridgenet.runners.ssh.SshTarget` of these settings; ValidationError for the local host."""
+        if self.ssh is None:
+            raise ValidationError(f"host {self.name}", "ssh", "the local host is not reached over ssh", None)
+        from .runners.ssh import SshTarget
+
+        return SshTarget(self.ssh, port=self.port, identity=self.identity, config=self.ssh_config,
+                         options=self.options)

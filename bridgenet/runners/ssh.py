@@ -162,6 +162,11 @@ class SshTarget:
             argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self.control_dir}/%C",
                      "-o", f"ControlPersist={CONTROL_PERSIST}"]
         argv += ["-o", f"ConnectTimeout={self.connect_timeout:g}"]
+        return (*argv, *self.settings_args())
+
+    def settings_args(self) -> tuple[str, ...]:
+        """The user's own settings as ssh(1) options: ``-p PORT``, ``-i FILE``, ``-F FILE``, ``-o OPT`` each."""
+        argv: list[str] = []
         if self.port is not None:
             argv += ["-p", str(self.port)]
         if self.identity is not None:
