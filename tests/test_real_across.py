@@ -110,6 +110,19 @@ print(c.recv(100).decode())
 """
 
 
+def assert_tcp_across(server_host, server_ns: str, address: str, client_host, client_ns: str) -> None:  # noqa: ANN001
+    """A TCP exchange from ``client_ns`` on one host to a server at ``address`` in ``server_ns`` on another."""
+    server = subprocess.Popen([*server_host.nsenter_prefix(), "ip", "netns", "exec", server_ns, sys.executable,
+                               "-c", SERVER, address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready", server.stderr.read()
+        r = client_host.run(["ip", "netns", "exec", client_ns, sys.executable, "-c", CLIENT, address], check=False)
+        assert (r.exit_code, r.stdout.strip()) == (0, "ACROSS HOSTS"), r.stderr
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_three_hosts_up_all_ping_tcp_twice_runs_nothing_down_all_restores(hosts3) -> None:  # noqa: ANN001
     h1, h2, h3 = hosts3
     s, rs = build(hosts3), runners(hosts3)
@@ -122,15 +135,7 @@ def test_three_hosts_up_all_ping_tcp_twice_runs_nothing_down_all_restores(hosts3
                          (h3, "c3", "10.40.0.1")):
         r = ping(src, ns, dst)
         assert r.exit_code == 0, f"{ns} -> {dst}: {r.stdout}{r.stderr}"
-    server = subprocess.Popen([*h3.nsenter_prefix(), "ip", "netns", "exec", "c3", sys.executable, "-c", SERVER,
-                               "10.40.0.13"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
-        r = h1.run(["ip", "netns", "exec", "c1", sys.executable, "-c", CLIENT, "10.40.0.13"], check=False)
-        assert (r.exit_code, r.stdout.strip()) == (0, "ACROSS HOSTS"), r.stderr
-    finally:
-        server.kill()
-        server.wait()
+    assert_tcp_across(h3, "c3", "10.40.0.13", h1, "c1")
     again = across.up_all(s, rs)
     assert [(r.host.name, r.report.ran) for r in again] == [("h1", ()), ("h2", ()), ("h3", ())]
     plans = across.plan_all(s, rs)

@@ -9,15 +9,12 @@ checked through its own nsenter runner, never through ssh.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from bridgenet import state
 from bridgenet.testing import factories
 from helpers import bridgenet_cli
-from test_real_across import CLIENT, SERVER, ping
+from test_real_across import assert_tcp_across, ping
 
 pytestmark = pytest.mark.real
 
@@ -58,15 +55,7 @@ def test_three_hosts_over_ssh_from_the_file_ping_tcp_mtu_converge_and_down_resto
     over = h1.run(["ip", "netns", "exec", "c1", "ping", "-M", "do", "-c", "1", "-W", "2", "-s", "1423", "10.42.0.13"],
                   check=False)
     assert over.exit_code != 0
-    server = subprocess.Popen([*h2.nsenter_prefix(), "ip", "netns", "exec", "c2", sys.executable, "-c", SERVER,
-                               "10.42.0.12"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "ready", server.stderr.read()
-        c = h3.run(["ip", "netns", "exec", "c3", sys.executable, "-c", CLIENT, "10.42.0.12"], check=False)
-        assert (c.exit_code, c.stdout.strip()) == (0, "ACROSS HOSTS"), c.stderr
-    finally:
-        server.kill()
-        server.wait()
+    assert_tcp_across(h2, "c2", "10.42.0.12", h3, "c3")
     again = bridgenet_cli(sb, "up", "-f", path)
     assert again.exit_code == 0, again.stderr
     assert again.stderr.count(": 0 command(s) run") == 3, again.stderr  # nothing to do on any host
