@@ -22,10 +22,10 @@ import attrs
 
 from . import rules
 from .errors import ValidationError
+from .runners.ssh import SSH_OPTION
 from .vxlan import MAX_VNI
 
 _HOST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_SSH_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=\S.*")
 
 
 def default_vni(name: str) -> int:
@@ -72,7 +72,7 @@ def _options(instance: object, attribute: attrs.Attribute, value: object) -> Non
         raise ValidationError(rules.describe(instance), attribute.name, "options is a list of ssh -o options, "
                               'as in ["StrictHostKeyChecking=no"]', value)
     for i, o in enumerate(value):
-        if not isinstance(o, str) or _SSH_OPTION.fullmatch(o) is None:
+        if not isinstance(o, str) or SSH_OPTION.fullmatch(o) is None:
             raise ValidationError(rules.describe(instance), f"{attribute.name}[{i}]", "an ssh -o option is "
                                   "Keyword=value (ssh_config(5)), as in StrictHostKeyChecking=no", o)
 

@@ -58,7 +58,8 @@ CONTROL_DIR_MAX = 48
 """Longest control directory: a Unix socket path is at most 107 bytes (unix(7)); ``%C`` adds 41
 bytes and ssh a temporary suffix of 17 while it creates the socket (mux.c)."""
 
-_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=\S.*")
+SSH_OPTION = re.compile(r"[A-Za-z][A-Za-z0-9]*=\S.*")
+"""An ``-o`` option as ssh_config(5) writes a setting: ``Keyword=value``."""
 _HOST = re.compile(r"[A-Za-z0-9_.:%\[\]-]+")
 _USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
 
@@ -93,7 +94,7 @@ def _check_file(field: str) -> Callable[[object, object, str | None], None]:
 
 def _check_options(_: object, __: object, value: tuple[str, ...]) -> None:
     for opt in value:
-        if not isinstance(opt, str) or not _OPTION.fullmatch(opt) or "\n" in opt:
+        if not isinstance(opt, str) or not SSH_OPTION.fullmatch(opt) or "\n" in opt:
             raise _bad("options", "each option is 'Key=value' as in ssh_config(5), e.g. 'ServerAliveInterval=5'",
                        opt)
 
