@@ -184,7 +184,7 @@ def up_all(stretch: Stretch, runners: Mapping[str, Runner], *, batch: bool = Fal
 
     Raises:
         ConflictError, HostUnreachableError, ValidationError: before any change (:func:`plan_all`).
-        UnsupportedError: a runner has no ``fs_root`` (no state file can be kept; nothing was changed).
+        UnsupportedError: a runner keeps no state file (a dry-run or recording runner; nothing was changed).
         HostsRolledBackError: a host failed, or SIGINT/SIGTERM arrived; every host was rolled back
             (``.host`` names where, ``.cause`` is why; the CLI exits 128 + the signal's number).
         Interrupted: a signal arrived before any change.
