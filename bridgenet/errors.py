@@ -128,7 +128,8 @@ class LockedError(BridgenetError):
 
 
 class UnsupportedError(BridgenetError):
-    """What was asked is valid but not supported yet (e.g. running a network across hosts); nothing was run.
+    """What was asked is valid but not supported (yet): e.g. ``graph`` of a network across hosts, or
+    changing hosts through a runner that keeps no state file; nothing was run.
 
     The command line exits 2 for it, as for a usage error (1 with ``plan --detailed-exitcode``).
     """
